@@ -1,0 +1,54 @@
+# kvmlab: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kvmlab
+BIN := bin/kvmlab
+GO_SOURCES := $(shell find . -name '*.go' -not -path './.git/*') go.mod go.sum
+
+.PHONY: run test deps guest build unit integration fuzz lint clean
+
+## run: install what is missing, build the guest kernel and initramfs (cached),
+## and boot the default guest on this terminal (via the emulated host when
+## this machine has no /dev/kvm). Ctrl-A x quits; `poweroff` in the guest ends it.
+run: deps guest build
+	@if $(BIN) check >/dev/null 2>&1; then exec $(BIN) run; else \
+	  echo "kvmlab: no usable /dev/kvm here: booting inside the emulated host (QEMU TCG with nested SVM); this takes a minute" >&2; \
+	  exec $(BIN) run --emulated-host; fi
+
+## test: every test: lint, unit tests, fuzzers (short), and the integration
+## tests that boot real guests (on /dev/kvm, or inside the emulated host).
+test: deps guest build lint unit fuzz integration
+
+deps:
+	@bash tests/deps.sh
+
+guest: deps
+	@k=$$(bash kernel-config/build.sh | tail -1) && i=$$(bash guest/build.sh | tail -1) && \
+	  mkdir -p $(CACHE)/default && ln -sf $$k/bzImage $(CACHE)/default/bzImage && \
+	  ln -sf $$k/vmlinux $(CACHE)/default/vmlinux && ln -sf $$k/System.map $(CACHE)/default/System.map && \
+	  ln -sf $$i $(CACHE)/default/initramfs.cpio && echo "guest: ready in $(CACHE)/default" >&2
+
+build: $(BIN)
+$(BIN): $(GO_SOURCES)
+	CGO_ENABLED=0 go build -o $(BIN) ./cmd/kvmlab
+
+lint:
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt: files above need formatting" >&2; exit 1; }
+	go vet ./...
+	go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+unit:
+	go test -count=1 $$(go list ./... | grep -v /tests$$)
+
+FUZZTIME ?= 10s
+fuzz:
+	@for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$t/*_test.go | cut -c6-); do \
+	    echo "fuzz: $$t $$f for $(FUZZTIME)"; go test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$t || exit 1; \
+	  done; done
+
+integration: build guest
+	KVMLAB_BIN=$(abspath $(BIN)) KVMLAB_GUEST_DIR=$(CACHE)/default go test -count=1 -v -timeout 60m ./tests/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,80 @@
+// Command kvmlab is an educational hypervisor: it boots a Linux guest on its
+// own kernel through /dev/kvm, and lets a learner watch how that works.
+//
+//	kvmlab run    [flags]   boot a guest with an interactive serial console
+//	kvmlab check            can this host run guests? what is missing?
+//
+// The command is thin: it parses flags, turns bad input into one clear line
+// and a non-zero exit status, and calls the vmm package.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+// usageError is bad user input: one line, exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Sprintf(format, args...)}
+}
+
+// exitError carries an exit status chosen by a subcommand.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+const topUsage = `kvmlab: an educational hypervisor
+
+Usage:
+  kvmlab run   [flags]   boot a Linux guest (default: the kvmlab guest) with a serial console
+  kvmlab check           tell whether this host can run guests, and what to do if not
+  kvmlab help COMMAND    show a command's flags
+
+Run 'kvmlab run --help' for the flags of run.
+`
+
+func main() {
+	os.Exit(realMain(os.Args[1:]))
+}
+
+func realMain(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, topUsage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(args[1:])
+	case "check":
+		err = cmdCheck(args[1:])
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 {
+			return realMain([]string{args[1], "--help"})
+		}
+		fmt.Print(topUsage)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "kvmlab: unknown command %q: run 'kvmlab help' for the list\n", args[0])
+		return 2
+	}
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(os.Stderr, "kvmlab: %s\n", ue.msg)
+		return 2
+	}
+	fmt.Fprintf(os.Stderr, "kvmlab: %v\n", err)
+	return 1
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/term"
+
+	"kvmlab/vmm"
+	"kvmlab/vmm/boot"
+	"kvmlab/vmm/kvm"
+	"kvmlab/vmm/memory"
+)
+
+// DefaultCmdline is what the guest gets without --append: the console on
+// COM1, and a panic that reboots at once (which ends the VMM) instead of
+// hanging.
+const DefaultCmdline = "console=ttyS0 panic=-1"
+
+// runFlags are shared by run (and later step): the interface people and
+// scripts call, so the names are fixed.
+type runFlags struct {
+	kernel, initrd, appendLine string
+	mem                        string
+	cpus                       int
+	quiet                      bool
+}
+
+func (f *runFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a bzImage or an ELF vmlinux (default: the kvmlab guest kernel, built by 'make guest')")
+	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk (cpio, optionally compressed) (default: the kvmlab u-root initramfs when --kernel is not given)")
+	fs.StringVar(&f.appendLine, "append", DefaultCmdline, "kernel command line")
+	fs.StringVar(&f.mem, "mem", "512M", "guest RAM, with a K, M or G suffix (e.g. 512M, 4G)")
+	fs.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
+	fs.BoolVar(&f.quiet, "quiet", false, "do not print kvmlab's own status lines (the guest console is unaffected)")
+}
+
+// parseSize reads "512M", "4G", "1048576".
+func parseSize(s string) (uint64, error) {
+	t := strings.TrimSpace(strings.ToUpper(s))
+	t = strings.TrimSuffix(t, "B")
+	t = strings.TrimSuffix(t, "I") // accept MiB, GiB
+	mult := uint64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult, t = 1<<10, t[:n-1]
+		case 'M':
+			mult, t = 1<<20, t[:n-1]
+		case 'G':
+			mult, t = 1<<30, t[:n-1]
+		case 'T':
+			mult, t = 1<<40, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("%q is not a size", s)
+	}
+	if v > (1<<63)/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return v * mult, nil
+}
+
+// cacheDir is where built guest artifacts live.
+func cacheDir() string {
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "kvmlab")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".cache", "kvmlab")
+	}
+	return filepath.Join(os.TempDir(), "kvmlab-cache")
+}
+
+// defaultGuest returns the default kernel and initramfs, written by
+// 'make guest' into the cache.
+func defaultGuest() (kernel, initrd string) {
+	d := filepath.Join(cacheDir(), "default")
+	return filepath.Join(d, "bzImage"), filepath.Join(d, "initramfs.cpio")
+}
+
+// readUserFile reads a file named on the command line, with one-line errors.
+func readUserFile(flagName, path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, usagef("--%s %s: no such file: check the path", flagName, path)
+	case errors.Is(err, fs.ErrPermission):
+		return nil, usagef("--%s %s: permission denied: make it readable (chmod) or run as its owner", flagName, path)
+	case err != nil:
+		return nil, usagef("--%s %s: %v", flagName, path, err)
+	case st.IsDir():
+		return nil, usagef("--%s %s: is a directory, not a file", flagName, path)
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, usagef("--%s %s: permission denied: make it readable (chmod) or run as its owner", flagName, path)
+	}
+	if err != nil {
+		return nil, usagef("--%s %s: %v", flagName, path, err)
+	}
+	return b, nil
+}
+
+// hostMemory returns the host's total RAM in bytes.
+func hostMemory() uint64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return si.Totalram * uint64(si.Unit)
+}
+
+// minGuestMem is the least RAM a Linux guest plus initramfs can boot in: the
+// kernel's decompressed image, the initramfs twice (the cpio and the unpacked
+// files), and a margin for page tables and early allocations.
+func minGuestMem(kernelSize, initrdSize int) uint64 {
+	const margin = 48 << 20
+	return uint64(kernelSize)*4 + uint64(initrdSize)*2 + margin
+}
+
+// loadConfig validates flags and files into a vmm.Config.
+func (f *runFlags) loadConfig() (vmm.Config, error) {
+	var cfg vmm.Config
+	mem, err := parseSize(f.mem)
+	if err != nil {
+		return cfg, usagef("--mem %s: not a size: use a number with K, M or G, e.g. --mem 512M", f.mem)
+	}
+	if f.cpus < 1 {
+		return cfg, usagef("--cpus %d: a guest needs at least one vCPU: use --cpus 1 or more", f.cpus)
+	}
+	if f.cpus > 255 {
+		return cfg, usagef("--cpus %d: kvmlab's ACPI tables describe at most 255 vCPUs: use fewer (KVM's own limit is shown by 'kvmlab check')", f.cpus)
+	}
+	kernelPath, initrdPath := f.kernel, f.initrd
+	if kernelPath == "" {
+		k, i := defaultGuest()
+		if _, err := os.Stat(k); err != nil {
+			return cfg, usagef("the default guest kernel is not built (%s): run 'make guest', or pass --kernel PATH", k)
+		}
+		kernelPath = k
+		if initrdPath == "" {
+			initrdPath = i
+		}
+	}
+	kernel, err := readUserFile("kernel", kernelPath)
+	if err != nil {
+		return cfg, err
+	}
+	if _, err := boot.Parse(kernel); err != nil {
+		return cfg, usagef("--kernel %s: %v", kernelPath, err)
+	}
+	if host := hostMemory(); host > 0 && mem > host {
+		return cfg, usagef("--mem %s: more than this host's %d MiB of RAM: use a smaller --mem", f.mem, host>>20)
+	}
+	var initrd []byte
+	if initrdPath != "" {
+		// Check the size before reading: a huge file is refused without
+		// costing its read.
+		if st, err := os.Stat(initrdPath); err == nil && !st.IsDir() {
+			lowRAM := min(mem, uint64(memory.MMIOHoleStart))
+			if uint64(st.Size()) > lowRAM/2 {
+				return cfg, usagef("--initrd %s: %d MiB is too large for %d MiB of guest RAM: raise --mem to at least %d MiB",
+					initrdPath, st.Size()>>20, mem>>20, (minGuestMem(len(kernel), int(st.Size()))>>20)+1)
+			}
+		}
+		if initrd, err = readUserFile("initrd", initrdPath); err != nil {
+			return cfg, err
+		}
+	}
+	if need := minGuestMem(len(kernel), len(initrd)); mem < need {
+		return cfg, usagef("--mem %s: too little RAM for this kernel and initrd (need about %d MiB): raise --mem", f.mem, (need>>20)+1)
+	}
+	return vmm.Config{Kernel: kernel, Initrd: initrd, Cmdline: f.appendLine, MemBytes: mem, CPUs: f.cpus}, nil
+}
+
+// kvmError turns a failure to open /dev/kvm into one line with the fix.
+func kvmError(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return usagef("%s does not exist: load the KVM module (modprobe kvm_intel or kvm_amd; enable virtualisation in the firmware or nested virtualisation on a VM host), or use the emulated host: 'make run'", kvm.DevicePath)
+	case errors.Is(err, fs.ErrPermission):
+		return usagef("%s: permission denied: add yourself to the kvm group (sudo usermod -aG kvm $USER, then log in again) or run as root", kvm.DevicePath)
+	case errors.Is(err, kvm.ErrMissingCap):
+		return usagef("this host's KVM lacks a capability kvmlab needs: %v: use a newer host kernel", err)
+	}
+	return err
+}
+
+func cmdRun(args []string) error {
+	fset := flag.NewFlagSet("run", flag.ContinueOnError)
+	var f runFlags
+	f.register(fset)
+	fset.Usage = func() {
+		fmt.Fprint(fset.Output(), "Usage: kvmlab run [flags]\n\nBoot a Linux guest with its serial console on this terminal. Ctrl-A x quits.\nThe guest's poweroff or reboot ends kvmlab with status 0.\n\nFlags:\n")
+		fset.PrintDefaults()
+	}
+	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return exitError{2}
+	}
+	if fset.NArg() > 0 {
+		return usagef("run: unexpected argument %q: flags start with --, e.g. --kernel PATH", fset.Arg(0))
+	}
+	cfg, err := f.loadConfig()
+	if err != nil {
+		return err
+	}
+	return runMachine(cfg, f.quiet)
+}
+
+// runMachine boots cfg on this terminal and maps the outcome to an exit
+// status.
+func runMachine(cfg vmm.Config, quiet bool) error {
+	// Check /dev/kvm before touching the terminal.
+	sys, err := kvm.Open()
+	if err != nil {
+		return kvmError(err)
+	}
+	if err := sys.CheckRequired(); err != nil {
+		sys.Close()
+		return kvmError(err)
+	}
+	if max := sys.MaxVCPUs(); cfg.CPUs > max {
+		sys.Close()
+		return usagef("--cpus %d: KVM on this host allows at most %d vCPUs per VM: use fewer", cfg.CPUs, max)
+	}
+	sys.Close()
+
+	cfg.Console = os.Stdout
+	cfg.Log = os.Stderr
+	cfg.Input = os.Stdin
+	cfg.Escapes = true
+	status := io.Discard
+	if !quiet {
+		status = os.Stderr
+	}
+
+	restore := func() {}
+	if fd := int(os.Stdin.Fd()); term.IsTerminal(fd) {
+		// Raw mode: every key goes to the guest, including Ctrl-C; the
+		// guest's own tty does line editing and echo.
+		old, err := term.MakeRaw(fd)
+		if err == nil {
+			restore = func() { _ = term.Restore(fd, old) }
+			fmt.Fprint(status, "kvmlab: console attached; Ctrl-A x quits\r\n")
+		}
+	}
+	defer restore()
+	// Restore the terminal even when killed by a signal.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go func() {
+		if s, ok := <-sigs; ok {
+			restore()
+			fmt.Fprintf(os.Stderr, "\r\nkvmlab: %v: stopping\r\n", s)
+			os.Exit(128 + int(s.(syscall.Signal)))
+		}
+	}()
+
+	m, err := vmm.New(cfg)
+	if err != nil {
+		restore()
+		return kvmError(err)
+	}
+	defer m.Close()
+	out := m.Run()
+	restore()
+	nl := "\n"
+	if !out.Reason.Success() {
+		fmt.Fprintf(os.Stderr, "%skvmlab: %s%s", nl, out.Detail, nl)
+		if out.Dump != "" {
+			fmt.Fprintln(os.Stderr, out.Dump)
+		}
+		return exitError{1}
+	}
+	fmt.Fprintf(status, "%skvmlab: %s%s", nl, out.Detail, nl)
+	return nil
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Build the kvmlab guest initramfs with u-root, at the version pinned in
+# go.mod: u-root's init, the gosh shell (built with the goshsmall tag: plain
+# line input, no terminal queries, so scripts can type at it over a serial
+# line) and u-root's core commands, all in one busybox-style Go binary.
+#
+# Cached by the hash of go.sum, this script and the Go version. Prints the
+# path of the cpio on its last line of standard output.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/kvmlab/initramfs"
+log() { echo "guest: $*" >&2; }
+
+cd "$root"
+key="$( { grep u-root go.sum; cat "$here/build.sh"; go version; } | sha256sum | cut -c1-16)"
+out="$cache/$key/initramfs.cpio"
+if [[ -s $out ]]; then
+	log "cached: $out"
+	echo "$out"; exit 0
+fi
+work="$(mktemp -d "${TMPDIR:-/tmp}/kvmlab-guest.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+src="$(go list -m -f '{{.Dir}}' github.com/u-root/u-root)"
+log "building the u-root tool from $src"
+go build -o "$work/u-root" github.com/u-root/u-root
+log "building the initramfs (about a minute)"
+# u-root resolves its command packages relative to its own module.
+( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
+	tail -20 "$work/u-root.log" >&2; exit 1; }
+mkdir -p "$(dirname "$out")"
+mv "$work/initramfs.cpio" "$out"
+log "built $out ($(du -h "$out" | cut -f1))"
+echo "$out"

@@ -1,0 +1,127 @@
+package tests
+
+import (
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A quiet command line keeps the emulated host's slow console short.
+const quietCmdline = "console=ttyS0 panic=-1 quiet"
+
+const (
+	bootTimeout = 4 * time.Minute
+	cmdTimeout  = 60 * time.Second
+)
+
+// TestBootDefaultGuest boots the kvmlab kernel and u-root with 1 and 2 vCPUs,
+// types at the shell, and powers off.
+func TestBootDefaultGuest(t *testing.T) {
+	for _, cpus := range []int{1, 2} {
+		t.Run(strconv.Itoa(cpus)+"cpu", func(t *testing.T) {
+			g := startGuest(t, bootTimeout+2*time.Minute, "run", "--quiet",
+				"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
+				"--mem", "512M", "--cpus", strconv.Itoa(cpus), "--append", quietCmdline)
+			took := g.waitShell(bootTimeout)
+			t.Logf("shell answered %v after kvmlab started", took.Round(time.Millisecond))
+
+			if rel := g.value("REL", "uname -r", cmdTimeout); !regexp.MustCompile(`^6\.1\.\d+`).MatchString(rel) {
+				t.Errorf("uname -r = %q, want the kvmlab 6.1 kernel", rel)
+			}
+			if n := g.value("NCPU", "grep -c ^processor /proc/cpuinfo", cmdTimeout); n != strconv.Itoa(cpus) {
+				t.Errorf("/proc/cpuinfo lists %q processors, want %d", n, cpus)
+			}
+			g.send("echo kvmlab-was-here > /tmp/f\n")
+			if v := g.value("FILE", "cat /tmp/f", cmdTimeout); v != "kvmlab-was-here" {
+				t.Errorf("read back %q from /tmp/f", v)
+			}
+			// The guest clock runs on kvm-clock, uncalibrated: it must be
+			// the host's date (CMOS RTC) and advance at the real rate.
+			if src := g.value("CLK", "cat /sys/devices/system/clocksource/clocksource0/current_clocksource", cmdTimeout); src != "kvm-clock" {
+				t.Errorf("guest clocksource = %q, want kvm-clock", src)
+			}
+			g.send("poweroff\n")
+			if code := g.wait(cmdTimeout); code != 0 {
+				t.Fatalf("kvmlab exited %d after guest poweroff, want 0", code)
+			}
+		})
+	}
+}
+
+// TestBootDebianKernel boots Debian's stock kernel (the emulated host's own
+// vmlinuz) with the same initramfs.
+func TestBootDebianKernel(t *testing.T) {
+	k := os.Getenv("KVMLAB_DEBIAN_KERNEL")
+	if k == "" {
+		t.Fatal("KVMLAB_DEBIAN_KERNEL is not set (the emulated-host runner sets it)")
+	}
+	g := startGuest(t, bootTimeout+2*time.Minute, "run", "--quiet", "--kernel", k,
+		"--initrd", guestFile(t, "initramfs.cpio"), "--mem", "512M", "--append", quietCmdline)
+	g.waitShell(bootTimeout)
+	if rel := g.value("REL", "uname -r", cmdTimeout); !strings.HasSuffix(rel, "-amd64") {
+		t.Errorf("uname -r = %q, want a Debian -amd64 kernel", rel)
+	}
+	g.send("poweroff\n")
+	if code := g.wait(cmdTimeout); code != 0 {
+		t.Fatalf("kvmlab exited %d after guest poweroff, want 0", code)
+	}
+}
+
+// TestMem4G checks RAM above the PCI hole reaches the guest.
+func TestMem4G(t *testing.T) {
+	g := startGuest(t, bootTimeout+2*time.Minute, "run", "--quiet",
+		"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
+		"--mem", "4G", "--append", quietCmdline)
+	g.waitShell(bootTimeout)
+	v := g.value("MEM", "grep MemTotal /proc/meminfo", cmdTimeout)
+	f := strings.Fields(v)
+	if len(f) < 2 {
+		t.Fatalf("MemTotal line %q", v)
+	}
+	kb, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		t.Fatalf("MemTotal line %q: %v", v, err)
+	}
+	// The kernel keeps some for itself; 4 GiB of RAM must show as more
+	// than 3.8 GiB (it would be under 3 GiB if the part above the hole
+	// were lost).
+	if kb < 3800*1024 || kb > 4096*1024 {
+		t.Errorf("MemTotal = %d kB, want about 4 GiB", kb)
+	}
+	g.send("poweroff\n")
+	if code := g.wait(cmdTimeout); code != 0 {
+		t.Fatalf("kvmlab exited %d, want 0", code)
+	}
+}
+
+// TestRebootAndPanic: reboot ends the VMM with 0; so does a kernel panic with
+// panic=-1 (the kernel reboots at once), and its message reaches the console.
+func TestRebootAndPanic(t *testing.T) {
+	t.Run("reboot", func(t *testing.T) {
+		g := startGuest(t, bootTimeout+2*time.Minute, "run",
+			"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
+			"--mem", "256M", "--append", quietCmdline)
+		g.waitShell(bootTimeout)
+		g.send("reboot\n")
+		if code := g.wait(cmdTimeout); code != 0 {
+			t.Fatalf("kvmlab exited %d after guest reboot, want 0", code)
+		}
+		if !strings.Contains(g.stderr(), "reboot") {
+			t.Errorf("kvmlab did not report the reboot: %q", g.stderr())
+		}
+	})
+	t.Run("panic", func(t *testing.T) {
+		g := startGuest(t, bootTimeout+2*time.Minute, "run",
+			"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
+			"--mem", "256M", "--append", quietCmdline)
+		g.waitShell(bootTimeout)
+		g.send("echo c > /proc/sysrq-trigger\n")
+		g.expect(regexp.MustCompile(`Kernel panic`), cmdTimeout)
+		if code := g.wait(cmdTimeout); code != 0 {
+			t.Fatalf("kvmlab exited %d after a panic with panic=-1, want 0 (the kernel reboots)", code)
+		}
+	})
+}

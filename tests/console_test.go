@@ -1,0 +1,214 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// guestConsole is a running `kvmlab run` whose serial console the test reads
+// and types into through pipes.
+type guestConsole struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	mu     sync.Mutex
+	out    bytes.Buffer // guest console (kvmlab's stdout)
+	errb   bytes.Buffer // kvmlab's own messages (stderr)
+	done   chan struct{}
+	err    error
+	seen   int // offset in out already matched
+	start  time.Time
+	cancel context.CancelFunc
+}
+
+func kvmlabBin(t *testing.T) string {
+	t.Helper()
+	b := os.Getenv("KVMLAB_BIN")
+	if b == "" {
+		t.Fatal("KVMLAB_BIN is not set: run 'make integration'")
+	}
+	return b
+}
+
+func guestFile(t *testing.T, name string) string {
+	t.Helper()
+	d := os.Getenv("KVMLAB_GUEST_DIR")
+	if d == "" {
+		t.Fatal("KVMLAB_GUEST_DIR is not set: run 'make integration'")
+	}
+	return filepath.Join(d, name)
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+	tee io.Writer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.tee != nil {
+		_, _ = w.tee.Write(p)
+	}
+	return w.b.Write(p)
+}
+
+// startGuest runs kvmlab with args. The guest console is echoed to the test
+// log only when KVMLAB_TEST_ECHO=1 (keeping the emulated host's slow console
+// quiet otherwise).
+func startGuest(t *testing.T, timeout time.Duration, args ...string) *guestConsole {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	g := &guestConsole{t: t, done: make(chan struct{}), start: time.Now(), cancel: cancel}
+	g.cmd = exec.CommandContext(ctx, kvmlabBin(t), args...)
+	var tee io.Writer
+	if os.Getenv("KVMLAB_TEST_ECHO") == "1" {
+		tee = os.Stdout
+	}
+	g.cmd.Stdout = lockedWriter{&g.mu, &g.out, tee}
+	g.cmd.Stderr = lockedWriter{&g.mu, &g.errb, tee}
+	var err error
+	if g.stdin, err = g.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.cmd.Start(); err != nil {
+		t.Fatalf("start kvmlab: %v", err)
+	}
+	go func() {
+		g.err = g.cmd.Wait()
+		close(g.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-g.done
+		if t.Failed() {
+			g.mu.Lock()
+			t.Logf("guest console (last 3000 bytes):\n%s", tailStr(g.out.String(), 3000))
+			t.Logf("kvmlab stderr:\n%s", g.errb.String())
+			g.mu.Unlock()
+		}
+	})
+	return g
+}
+
+func tailStr(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// expect waits until re matches console output after the last match, and
+// returns the submatches.
+func (g *guestConsole) expect(re *regexp.Regexp, timeout time.Duration) []string {
+	g.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		g.mu.Lock()
+		rest := g.out.String()[g.seen:]
+		loc := re.FindStringSubmatchIndex(rest)
+		if loc != nil {
+			m := make([]string, len(loc)/2)
+			for i := range m {
+				if loc[2*i] >= 0 {
+					m[i] = rest[loc[2*i]:loc[2*i+1]]
+				}
+			}
+			g.seen += loc[1]
+			g.mu.Unlock()
+			return m
+		}
+		g.mu.Unlock()
+		select {
+		case <-g.done:
+			g.t.Fatalf("kvmlab exited (%v) before the console showed %q", g.err, re)
+		default:
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("console did not show %q within %v", re, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (g *guestConsole) send(s string) {
+	g.t.Helper()
+	if _, err := io.WriteString(g.stdin, s); err != nil {
+		g.t.Fatalf("type %q: %v", s, err)
+	}
+}
+
+// waitShell types a probe until the u-root shell answers it: bytes sent
+// before the guest opens its console are lost, so the probe is repeated.
+// It returns how long it took from the start of kvmlab.
+func (g *guestConsole) waitShell(timeout time.Duration) time.Duration {
+	g.t.Helper()
+	deadline := time.Now().Add(timeout)
+	re := regexp.MustCompile(`ready-42`)
+	for {
+		g.send("echo ready-$((6*7))\n")
+		g.mu.Lock()
+		ok := re.MatchString(g.out.String()[g.seen:])
+		g.mu.Unlock()
+		if ok {
+			g.expect(re, time.Second)
+			return time.Since(g.start)
+		}
+		select {
+		case <-g.done:
+			g.t.Fatalf("kvmlab exited (%v) before the guest shell answered", g.err)
+		case <-time.After(2 * time.Second):
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("the guest shell did not answer within %v", timeout)
+		}
+	}
+}
+
+// run types a shell command whose output is wrapped in a marker and returns
+// the value. The command must print "<key>=<value>" via `echo key=$(...)`;
+// the typed echo of the line itself still contains "$(", so it never
+// matches.
+func (g *guestConsole) value(key, cmd string, timeout time.Duration) string {
+	g.t.Helper()
+	g.send(fmt.Sprintf("echo %s=$(%s)\n", key, cmd))
+	m := g.expect(regexp.MustCompile(regexp.QuoteMeta(key)+`=([^\r\n$]*)\r?\n`), timeout)
+	return strings.TrimSpace(m[1])
+}
+
+// wait waits for kvmlab to exit and returns its exit code.
+func (g *guestConsole) wait(timeout time.Duration) int {
+	g.t.Helper()
+	select {
+	case <-g.done:
+	case <-time.After(timeout):
+		g.t.Fatalf("kvmlab did not exit within %v", timeout)
+	}
+	if g.cmd.ProcessState == nil {
+		g.t.Fatalf("kvmlab: %v", g.err)
+	}
+	return g.cmd.ProcessState.ExitCode()
+}
+
+func (g *guestConsole) stderr() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.errb.String()
+}
+
+func (g *guestConsole) output() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.out.String()
+}

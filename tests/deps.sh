@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what building and testing kvmlab needs on a Debian machine, when it
+# is missing: QEMU (the emulated host for machines without /dev/kvm), the
+# kernel build tools, Debian's kernel source, cpio. Idempotent and quiet.
+set -euo pipefail
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+for t in make gcc flex bison bc cpio xz; do
+	command -v $t >/dev/null || need+=("$t")
+done
+[[ -r /usr/include/libelf.h ]] || need+=(libelf-dev)
+[[ -r /usr/include/openssl/ssl.h ]] || need+=(libssl-dev)
+[[ -r /usr/src/linux-source-6.1.tar.xz ]] || need+=(linux-source-6.1)
+if ((${#need[@]})); then
+	# map tool names to packages
+	pkgs=()
+	for n in "${need[@]}"; do
+		case $n in
+		gcc | make) pkgs+=(build-essential) ;;
+		xz) pkgs+=(xz-utils) ;;
+		*) pkgs+=("$n") ;;
+		esac
+	done
+	if [[ $(id -u) != 0 ]]; then
+		echo "deps: missing ${pkgs[*]}: install them with: sudo apt-get install ${pkgs[*]}" >&2
+		exit 1
+	fi
+	echo "deps: installing ${pkgs[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >&2
+	apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+command -v go >/dev/null || { [[ -x /usr/local/go/bin/go ]] && echo "deps: add /usr/local/go/bin to PATH" >&2; echo "deps: Go is required (https://go.dev/dl)" >&2; exit 1; }

@@ -1,0 +1,17 @@
+// Package tests holds kvmlab's integration tests: they boot real guests with
+// the kvmlab binary and talk to them over the serial console.
+//
+// They need a working /dev/kvm. When this machine has none (CI and the
+// development machines do not), TestMain re-runs this very test binary inside
+// the emulated host of package harness: a Debian kernel under QEMU's software
+// emulation, which emulates AMD SVM well enough for kvm_amd to load. The test
+// output of the inner run streams out line by line, and its exit status is
+// this binary's. So the same tests run on /dev/kvm directly wherever it
+// exists (a laptop, a nested-virtualisation CI runner), and through the
+// emulated host everywhere else, and never skip for lack of KVM.
+//
+// Inputs (set by 'make integration'):
+//
+//	KVMLAB_BIN        the kvmlab binary (statically linked)
+//	KVMLAB_GUEST_DIR  the default guest: bzImage, initramfs.cpio
+package tests

@@ -1,0 +1,157 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseExitMarker(t *testing.T) {
+	cases := []struct {
+		line string
+		code int
+		ok   bool
+	}{
+		{"KVMLAB-HOST-EXIT 0", 0, true},
+		{"KVMLAB-HOST-EXIT 3", 3, true},
+		{"KVMLAB-HOST-EXIT 121\r", 121, true},
+		{"KVMLAB-HOST-EXIT 7 ", 7, true},
+		{"partial outputKVMLAB-HOST-EXIT 42", 42, true},
+		{"KVMLAB-HOST-EXIT 1 then KVMLAB-HOST-EXIT 2", 2, true},
+		{"KVMLAB-HOST-EXIT", 0, false},
+		{"KVMLAB-HOST-EXIT ", 0, false},
+		{"KVMLAB-HOST-EXIT x", 0, false},
+		{"KVMLAB-HOST-EXIT -1", 0, false},
+		{"KVMLAB-HOST-EXIT 12abc", 0, false},
+		{"KVMLAB-HOST-EXIT 99999999999", 0, false},
+		{"kvmlab-host-exit 0", 0, false},
+		{"[    1.234] random kernel line", 0, false},
+		{"", 0, false},
+	}
+	for _, c := range cases {
+		code, ok := parseExitMarker(c.line)
+		if code != c.code || ok != c.ok {
+			t.Errorf("parseExitMarker(%q) = %d, %v; want %d, %v", c.line, code, ok, c.code, c.ok)
+		}
+	}
+}
+
+func TestExitCodeFromOutput(t *testing.T) {
+	out := "hostinit: kernel up after 1.0s\nKVMLAB-HOST-EXIT 5\nhello\nKVMLAB-HOST-EXIT 0\n[ 9.1] reboot: Power down\n"
+	if code, ok := exitCodeFromOutput(out); !ok || code != 0 {
+		t.Errorf("got %d, %v; want the last marker, 0", code, ok)
+	}
+	if _, ok := exitCodeFromOutput("no marker\nat all\n"); ok {
+		t.Error("found a marker in output without one")
+	}
+}
+
+func TestParseAptDepends(t *testing.T) {
+	out := "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n"
+	if got := parseAptDepends(out); got != "linux-image-6.1.0-56-amd64" {
+		t.Errorf("got %q", got)
+	}
+	out = "linux-image-amd64\n |Depends: <linux-image-6.12.9-amd64>\n  Depends: firmware\n"
+	if got := parseAptDepends(out); got != "linux-image-6.12.9-amd64" {
+		t.Errorf("got %q", got)
+	}
+	if got := parseAptDepends(""); got != "" {
+		t.Errorf("got %q from nothing", got)
+	}
+	if v := parseAptVersion("Package: x\nVersion: 6.1.192-2\nArch: amd64\n"); v != "6.1.192-2" {
+		t.Errorf("parseAptVersion: %q", v)
+	}
+}
+
+func TestReadConsole(t *testing.T) {
+	first := make(chan struct{})
+	var got strings.Builder
+	all := readConsole(strings.NewReader("a\r\nb\n\r\nno newline"), &got, first)
+	want := "a\nb\n\nno newline\n"
+	if all != want || got.String() != want {
+		t.Errorf("readConsole = %q (streamed %q), want %q", all, got.String(), want)
+	}
+	select {
+	case <-first:
+	default:
+		t.Error("firstOutput not closed")
+	}
+}
+
+// The attempt logic is tested with /bin/sh standing in for QEMU.
+func shAttempt(t *testing.T, script string, timeout time.Duration) attempt {
+	t.Helper()
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	return runAttempt(context.Background(), sh, []string{"-c", script}, timeout, &syncWriter{})
+}
+
+func TestRunAttemptSilentHang(t *testing.T) {
+	old := silentHangTimeout
+	silentHangTimeout = 300 * time.Millisecond
+	defer func() { silentHangTimeout = old }()
+	start := time.Now()
+	// The child sleep keeps the pipe open: killing the process group
+	// must end it too.
+	a := shAttempt(t, "sleep 30 & sleep 30", time.Minute)
+	if a.err != nil || !strings.Contains(a.hung, "no output") {
+		t.Fatalf("want a silent hang, got hung=%q err=%v", a.hung, a.err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("took %s to detect and kill", d)
+	}
+}
+
+func TestRunAttemptTimeout(t *testing.T) {
+	a := shAttempt(t, "echo booting; sleep 30", 500*time.Millisecond)
+	if !strings.Contains(a.hung, "timeout") {
+		t.Fatalf("want a timeout hang, got hung=%q err=%v", a.hung, a.err)
+	}
+	if a.output != "booting\n" {
+		t.Errorf("output %q", a.output)
+	}
+}
+
+func TestRunAttemptExit(t *testing.T) {
+	a := shAttempt(t, "echo hello; printf 'KVMLAB-HOST-EXIT 3\\r\\n'", time.Minute)
+	if a.err != nil || a.hung != "" {
+		t.Fatalf("hung=%q err=%v", a.hung, a.err)
+	}
+	if code, ok := exitCodeFromOutput(a.output); !ok || code != 3 {
+		t.Errorf("exit code %d, %v from %q", code, ok, a.output)
+	}
+}
+
+func TestRunAttemptContextCancel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	a := runAttempt(ctx, "/bin/sh", []string{"-c", "echo x; sleep 30"}, time.Minute, &syncWriter{})
+	if !errors.Is(a.err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", a.err)
+	}
+}
+
+func TestRunNoQEMU(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := Run(context.Background(), Spec{Argv: []string{"true"}})
+	if !errors.Is(err, ErrNoQEMU) || !strings.Contains(err.Error(), "apt-get install qemu-system-x86") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestKVMUsable(t *testing.T) {
+	ok, why := KVMUsable()
+	t.Logf("KVMUsable: %v, %s", ok, why)
+	if why == "" {
+		t.Error("empty reason")
+	}
+	if _, err := os.Stat("/dev/kvm"); err != nil && ok {
+		t.Error("usable without /dev/kvm")
+	}
+}

@@ -1,0 +1,84 @@
+package tests
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"kvmlab/tests/harness"
+)
+
+const inHostEnv = "KVMLAB_IN_EMULATED_HOST"
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if os.Getenv(inHostEnv) == "1" {
+		os.Exit(m.Run())
+	}
+	if ok, why := harness.KVMUsable(); ok {
+		fmt.Println("tests: /dev/kvm is usable: running guests directly")
+		os.Exit(m.Run())
+	} else {
+		fmt.Printf("tests: %s: running the integration tests inside the emulated host\n", why)
+	}
+	os.Exit(runInEmulatedHost())
+}
+
+// runInEmulatedHost copies this test binary, kvmlab and the guest artifacts
+// into the emulated host and runs the tests there.
+func runInEmulatedHost() int {
+	bin, guest := os.Getenv("KVMLAB_BIN"), os.Getenv("KVMLAB_GUEST_DIR")
+	if bin == "" || guest == "" {
+		fmt.Fprintln(os.Stderr, "tests: KVMLAB_BIN and KVMLAB_GUEST_DIR must be set: run 'make integration'")
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Minute)
+	defer cancel()
+	hk, err := harness.HostKernel(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tests: emulated host kernel: %v\n", err)
+		return 1
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tests: %v\n", err)
+		return 1
+	}
+	args := []string{"/kvmlab/tests.test", "-test.v", "-test.timeout=50m"}
+	for _, name := range []string{"test.run", "test.skip", "test.count", "test.short"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != f.DefValue {
+			args = append(args, "-"+name+"="+f.Value.String())
+		}
+	}
+	spec := harness.Spec{
+		Files: []harness.File{
+			{HostPath: self, Path: "/kvmlab/tests.test", Mode: 0o755},
+			{HostPath: bin, Path: "/kvmlab/kvmlab", Mode: 0o755},
+			{HostPath: filepath.Join(guest, "bzImage"), Path: "/kvmlab/guest/bzImage", Mode: 0o644},
+			{HostPath: filepath.Join(guest, "initramfs.cpio"), Path: "/kvmlab/guest/initramfs.cpio", Mode: 0o644},
+			{HostPath: hk.Vmlinuz, Path: "/kvmlab/debian/vmlinuz", Mode: 0o644},
+		},
+		Argv: args,
+		Env: []string{inHostEnv + "=1", "KVMLAB_BIN=/kvmlab/kvmlab", "KVMLAB_GUEST_DIR=/kvmlab/guest",
+			"KVMLAB_DEBIAN_KERNEL=/kvmlab/debian/vmlinuz", "KVMLAB_DEBIAN_VERSION=" + hk.Version},
+		Dir:     "/kvmlab",
+		Timeout: 50 * time.Minute,
+		Output:  os.Stdout,
+	}
+	res, err := harness.Run(ctx, spec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tests: emulated host: %v\n", err)
+		return 1
+	}
+	fmt.Printf("tests: emulated host finished in %v (%d attempt(s)), inner exit status %d\n", res.Duration.Round(time.Second), res.Attempts, res.ExitCode)
+	if res.ExitCode == 0 && !strings.Contains(res.Output, "\nPASS") && !strings.HasPrefix(res.Output, "PASS") {
+		fmt.Fprintln(os.Stderr, "tests: the inner run exited 0 without printing PASS")
+		return 1
+	}
+	return res.ExitCode
+}

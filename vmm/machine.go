@@ -1,0 +1,643 @@
+// Package vmm builds and runs a kvmlab virtual machine: guest RAM, the
+// in-kernel interrupt controllers and timer, the vCPUs, the legacy PC devices
+// on the port bus, and the Linux kernel loaded through the x86 boot protocol.
+//
+// The run loop is the heart of every VMM: each vCPU is a goroutine locked to
+// its own OS thread (KVM binds a vCPU's state to the thread that runs it) that
+// calls KVM_RUN, decodes why it came back (package exits), dispatches port and
+// MMIO accesses to the device bus, and goes round again. Everything the guest
+// does that KVM handles in the kernel (most exits) never shows up here.
+//
+// The machine ends when the guest powers off (ACPI PM1a_CNT SLP_EN with
+// SLP_TYP=S5), reboots (i8042 pulse-reset or the ACPI reset register, which
+// is the same i8042 port), triple-faults (KVM_EXIT_SHUTDOWN), or KVM reports
+// an error. Power-off and reboot end the VMM with success: kvmlab does not
+// restart the guest, it hands the result back to the learner.
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"kvmlab/devices/acpipm"
+	"kvmlab/devices/bus"
+	"kvmlab/devices/cmos"
+	"kvmlab/devices/i8042"
+	"kvmlab/devices/serial"
+	"kvmlab/vmm/acpi"
+	"kvmlab/vmm/boot"
+	"kvmlab/vmm/exits"
+	"kvmlab/vmm/kvm"
+	"kvmlab/vmm/memory"
+)
+
+// Fixed guest-physical addresses of the PC platform.
+const (
+	IOAPICAddr = 0xfec0_0000
+	LAPICAddr  = 0xfee0_0000
+	// Intel VT-x needs a 3-page TSS and a 1-page identity map somewhere
+	// in guest-physical space that is neither RAM nor a device; the top of
+	// the MMIO hole, below the BIOS ROM area QEMU uses, is the usual spot.
+	IdentityMapAddr = 0xfeff_c000
+	TSSAddr         = 0xfeff_d000
+
+	COM1Port = 0x3f8
+	COM1IRQ  = 4
+	SCIIRQ   = 9
+)
+
+// Config describes a machine.
+type Config struct {
+	Kernel   []byte // bzImage or ELF vmlinux
+	Initrd   []byte // may be nil
+	Cmdline  string
+	MemBytes uint64
+	CPUs     int
+
+	Console io.Writer // guest serial output; nil discards
+	Input   io.Reader // host input to the serial port; nil for none
+	// Escapes enables Ctrl-A x (quit) on Input.
+	Escapes bool
+	// Log receives VMM diagnostics (one line each); nil discards.
+	Log io.Writer
+}
+
+// StopReason says why a machine stopped.
+type StopReason int
+
+// Reasons a machine stops.
+const (
+	StopPoweroff StopReason = iota
+	StopReboot
+	StopQuit
+	StopTripleFault
+	StopInternalError
+	StopFailEntry
+	StopError
+)
+
+func (r StopReason) String() string {
+	return [...]string{"poweroff", "reboot", "quit", "triple fault", "KVM internal error", "VM entry failed", "error"}[r]
+}
+
+// Success reports whether the reason is a clean end (exit status 0).
+func (r StopReason) Success() bool { return r <= StopQuit }
+
+// Outcome is how a run ended.
+type Outcome struct {
+	Reason StopReason
+	VCPU   int    // the vCPU that caused it, -1 if none
+	Detail string // one line
+	Dump   string // register dump for failures
+	Err    error
+}
+
+// Machine is one VM.
+type Machine struct {
+	cfg     Config
+	sys     *kvm.System
+	vm      *kvm.VM
+	mem     *memory.Memory
+	bus     *bus.Bus
+	vcpus   []*vcpu
+	uart    *serial.UART
+	out     *asyncWriter
+	log     io.Writer
+	stopMu  sync.Mutex
+	stopC   chan struct{}
+	stopped atomic.Bool
+	outcome Outcome
+
+	exitCounts [exitCountSlots]atomic.Uint64
+	started    time.Time
+}
+
+const exitCountSlots = 64
+
+type vcpu struct {
+	*kvm.VCPU
+	tid  atomic.Int32
+	exit exits.Exit
+	pio  [8]byte
+}
+
+// ErrConfig is wrapped by configuration errors.
+var ErrConfig = errors.New("invalid machine configuration")
+
+// New builds a machine: opens KVM, checks capabilities, maps RAM, creates the
+// irqchip, PIT and vCPUs, registers devices, writes ACPI tables and loads the
+// kernel. Nothing runs until Run.
+func New(cfg Config) (m *Machine, err error) {
+	if cfg.CPUs < 1 {
+		return nil, fmt.Errorf("%w: %d vCPUs", ErrConfig, cfg.CPUs)
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	if cfg.Console == nil {
+		cfg.Console = io.Discard
+	}
+	img, err := boot.Parse(cfg.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	sys, err := kvm.Open()
+	if err != nil {
+		return nil, err
+	}
+	m = &Machine{cfg: cfg, sys: sys, log: cfg.Log, stopC: make(chan struct{}), bus: bus.New()}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if err := sys.CheckRequired(); err != nil {
+		return nil, err
+	}
+	if max := sys.MaxVCPUs(); cfg.CPUs > max {
+		return nil, fmt.Errorf("%w: %d vCPUs requested, KVM allows %d on this host", ErrConfig, cfg.CPUs, max)
+	}
+	if m.vm, err = sys.CreateVM(); err != nil {
+		return nil, err
+	}
+	// Intel-only setup (see kvm.VM.SetTSSAddr): harmless on AMD.
+	if err := m.vm.SetIdentityMapAddr(IdentityMapAddr); err != nil {
+		return nil, err
+	}
+	if err := m.vm.SetTSSAddr(TSSAddr); err != nil {
+		return nil, err
+	}
+	if m.mem, err = memory.New(cfg.MemBytes); err != nil {
+		return nil, err
+	}
+	for i, r := range m.mem.Regions() {
+		if err := m.vm.SetUserMemoryRegion(uint32(i), uint64(r.Base), r.Data); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.vm.CreateIRQChip(); err != nil {
+		return nil, err
+	}
+	if err := m.vm.CreatePIT2(); err != nil {
+		return nil, err
+	}
+	if err := m.addDevices(); err != nil {
+		return nil, err
+	}
+	tables, rsdp, err := acpi.Build(acpi.Config{
+		CPUs: cfg.CPUs, LAPICAddr: LAPICAddr, IOAPICAddr: IOAPICAddr, IOAPICID: uint8(cfg.CPUs),
+		SCIIRQ: SCIIRQ, PM1aEvtBlk: acpipm.EvtBlk, PM1aCntBlk: acpipm.CntBlk, SlpTypS5: acpipm.SlpTypS5,
+		ResetPort: 0x64, ResetValue: 0xfe,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ACPI tables: %w", err)
+	}
+	if err := m.mem.WriteAt(tables, acpi.Base); err != nil {
+		return nil, fmt.Errorf("ACPI tables: %w", err)
+	}
+	entry, err := boot.Load(m.mem, img, cfg.Initrd, cfg.Cmdline, memory.GPA(rsdp))
+	if err != nil {
+		return nil, err
+	}
+	if err := m.createVCPUs(entry); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Machine) addDevices() error {
+	m.out = newAsyncWriter(m.cfg.Console)
+	m.uart = serial.New("COM1", kvm.Line{VM: m.vm, IRQ: COM1IRQ}, m.out)
+	kbd := i8042.New(func() {
+		m.stop(Outcome{Reason: StopReboot, VCPU: -1, Detail: "guest pulsed the reset line through the i8042 (reboot)"})
+	})
+	pm := acpipm.New(func() {
+		m.stop(Outcome{Reason: StopPoweroff, VCPU: -1, Detail: "guest entered ACPI S5 through PM1a_CNT (poweroff)"})
+	})
+	regs := []struct {
+		base, size uint64
+		name       string
+		dev        bus.Device
+	}{
+		{COM1Port, 8, "COM1", m.uart},
+		{0x60, 1, "i8042-data", kbd.DataPort()},
+		{0x64, 1, "i8042-cmd", kbd.CommandPort()},
+		{0x70, 2, "CMOS", cmos.New(time.Now)},
+		{acpipm.Base, acpipm.Size, "ACPI-PM", pm},
+		{0x80, 1, "POST", &postPort{}},
+	}
+	for _, r := range regs {
+		if err := m.bus.Register(bus.PIO, r.base, r.size, r.name, r.dev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// postPort is port 0x80, the BIOS power-on-self-test code port. Linux writes
+// to it as an I/O delay (unless built with IO_DELAY_NONE like ours); it does
+// nothing but remember the last code.
+type postPort struct{ last atomic.Uint32 }
+
+func (p *postPort) Read(_ uint64, data []byte) error {
+	for i := range data {
+		data[i] = byte(p.last.Load())
+	}
+	return nil
+}
+
+func (p *postPort) Write(_ uint64, data []byte) error {
+	if len(data) > 0 {
+		p.last.Store(uint32(data[0]))
+	}
+	return nil
+}
+
+func (p *postPort) Describe(_ uint64, write bool, data []byte) string {
+	if write && len(data) > 0 {
+		return fmt.Sprintf("POST code %#02x (I/O delay)", data[0])
+	}
+	return "POST read"
+}
+
+// Boot-time MSRs (Intel SDM Vol. 4; AMD APM Vol. 2 Appendix A).
+const (
+	msrIA32TSC        = 0x10
+	msrIA32MiscEnable = 0x1a0
+	msrMTRRDefType    = 0x2ff
+	msrSysenterCS     = 0x174
+	msrSysenterESP    = 0x175
+	msrSysenterEIP    = 0x176
+	msrSTAR           = 0xc000_0081
+	msrLSTAR          = 0xc000_0082
+	msrCSTAR          = 0xc000_0083
+	msrSyscallMask    = 0xc000_0084
+	msrKernelGSBase   = 0xc000_0102
+)
+
+func bootMSRs(supported map[uint32]bool) []kvm.MSR {
+	all := []kvm.MSR{
+		{Index: msrSysenterCS}, {Index: msrSysenterESP}, {Index: msrSysenterEIP},
+		{Index: msrSTAR}, {Index: msrLSTAR}, {Index: msrCSTAR}, {Index: msrSyscallMask}, {Index: msrKernelGSBase},
+		{Index: msrIA32TSC},
+		// Fast string operations enabled, as firmware leaves it.
+		{Index: msrIA32MiscEnable, Data: 1},
+		// MTRRs enabled with write-back as the default memory type:
+		// firmware's job on real hardware; without it Linux treats RAM
+		// as uncached.
+		{Index: msrMTRRDefType, Data: 1<<11 | 6},
+	}
+	var out []kvm.MSR
+	for _, msr := range all {
+		if supported[msr.Index] {
+			out = append(out, msr)
+		}
+	}
+	return out
+}
+
+func (m *Machine) createVCPUs(entry *boot.Entry) error {
+	cpuid, err := m.sys.SupportedCPUID()
+	if err != nil {
+		return err
+	}
+	list, err := m.sys.MSRIndexList()
+	if err != nil {
+		return err
+	}
+	supported := make(map[uint32]bool, len(list))
+	for _, i := range list {
+		supported[i] = true
+	}
+	for id := 0; id < m.cfg.CPUs; id++ {
+		kv, err := m.vm.CreateVCPU(id)
+		if err != nil {
+			return err
+		}
+		v := &vcpu{VCPU: kv}
+		m.vcpus = append(m.vcpus, v)
+		if err := kv.SetCPUID2(FilterCPUID(cpuid, uint32(id), m.cfg.CPUs)); err != nil {
+			return err
+		}
+		if err := kv.SetMSRs(bootMSRs(supported)); err != nil {
+			return err
+		}
+		if id != 0 {
+			// Application processors stay in wait-for-SIPI until the
+			// boot CPU starts them through its local APIC.
+			continue
+		}
+		if err := setupBootRegs(kv, entry); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// segmentFromDescriptor unpacks a GDT entry (Intel SDM Vol. 3A §3.4.5) into
+// the form KVM wants for the hidden part of a segment register.
+func segmentFromDescriptor(sel uint16, d uint64) kvm.Segment {
+	limit := uint32(d&0xffff) | uint32((d>>48)&0xf)<<16
+	g := uint8((d >> 55) & 1)
+	if g == 1 {
+		limit = limit<<12 | 0xfff
+	}
+	return kvm.Segment{
+		Base:     (d>>16)&0xffffff | ((d>>56)&0xff)<<24,
+		Limit:    limit,
+		Selector: sel,
+		Type:     uint8((d >> 40) & 0xf),
+		S:        uint8((d >> 44) & 1),
+		DPL:      uint8((d >> 45) & 3),
+		Present:  uint8((d >> 47) & 1),
+		AVL:      uint8((d >> 52) & 1),
+		L:        uint8((d >> 53) & 1),
+		DB:       uint8((d >> 54) & 1),
+		G:        g,
+	}
+}
+
+// Control-register bits for 64-bit entry.
+const (
+	cr0PE   = 1 << 0
+	cr0MP   = 1 << 1
+	cr0ET   = 1 << 4
+	cr0NE   = 1 << 5
+	cr0WP   = 1 << 16
+	cr0PG   = 1 << 31
+	cr4PAE  = 1 << 5
+	eferLME = 1 << 8
+	eferLMA = 1 << 10
+)
+
+// setupBootRegs puts the boot CPU straight into 64-bit long mode at the
+// kernel's 64-bit entry point, as the "64-bit boot protocol" describes: paging
+// on with an identity map, a flat 64-bit code segment, RSI = boot_params.
+func setupBootRegs(c *kvm.VCPU, e *boot.Entry) error {
+	s, err := c.GetSregs()
+	if err != nil {
+		return err
+	}
+	code := segmentFromDescriptor(e.CodeSelector, e.CodeDescriptor)
+	data := segmentFromDescriptor(e.DataSelector, e.DataDescriptor)
+	s.CS = code
+	s.DS, s.ES, s.FS, s.GS, s.SS = data, data, data, data, data
+	s.GDT = kvm.DTable{Base: e.GDTBase, Limit: e.GDTLimit}
+	s.IDT = kvm.DTable{}
+	s.CR0 = cr0PE | cr0MP | cr0ET | cr0NE | cr0WP | cr0PG
+	s.CR3 = e.CR3
+	s.CR4 = cr4PAE
+	s.EFER = eferLME | eferLMA
+	if err := c.SetSregs(s); err != nil {
+		return err
+	}
+	return c.SetRegs(kvm.Regs{RIP: e.RIP, RSP: e.RSP, RSI: e.RSI, RFLAGS: 2})
+}
+
+// Bus returns the device bus (for tests and the tracer).
+func (m *Machine) Bus() *bus.Bus { return m.bus }
+
+// Memory returns guest RAM.
+func (m *Machine) Memory() *memory.Memory { return m.mem }
+
+// ExitCounts returns how many user-space exits of each KVM reason there were.
+func (m *Machine) ExitCounts() map[exits.Reason]uint64 {
+	out := map[exits.Reason]uint64{}
+	for i := range m.exitCounts {
+		if n := m.exitCounts[i].Load(); n > 0 {
+			out[exits.Reason(i)] = n
+		}
+	}
+	return out
+}
+
+// Run starts every vCPU and blocks until the machine stops.
+func (m *Machine) Run() Outcome {
+	m.started = time.Now()
+	var wg sync.WaitGroup
+	for _, v := range m.vcpus {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.vcpuLoop(v)
+		}()
+	}
+	if m.cfg.Input != nil {
+		go pumpInput(m.cfg.Input, m.uart, m.cfg.Escapes, func() {
+			m.stop(Outcome{Reason: StopQuit, VCPU: -1, Detail: "quit from the console (Ctrl-A x)"})
+		}, m.stopC)
+	}
+	<-m.stopC
+	m.kickAll()
+	wg.Wait()
+	m.out.Close()
+	return m.outcome
+}
+
+// stop records the first outcome and tells every vCPU to leave the guest.
+func (m *Machine) stop(o Outcome) {
+	m.stopMu.Lock()
+	defer m.stopMu.Unlock()
+	if m.stopped.Load() {
+		return
+	}
+	m.outcome = o
+	m.stopped.Store(true)
+	close(m.stopC)
+}
+
+// kickAll forces every vCPU out of KVM_RUN: immediate_exit makes the next
+// KVM_RUN return at once, and a signal interrupts one already in the guest.
+// SIGURG is the signal the Go runtime itself uses to preempt goroutines, so
+// an extra one is harmless to it, and it is not blocked on any Go thread.
+func (m *Machine) kickAll() {
+	pid := unix.Getpid()
+	for i := 0; i < 100; i++ {
+		running := false
+		for _, v := range m.vcpus {
+			v.SetImmediateExit(true)
+			if tid := v.tid.Load(); tid > 0 {
+				running = true
+				_ = unix.Tgkill(pid, int(tid), unix.SIGURG)
+			}
+		}
+		if !running {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (m *Machine) vcpuLoop(v *vcpu) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	v.tid.Store(int32(unix.Gettid()))
+	defer v.tid.Store(0)
+	for !m.stopped.Load() {
+		err := v.RunOnce()
+		if err != nil {
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			m.stop(Outcome{Reason: StopError, VCPU: v.ID, Detail: fmt.Sprintf("KVM_RUN on vCPU %d: %v", v.ID, err), Err: err})
+			return
+		}
+		if err := exits.Decode(v.Run, &v.exit); err != nil {
+			m.stop(Outcome{Reason: StopError, VCPU: v.ID, Detail: "decode exit: " + err.Error(), Err: err, Dump: m.dump(v)})
+			return
+		}
+		if r := v.exit.Reason; r < exitCountSlots {
+			m.exitCounts[r].Add(1)
+		}
+		m.handle(v)
+	}
+}
+
+// handle dispatches one decoded exit.
+func (m *Machine) handle(v *vcpu) {
+	e := &v.exit
+	switch e.Reason {
+	case exits.IO:
+		m.handleIO(v, e.IO)
+	case exits.MMIO:
+		m.handleMMIO(v, e.MMIO)
+	case exits.Intr, exits.IRQWindowOpen:
+		// A signal or an interrupt window: nothing to do but re-enter.
+	case exits.HLT:
+		// Only reachable without an in-kernel irqchip; ours always has
+		// one, but a halted CPU is not an error: keep going.
+	case exits.Shutdown:
+		m.stop(Outcome{Reason: StopTripleFault, VCPU: v.ID, Dump: m.dump(v),
+			Detail: fmt.Sprintf("vCPU %d: triple fault (KVM_EXIT_SHUTDOWN): the guest hit a fault while handling a double fault", v.ID)})
+	case exits.SystemEvent:
+		switch e.SystemEvent.Type {
+		case exits.SystemEventShutdown:
+			m.stop(Outcome{Reason: StopPoweroff, VCPU: v.ID, Detail: "KVM system event: shutdown"})
+		case exits.SystemEventReset:
+			m.stop(Outcome{Reason: StopReboot, VCPU: v.ID, Detail: "KVM system event: reset"})
+		default:
+			m.stop(Outcome{Reason: StopError, VCPU: v.ID, Detail: fmt.Sprintf("KVM system event %d", e.SystemEvent.Type), Dump: m.dump(v)})
+		}
+	case exits.InternalError:
+		m.stop(Outcome{Reason: StopInternalError, VCPU: v.ID, Dump: m.dump(v),
+			Detail: fmt.Sprintf("vCPU %d: KVM internal error, suberror %d%s", v.ID, e.InternalError.Suberror, internalErrorHint(e.InternalError.Suberror))})
+	case exits.FailEntry:
+		m.stop(Outcome{Reason: StopFailEntry, VCPU: v.ID, Dump: m.dump(v),
+			Detail: fmt.Sprintf("vCPU %d: VM entry failed, hardware reason %#x", v.ID, e.FailEntry.HardwareEntryFailureReason)})
+	default:
+		m.stop(Outcome{Reason: StopError, VCPU: v.ID, Dump: m.dump(v),
+			Detail: fmt.Sprintf("vCPU %d: unhandled exit %v", v.ID, e.Reason)})
+	}
+}
+
+func internalErrorHint(sub uint32) string {
+	switch sub {
+	case exits.InternalErrorEmulation:
+		return " (KVM could not emulate an instruction)"
+	case exits.InternalErrorSimulEx:
+		return " (exception while delivering an exception)"
+	case exits.InternalErrorDeliveryEv:
+		return " (event delivery failed)"
+	}
+	return ""
+}
+
+func (m *Machine) handleIO(v *vcpu, io *exits.IOExit) {
+	data := exits.IOData(v.Run, io)
+	size := int(io.Size)
+	for i := 0; i < int(io.Count); i++ {
+		chunk := data[i*size : (i+1)*size]
+		var err error
+		if io.Direction == exits.Out {
+			_, err = m.bus.Write(bus.PIO, uint64(io.Port), chunk)
+		} else {
+			_, err = m.bus.Read(bus.PIO, uint64(io.Port), chunk)
+		}
+		if err != nil {
+			fmt.Fprintf(m.log, "kvmlab: vCPU %d: port %#x %v: %v\n", v.ID, io.Port, io.Direction, err)
+		}
+	}
+}
+
+func (m *Machine) handleMMIO(v *vcpu, mm *exits.MMIOExit) {
+	data := mm.Data[:mm.Len]
+	if mm.IsWrite {
+		if _, err := m.bus.Write(bus.MMIO, mm.PhysAddr, data); err != nil {
+			fmt.Fprintf(m.log, "kvmlab: vCPU %d: MMIO write %#x: %v\n", v.ID, mm.PhysAddr, err)
+		}
+		return
+	}
+	if _, err := m.bus.Read(bus.MMIO, mm.PhysAddr, data); err != nil {
+		fmt.Fprintf(m.log, "kvmlab: vCPU %d: MMIO read %#x: %v\n", v.ID, mm.PhysAddr, err)
+	}
+	exits.SetMMIOData(v.Run, data)
+}
+
+// dump formats a vCPU's registers for a failure report.
+func (m *Machine) dump(v *vcpu) string {
+	r, err := v.GetRegs()
+	if err != nil {
+		return "registers unavailable: " + err.Error()
+	}
+	s, err := v.GetSregs()
+	if err != nil {
+		return "registers unavailable: " + err.Error()
+	}
+	return FormatRegs(r, s)
+}
+
+// FormatRegs renders registers the way a kernel oops does: compact, hex.
+func FormatRegs(r kvm.Regs, s kvm.Sregs) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "RIP=%016x RFLAGS=%08x RSP=%016x RBP=%016x\n", r.RIP, r.RFLAGS, r.RSP, r.RBP)
+	fmt.Fprintf(&b, "RAX=%016x RBX=%016x RCX=%016x RDX=%016x\n", r.RAX, r.RBX, r.RCX, r.RDX)
+	fmt.Fprintf(&b, "RSI=%016x RDI=%016x R8 =%016x R9 =%016x\n", r.RSI, r.RDI, r.R8, r.R9)
+	fmt.Fprintf(&b, "R10=%016x R11=%016x R12=%016x R13=%016x\n", r.R10, r.R11, r.R12, r.R13)
+	fmt.Fprintf(&b, "R14=%016x R15=%016x\n", r.R14, r.R15)
+	fmt.Fprintf(&b, "CS=%04x base=%x L=%d DB=%d  SS=%04x  DS=%04x\n", s.CS.Selector, s.CS.Base, s.CS.L, s.CS.DB, s.SS.Selector, s.DS.Selector)
+	fmt.Fprintf(&b, "CR0=%08x CR2=%016x CR3=%016x CR4=%08x EFER=%x\n", s.CR0, s.CR2, s.CR3, s.CR4, s.EFER)
+	fmt.Fprintf(&b, "GDT=%x/%x IDT=%x/%x", s.GDT.Base, s.GDT.Limit, s.IDT.Base, s.IDT.Limit)
+	return b.String()
+}
+
+// Close releases the VM, vCPUs and guest RAM.
+func (m *Machine) Close() {
+	for _, v := range m.vcpus {
+		_ = v.Close()
+	}
+	m.vcpus = nil
+	if m.vm != nil {
+		_ = m.vm.Close()
+		m.vm = nil
+	}
+	if m.mem != nil {
+		_ = m.mem.Close()
+		m.mem = nil
+	}
+	if m.sys != nil {
+		_ = m.sys.Close()
+		m.sys = nil
+	}
+}
+
+// RSSBytes returns the VMM process's resident set size from /proc/self/statm.
+func RSSBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, rss uint64
+	if _, err := fmt.Sscan(string(b), &size, &rss); err != nil {
+		return 0
+	}
+	return rss * uint64(os.Getpagesize())
+}
