@@ -135,7 +135,11 @@ type PM struct {
 	mu       sync.Mutex
 	poweroff func()
 	sci      irq.Line
-	sciLevel bool
+
+	// lineMu serialises driving the SCI (see syncSCI); it is taken
+	// before mu, never while holding it.
+	lineMu   sync.Mutex
+	sciLevel bool // what the SCI was last driven to
 
 	sts uint16
 	en  uint16
@@ -155,9 +159,11 @@ func (p *PM) SetSCI(l irq.Line) {
 	if l == nil {
 		l = irq.Nop{}
 	}
+	p.lineMu.Lock()
 	p.mu.Lock()
-	p.sci = l
+	p.sci, p.sciLevel = l, false
 	p.mu.Unlock()
+	p.lineMu.Unlock()
 	p.syncSCI()
 }
 
@@ -175,21 +181,24 @@ func (p *PM) PowerButton() {
 // sciWanted says whether the SCI should be asserted.
 func (p *PM) sciWanted() bool { return p.sts&p.en&sciEvents != 0 }
 
-// syncSCI drives the SCI line to its level if that changed. The line is
-// driven outside the lock; two racing updates each drive the level they
-// computed last, and the final one computed under the lock wins.
+// syncSCI drives the SCI line to its level if that changed. It runs after
+// every change of the registers, outside mu so a Line may take its time, but
+// under lineMu, so that levels computed by concurrent accesses reach the
+// line in the order they were computed and the last change's view wins.
 func (p *PM) syncSCI() {
+	p.lineMu.Lock()
+	defer p.lineMu.Unlock()
 	p.mu.Lock()
 	want := p.sciWanted()
-	if want == p.sciLevel {
-		p.mu.Unlock()
-		return
-	}
+	changed := want != p.sciLevel
 	p.sciLevel = want
 	l := p.sci
 	p.mu.Unlock()
-	// An interrupt line error is the VMM's to report, not the guest's.
-	_ = l.Set(want)
+	if changed {
+		// An interrupt line error is the VMM's to report, not the
+		// guest's.
+		_ = l.Set(want)
+	}
 }
 
 func (p *PM) cntValue() uint16 { return p.cnt&cntStoreMask | CntSCIEn }

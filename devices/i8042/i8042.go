@@ -197,8 +197,17 @@ type Controller struct {
 	lastDataCmd byte
 	lastDataOK  bool
 
-	// Levels last driven on the IRQ lines.
+	// headSeq counts the bytes presented in the output buffer, so that
+	// a new byte replacing the one just read is told apart from the same
+	// byte still waiting.
+	headSeq uint64
+
+	// irqMu serialises driving the IRQ lines (see syncIRQ); it is taken
+	// before mu, never while holding it. The fields below record what the
+	// lines were last driven to, and for which byte.
+	irqMu              sync.Mutex
 	kbdLevel, auxLevel bool
+	kbdSeq, auxSeq     uint64
 }
 
 // New returns a controller in the state a PC BIOS leaves it after POST: CTR
@@ -223,9 +232,13 @@ func (c *Controller) SetIRQs(kbd, aux irq.Line) {
 	if aux == nil {
 		aux = irq.Nop{}
 	}
+	c.irqMu.Lock()
 	c.mu.Lock()
 	c.kbdIRQ, c.auxIRQ = kbd, aux
+	c.kbdLevel, c.auxLevel = false, false
 	c.mu.Unlock()
+	c.irqMu.Unlock()
+	c.syncIRQ()
 }
 
 // DataPort returns the device to register at port 0x60 (1 byte).
@@ -264,15 +277,14 @@ func (p port) Read(offset uint64, data []byte) error {
 		}
 		return err
 	}
-	var acts actions
 	p.c.mu.Lock()
 	if p.data {
-		data[0] = p.c.readData(&acts)
+		data[0] = p.c.readData()
 	} else {
 		data[0] = p.c.status()
 	}
 	p.c.mu.Unlock()
-	acts.run()
+	p.c.syncIRQ()
 	return nil
 }
 
@@ -290,30 +302,20 @@ func (p port) Write(offset uint64, data []byte) error {
 		err = p.c.writeCommand(data[0], &acts)
 	}
 	p.c.mu.Unlock()
+	p.c.syncIRQ()
 	acts.run()
 	return err
 }
 
 // actions are the callbacks an access triggers. They run after the
-// controller's lock is released, so that a reset handler or an interrupt line
-// may call back into the controller (or take a while) without deadlocking.
+// controller's lock is released, so that a reset handler may call back into
+// the controller (or take a while) without deadlocking.
 type actions struct {
 	resets int
 	reset  func()
-	irqs   []irqSet
-}
-
-type irqSet struct {
-	line  irq.Line
-	level bool
 }
 
 func (a *actions) run() {
-	for _, s := range a.irqs {
-		// An interrupt line error is the VMM's problem, not the guest's;
-		// the access itself has completed.
-		_ = s.line.Set(s.level)
-	}
 	for i := 0; i < a.resets; i++ {
 		if a.reset != nil {
 			a.reset()
@@ -371,42 +373,63 @@ func (c *Controller) irqLevels() (kbd, aux bool) {
 	return c.ram[0]&CTRKbdInt != 0, false
 }
 
-// syncIRQ records any change of the interrupt outputs. forceEdge drops a
-// line that is high before raising it again: a new byte replaced the one just
-// read, and the edge-triggered PIC must see a new rising edge for it.
-func (c *Controller) syncIRQ(acts *actions, forceEdge bool) {
+// syncIRQ drives the IRQ lines to what the output buffer and the CTR say
+// they are now. A line already high for an earlier byte is dropped and
+// raised again, because the edge-triggered PIC latches one interrupt per
+// rising edge.
+//
+// It runs after every access, outside mu so a Line may take its time, but
+// under irqMu, so that the levels computed by concurrent accesses reach the
+// lines in the order they were computed and the last access's view wins.
+func (c *Controller) syncIRQ() {
+	type set struct {
+		line  irq.Line
+		level bool
+	}
+	var sets [4]set
+	n := 0
+	c.irqMu.Lock()
+	defer c.irqMu.Unlock()
+	c.mu.Lock()
 	kbd, aux := c.irqLevels()
-	if forceEdge {
-		if c.kbdLevel && kbd {
-			acts.irqs = append(acts.irqs, irqSet{c.kbdIRQ, false})
-			c.kbdLevel = false
+	for _, l := range []struct {
+		want  bool
+		level *bool
+		seq   *uint64
+		line  irq.Line
+	}{{kbd, &c.kbdLevel, &c.kbdSeq, c.kbdIRQ}, {aux, &c.auxLevel, &c.auxSeq, c.auxIRQ}} {
+		if *l.level && (!l.want || *l.seq != c.headSeq) {
+			sets[n] = set{l.line, false}
+			n++
+			*l.level = false
 		}
-		if c.auxLevel && aux {
-			acts.irqs = append(acts.irqs, irqSet{c.auxIRQ, false})
-			c.auxLevel = false
+		if l.want && !*l.level {
+			sets[n] = set{l.line, true}
+			n++
+			*l.level, *l.seq = true, c.headSeq
 		}
 	}
-	if kbd != c.kbdLevel {
-		acts.irqs = append(acts.irqs, irqSet{c.kbdIRQ, kbd})
-		c.kbdLevel = kbd
-	}
-	if aux != c.auxLevel {
-		acts.irqs = append(acts.irqs, irqSet{c.auxIRQ, aux})
-		c.auxLevel = aux
+	c.mu.Unlock()
+	for _, s := range sets[:n] {
+		// An interrupt line error is the VMM's problem, not the
+		// guest's: the access itself has completed.
+		_ = s.line.Set(s.level)
 	}
 }
 
-func (c *Controller) push(acts *actions, src source, vs ...byte) {
+func (c *Controller) push(src source, vs ...byte) {
 	for _, v := range vs {
 		if len(c.queue) >= maxQueue {
 			break
 		}
+		if len(c.queue) == 0 {
+			c.headSeq++ // a new byte is presented
+		}
 		c.queue = append(c.queue, outByte{v: v, src: src})
 	}
-	c.syncIRQ(acts, false)
 }
 
-func (c *Controller) readData(acts *actions) byte {
+func (c *Controller) readData() byte {
 	if len(c.queue) == 0 {
 		// Nothing new: the output buffer still holds the last byte.
 		return c.last
@@ -415,8 +438,9 @@ func (c *Controller) readData(acts *actions) byte {
 	c.queue = c.queue[1:]
 	if len(c.queue) == 0 {
 		c.queue = nil // let the backing array go
+	} else {
+		c.headSeq++ // the next byte is presented
 	}
-	c.syncIRQ(acts, true)
 	return c.last
 }
 
@@ -427,23 +451,23 @@ func (c *Controller) writeCommand(v byte, acts *actions) error {
 	c.pending = 0
 	switch {
 	case v >= 0x20 && v <= 0x3F:
-		c.push(acts, srcKbd, c.ram[v&0x1f])
+		c.push(srcKbd, c.ram[v&0x1f])
 	case v >= 0x60 && v <= 0x7F:
 		c.pending = v
 	case v == CmdAuxDisable:
-		c.setCTR(c.ram[0]|CTRAuxDis, acts)
+		c.ram[0] |= CTRAuxDis
 	case v == CmdAuxEnable:
-		c.setCTR(c.ram[0]&^CTRAuxDis, acts)
+		c.ram[0] &^= CTRAuxDis
 	case v == CmdAuxTest, v == CmdKbdTest:
-		c.push(acts, srcKbd, InterfaceOK)
+		c.push(srcKbd, InterfaceOK)
 	case v == CmdSelfTest:
-		c.push(acts, srcKbd, SelfTestOK)
+		c.push(srcKbd, SelfTestOK)
 	case v == CmdKbdDisable:
-		c.setCTR(c.ram[0]|CTRKbdDis, acts)
+		c.ram[0] |= CTRKbdDis
 	case v == CmdKbdEnable:
-		c.setCTR(c.ram[0]&^CTRKbdDis, acts)
+		c.ram[0] &^= CTRKbdDis
 	case v == CmdReadOutPort:
-		c.push(acts, srcKbd, c.outputPort())
+		c.push(srcKbd, c.outputPort())
 	case v == CmdWriteOutPort, v == CmdWriteKbdOBF, v == CmdWriteAuxOBF, v == CmdWriteAux:
 		c.pending = v
 	case v == CmdA20Off:
@@ -462,13 +486,6 @@ func (c *Controller) writeCommand(v byte, acts *actions) error {
 	return nil
 }
 
-func (c *Controller) setCTR(v byte, acts *actions) {
-	c.ram[0] = v
-	// Enabling an interrupt while a byte waits raises the line, as the
-	// output port bit is simply OBF AND enable.
-	c.syncIRQ(acts, false)
-}
-
 func (c *Controller) writeData(v byte, acts *actions) error {
 	c.cmdLast = false
 	cmd := c.pending
@@ -476,11 +493,10 @@ func (c *Controller) writeData(v byte, acts *actions) error {
 	c.lastData, c.lastDataCmd, c.lastDataOK = v, cmd, true
 	switch {
 	case cmd >= 0x60 && cmd <= 0x7F:
-		if cmd == CmdWriteCTR {
-			c.setCTR(v, acts)
-		} else {
-			c.ram[cmd&0x1f] = v
-		}
+		// RAM byte 0 is the CTR. Enabling an interrupt while a byte
+		// waits raises the line (syncIRQ), since the output port bit
+		// is simply OBF AND enable.
+		c.ram[cmd&0x1f] = v
 	case cmd == CmdWriteOutPort:
 		// Bits 4 and 5 are outputs computed from OBF; only reset and
 		// A20 (and the unused bits) are latched. The reset line going
@@ -491,32 +507,32 @@ func (c *Controller) writeData(v byte, acts *actions) error {
 			c.pulseReset(acts)
 		}
 	case cmd == CmdWriteKbdOBF:
-		c.push(acts, srcKbd, v)
+		c.push(srcKbd, v)
 	case cmd == CmdWriteAuxOBF:
-		c.push(acts, srcAux, v)
+		c.push(srcAux, v)
 	case cmd == CmdWriteAux:
 		// No mouse is attached: the byte goes nowhere.
 	default:
-		c.keyboard(v, acts)
+		c.keyboard(v)
 	}
 	return nil
 }
 
 // keyboard answers a byte sent to the (absent, but polite) keyboard.
-func (c *Controller) keyboard(v byte, acts *actions) {
+func (c *Controller) keyboard(v byte) {
 	switch v {
 	case kbdReset:
-		c.push(acts, srcKbd, kbdACK, kbdBATOK)
+		c.push(srcKbd, kbdACK, kbdBATOK)
 	case kbdGetID:
 		id1 := byte(kbdID1)
 		if c.ram[0]&CTRXlate != 0 {
 			id1 = kbdID1Xlat
 		}
-		c.push(acts, srcKbd, kbdACK, kbdID0, id1)
+		c.push(srcKbd, kbdACK, kbdID0, id1)
 	case kbdEcho:
-		c.push(acts, srcKbd, kbdEcho)
+		c.push(srcKbd, kbdEcho)
 	default:
-		c.push(acts, srcKbd, kbdACK)
+		c.push(srcKbd, kbdACK)
 	}
 }
 
