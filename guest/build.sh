@@ -13,7 +13,7 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/kvmlab/initramfs"
 log() { echo "guest: $*" >&2; }
 
 cd "$root"
-key="$( { grep u-root go.sum; cat "$here/build.sh"; go version; } | sha256sum | cut -c1-16)"
+key="$( { grep u-root go.sum; cat "$here/build.sh" "$here"/uinit/*.go; go version; } | sha256sum | cut -c1-16)"
 out="$cache/$key/initramfs.cpio"
 if [[ -s $out ]]; then
 	log "cached: $out"
@@ -24,9 +24,11 @@ trap 'rm -rf "$work"' EXIT
 src="$(go list -m -f '{{.Dir}}' github.com/u-root/u-root)"
 log "building the u-root tool from $src"
 go build -o "$work/u-root" github.com/u-root/u-root
+log "building kvmlab's uinit"
+CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$work/uinit" ./guest/uinit
 log "building the initramfs (about a minute)"
 # u-root resolves its command packages relative to its own module.
-( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
+( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh -files "$work/uinit:bin/uinit" -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
 	tail -20 "$work/u-root.log" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
 mv "$work/initramfs.cpio" "$out"

@@ -31,7 +31,7 @@ type guestConsole struct {
 	cancel context.CancelFunc
 }
 
-func kvmlabBin(t *testing.T) string {
+func kvmlabBin(t testing.TB) string {
 	t.Helper()
 	b := os.Getenv("KVMLAB_BIN")
 	if b == "" {
@@ -40,7 +40,7 @@ func kvmlabBin(t *testing.T) string {
 	return b
 }
 
-func guestFile(t *testing.T, name string) string {
+func guestFile(t testing.TB, name string) string {
 	t.Helper()
 	d := os.Getenv("KVMLAB_GUEST_DIR")
 	if d == "" {

@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	}
 	if ok, why := harness.KVMUsable(); ok {
 		fmt.Println("tests: /dev/kvm is usable: running guests directly")
+		if os.Getenv("KVMLAB_DEBIAN_KERNEL") == "" {
+			os.Setenv("KVMLAB_DEBIAN_KERNEL", distroKernel())
+		}
 		os.Exit(m.Run())
 	} else {
 		fmt.Printf("tests: %s: running the integration tests inside the emulated host\n", why)
@@ -50,7 +53,7 @@ func runInEmulatedHost() int {
 		return 1
 	}
 	args := []string{"/kvmlab/tests.test", "-test.v", "-test.timeout=50m"}
-	for _, name := range []string{"test.run", "test.skip", "test.count", "test.short"} {
+	for _, name := range []string{"test.run", "test.skip", "test.count", "test.short", "test.bench", "test.benchtime", "test.benchmem"} {
 		if f := flag.Lookup(name); f != nil && f.Value.String() != f.DefValue {
 			args = append(args, "-"+name+"="+f.Value.String())
 		}
@@ -81,4 +84,22 @@ func runInEmulatedHost() int {
 		return 1
 	}
 	return res.ExitCode
+}
+
+// distroKernel finds a stock distribution kernel to boot when running on
+// /dev/kvm directly: Debian's (the emulated host's, fetched with apt), or else
+// the running host's own /boot/vmlinuz.
+func distroKernel() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if hk, err := harness.HostKernel(ctx); err == nil {
+		return hk.Vmlinuz
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		p := "/boot/vmlinuz-" + strings.TrimSpace(string(b))
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "/boot/vmlinuz"
 }

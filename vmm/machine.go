@@ -69,6 +69,9 @@ type Config struct {
 	Escapes bool
 	// Log receives VMM diagnostics (one line each); nil discards.
 	Log io.Writer
+	// Stats counts port and MMIO accesses per device (a map update per
+	// exit; off by default to keep the exit path lean).
+	Stats bool
 }
 
 // StopReason says why a machine stopped.
@@ -119,6 +122,9 @@ type Machine struct {
 
 	exitCounts [exitCountSlots]atomic.Uint64
 	started    time.Time
+
+	devMu     sync.Mutex
+	devCounts map[string]uint64
 }
 
 const exitCountSlots = 64
@@ -551,16 +557,48 @@ func internalErrorHint(sub uint32) string {
 	return ""
 }
 
+func (m *Machine) countDevice(space bus.Space, addr uint64, r bus.Result) {
+	name := r.Name
+	if !r.Handled {
+		if space == bus.PIO {
+			name = fmt.Sprintf("unhandled port %#x", addr)
+		} else {
+			name = fmt.Sprintf("unhandled MMIO %#x", addr)
+		}
+	}
+	m.devMu.Lock()
+	if m.devCounts == nil {
+		m.devCounts = map[string]uint64{}
+	}
+	m.devCounts[name]++
+	m.devMu.Unlock()
+}
+
+// DeviceCounts returns accesses per device (only with Config.Stats).
+func (m *Machine) DeviceCounts() map[string]uint64 {
+	m.devMu.Lock()
+	defer m.devMu.Unlock()
+	out := make(map[string]uint64, len(m.devCounts))
+	for k, v := range m.devCounts {
+		out[k] = v
+	}
+	return out
+}
+
 func (m *Machine) handleIO(v *vcpu, io *exits.IOExit) {
 	data := exits.IOData(v.Run, io)
 	size := int(io.Size)
 	for i := 0; i < int(io.Count); i++ {
 		chunk := data[i*size : (i+1)*size]
 		var err error
+		var r bus.Result
 		if io.Direction == exits.Out {
-			_, err = m.bus.Write(bus.PIO, uint64(io.Port), chunk)
+			r, err = m.bus.Write(bus.PIO, uint64(io.Port), chunk)
 		} else {
-			_, err = m.bus.Read(bus.PIO, uint64(io.Port), chunk)
+			r, err = m.bus.Read(bus.PIO, uint64(io.Port), chunk)
+		}
+		if m.cfg.Stats {
+			m.countDevice(bus.PIO, uint64(io.Port), r)
 		}
 		if err != nil {
 			fmt.Fprintf(m.log, "kvmlab: vCPU %d: port %#x %v: %v\n", v.ID, io.Port, io.Direction, err)
@@ -570,6 +608,10 @@ func (m *Machine) handleIO(v *vcpu, io *exits.IOExit) {
 
 func (m *Machine) handleMMIO(v *vcpu, mm *exits.MMIOExit) {
 	data := mm.Data[:mm.Len]
+	if m.cfg.Stats {
+		r, _ := m.bus.Lookup(bus.MMIO, mm.PhysAddr)
+		m.countDevice(bus.MMIO, mm.PhysAddr, bus.Result{Handled: r.Dev != nil, Name: r.Name})
+	}
 	if mm.IsWrite {
 		if _, err := m.bus.Write(bus.MMIO, mm.PhysAddr, data); err != nil {
 			fmt.Fprintf(m.log, "kvmlab: vCPU %d: MMIO write %#x: %v\n", v.ID, mm.PhysAddr, err)
@@ -640,4 +682,37 @@ func RSSBytes() uint64 {
 		return 0
 	}
 	return rss * uint64(os.Getpagesize())
+}
+
+// Stats is a summary of a run.
+type Stats struct {
+	Ran              time.Duration
+	TotalExits       uint64
+	ExitsByReason    map[string]uint64
+	AccessesByDevice map[string]uint64
+	RSS              uint64 // whole process
+	GuestResident    uint64 // guest RAM pages backed by host memory
+	GuestRAM         uint64
+}
+
+// VMMResident is the VMM's own memory: RSS outside guest RAM.
+func (s Stats) VMMResident() uint64 {
+	if s.GuestResident > s.RSS {
+		return 0
+	}
+	return s.RSS - s.GuestResident
+}
+
+// Stats summarises the run so far.
+func (m *Machine) Stats() Stats {
+	st := Stats{Ran: time.Since(m.started), ExitsByReason: map[string]uint64{}, AccessesByDevice: m.DeviceCounts(), RSS: RSSBytes()}
+	for r, n := range m.ExitCounts() {
+		st.ExitsByReason[r.String()] = n
+		st.TotalExits += n
+	}
+	if m.mem != nil {
+		st.GuestResident, _ = m.mem.Resident()
+		st.GuestRAM = m.mem.Size()
+	}
+	return st
 }

@@ -33,6 +33,7 @@ type runFlags struct {
 	mem                        string
 	cpus                       int
 	quiet                      bool
+	stats                      bool
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -42,6 +43,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.mem, "mem", "512M", "guest RAM, with a K, M or G suffix (e.g. 512M, 4G)")
 	fs.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
 	fs.BoolVar(&f.quiet, "quiet", false, "do not print kvmlab's own status lines (the guest console is unaffected)")
+	fs.BoolVar(&f.stats, "stats", false, "when the guest stops, print user-space VM exits by reason and by device, and the VMM's memory use, on stderr")
 }
 
 // parseSize reads "512M", "4G", "1048576".
@@ -219,6 +221,7 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return err
 	}
+	cfg.Stats = f.stats
 	return runMachine(cfg, f.quiet)
 }
 
@@ -280,6 +283,9 @@ func runMachine(cfg vmm.Config, quiet bool) error {
 	defer m.Close()
 	out := m.Run()
 	restore()
+	if cfg.Stats {
+		printStats(os.Stderr, m)
+	}
 	nl := "\n"
 	if !out.Reason.Success() {
 		fmt.Fprintf(os.Stderr, "%skvmlab: %s%s", nl, out.Detail, nl)

@@ -34,7 +34,10 @@
 //     /dev/kvm (then no emulated host is needed).
 //   - [HostKernel] fetches Debian's stock kernel package with apt-get, unpacks
 //     it and caches the kernel image plus the four modules KVM needs
-//     (irqbypass, ccp, kvm, kvm-amd; loaded in that order).
+//     (irqbypass, ccp, kvm, kvm-amd; loaded in that order). It also keeps
+//     the kernel decompressed (vmlinux), which QEMU boots through the PVH
+//     entry point: that skips the decompressor, which costs the emulated
+//     CPU several seconds per boot.
 //   - [CPIOWriter] writes the initramfs, a "newc" cpio archive, that becomes
 //     the emulated host's root file system.
 //   - The hostinit program (tests/harness/hostinit) is PID 1 of the emulated
@@ -43,5 +46,19 @@
 //     "KVMLAB-HOST-EXIT <code>" and powers the emulated machine off.
 //   - [Run] glues it together: it builds the initramfs, boots QEMU, streams
 //     the serial console, parses the exit marker and retries once when the
-//     emulated host hangs (about 1 boot in 16 hangs early under TCG).
+//     emulated host hangs (about 1 boot in 16 hangs early under TCG) or
+//     crashes before /init runs.
+//
+// On a 2-core machine, one boot of the emulated host up to a usable
+// /dev/kvm takes about 4-6 s of emulated time; QEMU's wall time for booting,
+// running a small probe and powering off is 5-30 s depending on the load.
+//
+// Example:
+//
+//	res, err := harness.Run(ctx, harness.Spec{
+//		Files: []harness.File{{HostPath: "/tmp/mytest", Path: "/bin/mytest"}},
+//		Argv:  []string{"/bin/mytest", "-v"},
+//		Output: os.Stderr,
+//	})
+//	// err: the harness failed; res.ExitCode: the command's exit status.
 package harness

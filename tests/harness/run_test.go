@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +154,69 @@ func TestKVMUsable(t *testing.T) {
 	}
 	if _, err := os.Stat("/dev/kvm"); err != nil && ok {
 		t.Error("usable without /dev/kvm")
+	}
+}
+
+// shAttempts runs runAttempts with sh standing in for QEMU; the script sees
+// the attempt number in $1 (counted with a file).
+func shAttempts(t *testing.T, script string, timeout time.Duration) (*Result, string, error) {
+	t.Helper()
+	counter := filepath.Join(t.TempDir(), "n")
+	full := `n=$(cat ` + counter + ` 2>/dev/null || echo 0); n=$((n+1)); echo $n > ` + counter + `; set -- $n; ` + script
+	var out strings.Builder
+	res, err := runAttempts(context.Background(), "/bin/sh", []string{"-c", full}, timeout, &syncWriter{w: &out})
+	return res, out.String(), err
+}
+
+func TestRunAttemptsRetriesSilentHang(t *testing.T) {
+	old := silentHangTimeout
+	silentHangTimeout = 300 * time.Millisecond
+	defer func() { silentHangTimeout = old }()
+	res, out, err := shAttempts(t, `if [ $1 = 1 ]; then sleep 30; fi; echo "hostinit: up"; echo "KVMLAB-HOST-EXIT 4"`, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Attempts != 2 || res.ExitCode != 4 {
+		t.Errorf("attempts %d, code %d; want 2, 4", res.Attempts, res.ExitCode)
+	}
+	if !strings.Contains(out, "harness: emulated host hung after 0s (no output at all within 300ms of starting), retrying (attempt 2/2)") {
+		t.Errorf("retry not announced:\n%s", out)
+	}
+	if res.Output != "hostinit: up\nKVMLAB-HOST-EXIT 4\n" {
+		t.Errorf("Output %q: want only the last attempt's", res.Output)
+	}
+}
+
+func TestRunAttemptsRetriesBootPanic(t *testing.T) {
+	res, out, err := shAttempts(t, `if [ $1 = 1 ]; then echo "Kernel panic - not syncing: IO-APIC + timer doesn't work!"; exit 0; fi; echo "hostinit: up"; echo "KVMLAB-HOST-EXIT 0"`, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Attempts != 2 || res.ExitCode != 0 {
+		t.Errorf("attempts %d, code %d; want 2, 0", res.Attempts, res.ExitCode)
+	}
+	if !strings.Contains(out, "crashed while booting") || !strings.Contains(out, "kernel panic before /init ran") {
+		t.Errorf("retry not announced:\n%s", out)
+	}
+}
+
+func TestRunAttemptsHangsTwice(t *testing.T) {
+	res, _, err := shAttempts(t, `echo booting; sleep 30`, 300*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "hung twice") {
+		t.Fatalf("err = %v", err)
+	}
+	if res.Attempts != 2 {
+		t.Errorf("attempts %d", res.Attempts)
+	}
+}
+
+func TestRunAttemptsNoMarkerAfterInit(t *testing.T) {
+	// /init ran but the host stopped without a marker: an error, no retry.
+	res, _, err := shAttempts(t, `echo "hostinit: up"; echo "Kernel panic - not syncing: Attempted to kill init!"`, time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "without printing") {
+		t.Fatalf("err = %v", err)
+	}
+	if res.Attempts != 1 {
+		t.Errorf("attempts %d, want 1", res.Attempts)
 	}
 }

@@ -195,3 +195,22 @@ func (m *Memory) WriteAt(p []byte, gpa GPA) error {
 	copy(s, p)
 	return nil
 }
+
+// Resident returns how many bytes of guest RAM are backed by host pages right
+// now (mincore(2) over the mapping): RAM the guest never touched costs the
+// host nothing, and this shows how much it did touch.
+func (m *Memory) Resident() (uint64, error) {
+	if m.mapping == nil {
+		return 0, nil
+	}
+	page := uint64(unix.Getpagesize())
+	vec := make([]byte, (uint64(len(m.mapping))+page-1)/page)
+	if err := mincore(m.mapping, vec); err != nil {
+		return 0, fmt.Errorf("memory: mincore: %w", err)
+	}
+	var n uint64
+	for _, v := range vec {
+		n += uint64(v & 1)
+	}
+	return n * page, nil
+}
