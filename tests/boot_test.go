@@ -12,7 +12,7 @@ import (
 )
 
 // A quiet command line keeps the emulated host's slow console short.
-const quietCmdline = "console=ttyS0 panic=-1 quiet"
+const quietCmdline = "console=ttyS0 panic=-1"
 
 const (
 	bootTimeout = 4 * time.Minute
@@ -152,4 +152,20 @@ func kernelVersion(path string) (string, error) {
 		end++
 	}
 	return string(b[off:end]), nil
+}
+
+// TestBootELF boots the kvmlab kernel from its ELF vmlinux (the second
+// kernel format) instead of the bzImage.
+func TestBootELF(t *testing.T) {
+	g := startGuest(t, bootTimeout+2*time.Minute, "run", "--quiet",
+		"--kernel", guestFile(t, "vmlinux"), "--initrd", guestFile(t, "initramfs.cpio"),
+		"--mem", "256M", "--append", quietCmdline)
+	g.waitShell(bootTimeout)
+	if rel := g.value("REL", "uname -r", cmdTimeout); !regexp.MustCompile(`^6\.1\.\d+`).MatchString(rel) {
+		t.Errorf("uname -r = %q, want the kvmlab 6.1 kernel", rel)
+	}
+	g.send("poweroff\n")
+	if code := g.wait(cmdTimeout); code != 0 {
+		t.Fatalf("kvmlab exited %d after guest poweroff, want 0", code)
+	}
 }

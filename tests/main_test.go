@@ -64,6 +64,7 @@ func runInEmulatedHost() int {
 			{HostPath: bin, Path: "/kvmlab/kvmlab", Mode: 0o755},
 			{HostPath: filepath.Join(guest, "bzImage"), Path: "/kvmlab/guest/bzImage", Mode: 0o644},
 			{HostPath: filepath.Join(guest, "initramfs.cpio"), Path: "/kvmlab/guest/initramfs.cpio", Mode: 0o644},
+			{HostPath: filepath.Join(guest, "vmlinux"), Path: "/kvmlab/guest/vmlinux", Mode: 0o644},
 			{HostPath: hk.Vmlinuz, Path: "/kvmlab/debian/vmlinuz", Mode: 0o644},
 		},
 		Argv: args,

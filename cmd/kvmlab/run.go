@@ -34,6 +34,9 @@ type runFlags struct {
 	cpus                       int
 	quiet                      bool
 	stats                      bool
+	emulated                   bool
+
+	resolvedKernel, resolvedInitrd string // after defaults, set by loadConfig
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -43,6 +46,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.mem, "mem", "512M", "guest RAM, with a K, M or G suffix (e.g. 512M, 4G)")
 	fs.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
 	fs.BoolVar(&f.quiet, "quiet", false, "do not print kvmlab's own status lines (the guest console is unaffected)")
+	fs.BoolVar(&f.emulated, "emulated-host", false, "boot inside an emulated host (QEMU TCG with nested KVM) for machines without /dev/kvm; needs qemu-system-x86 and the kvmlab source tree")
 	fs.BoolVar(&f.stats, "stats", false, "when the guest stops, print user-space VM exits by reason and by device, and the VMM's memory use, on stderr")
 }
 
@@ -184,6 +188,7 @@ func (f *runFlags) loadConfig() (vmm.Config, error) {
 	if need := minGuestMem(len(kernel), len(initrd)); mem < need {
 		return cfg, usagef("--mem %s: too little RAM for this kernel and initrd (need about %d MiB): raise --mem", f.mem, (need>>20)+1)
 	}
+	f.resolvedKernel, f.resolvedInitrd = kernelPath, initrdPath
 	return vmm.Config{Kernel: kernel, Initrd: initrd, Cmdline: f.appendLine, MemBytes: mem, CPUs: f.cpus}, nil
 }
 
@@ -220,6 +225,9 @@ func cmdRun(args []string) error {
 	cfg, err := f.loadConfig()
 	if err != nil {
 		return err
+	}
+	if f.emulated {
+		return runEmulated(&f, f.resolvedKernel, f.resolvedInitrd, cfg.MemBytes)
 	}
 	cfg.Stats = f.stats
 	return runMachine(cfg, f.quiet)

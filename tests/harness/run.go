@@ -57,6 +57,12 @@ type Spec struct {
 	// Output, when not nil, receives the host's console live, line by
 	// line, plus the harness's own "harness: ..." lines.
 	Output io.Writer
+	// Interactive connects this process's standard input and output to
+	// the emulated host's console, byte for byte, and runs Argv with the
+	// console as its controlling terminal: a person can type at the
+	// command (kvmlab run's guest shell). There is no hang detection or
+	// retry: the person watching decides. Output is ignored.
+	Interactive bool
 }
 
 // Result is the outcome of [Run].
@@ -160,7 +166,59 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 		image = kernel.Vmlinux
 	}
 	args := qemuArgs(image, initrd, spec)
+	if spec.Interactive {
+		return runInteractive(ctx, qemu, args)
+	}
 	return runAttempts(ctx, qemu, args, spec.Timeout, &syncWriter{w: spec.Output})
+}
+
+// runInteractive runs QEMU once with its serial console on this process's
+// terminal. QEMU's stdio character device puts the terminal in raw mode
+// itself; signal=off passes Ctrl-C through to the host's console instead of
+// killing QEMU.
+func runInteractive(ctx context.Context, qemu string, args []string) (*Result, error) {
+	for i := range args {
+		if args[i] == "-serial" && i+1 < len(args) && args[i+1] == "stdio" {
+			args = append(append(args[:i:i], "-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0"), args[i+2:]...)
+			break
+		}
+	}
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, qemu, args...)
+	cmd.Stdin = os.Stdin
+	scan := &markerScanner{w: os.Stdout}
+	cmd.Stdout = scan
+	cmd.Stderr = os.Stderr
+	err := cmd.Run()
+	res := &Result{Attempts: 1, Duration: time.Since(start), Output: scan.tail.String()}
+	code, ok := exitCodeFromOutput(strings.ReplaceAll(res.Output, "\r", ""))
+	if !ok {
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", qemu, err)
+		}
+		return res, errors.New("emulated host stopped without reporting an exit code")
+	}
+	res.ExitCode = code
+	return res, nil
+}
+
+// markerScanner passes console bytes straight through (a prompt has no
+// newline, so line buffering would hide it) and keeps the last few KiB to
+// find hostinit's exit marker in.
+type markerScanner struct {
+	w    io.Writer
+	tail bytes.Buffer
+}
+
+func (m *markerScanner) Write(p []byte) (int, error) {
+	m.tail.Write(p)
+	if m.tail.Len() > 8192 {
+		b := m.tail.Bytes()[m.tail.Len()-4096:]
+		keep := append([]byte(nil), b...)
+		m.tail.Reset()
+		m.tail.Write(keep)
+	}
+	return m.w.Write(p)
 }
 
 // hostinitPrefix starts every line hostinit prints; its absence from the
@@ -281,9 +339,10 @@ func sourceDir() string {
 
 // hostSpec is /harness/spec.json, read by hostinit.
 type hostSpec struct {
-	Argv []string `json:"argv"`
-	Env  []string `json:"env"`
-	Dir  string   `json:"dir"`
+	Argv    []string `json:"argv"`
+	Env     []string `json:"env"`
+	Dir     string   `json:"dir"`
+	Console bool     `json:"console"`
 }
 
 // writeInitramfs writes the emulated host's root file system: /init
@@ -321,7 +380,7 @@ func writeInitramfs(path, initBin string, k *Kernel, spec Spec) error {
 	if err := w.File("/harness/modules", 0o644, []byte(list.String())); err != nil {
 		return err
 	}
-	js, err := json.Marshal(hostSpec{Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir})
+	js, err := json.Marshal(hostSpec{Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Console: spec.Interactive})
 	if err != nil {
 		return err
 	}

@@ -52,9 +52,10 @@ const (
 
 // spec mirrors the JSON written by harness.Run.
 type spec struct {
-	Argv []string `json:"argv"`
-	Env  []string `json:"env"`
-	Dir  string   `json:"dir"`
+	Argv    []string `json:"argv"`
+	Env     []string `json:"env"`
+	Dir     string   `json:"dir"`
+	Console bool     `json:"console"`
 }
 
 // console is where hostinit's messages (and the command's output) go: the
@@ -267,6 +268,19 @@ func runCommand() int {
 	cmd.Stdin = devNull
 	cmd.Stdout = console
 	cmd.Stderr = console
+	if s.Console {
+		// Interactive: the serial port becomes the command's
+		// controlling terminal, so it can switch it to raw mode and
+		// read keystrokes.
+		tty, err := os.OpenFile("/dev/ttyS0", os.O_RDWR, 0)
+		if err != nil {
+			fail(exitSetup, "opening /dev/ttyS0: %v", err)
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		env = append(env, "TERM=vt100")
+		cmd.Env = env
+	}
 	logf("running %s (in %s)", strings.Join(quoteAll(s.Argv), " "), filepath.Clean(dir))
 	if err := cmd.Start(); err != nil {
 		fail(exitStart, "starting %s: %v", s.Argv[0], err)
