@@ -50,8 +50,8 @@ func guestFile(t testing.TB, name string) string {
 }
 
 type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
+	mu  *sync.Mutex
+	b   *bytes.Buffer
 	tee io.Writer
 }
 
