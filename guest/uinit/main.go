@@ -14,6 +14,9 @@
 // its terminal (disassociate_ctty), after which every open file of that
 // terminal reads end-of-file, including the descriptor init would hand to the
 // next shell. Staying alive keeps the session, and the console, usable.
+//
+// The same binary is installed as /bin/reboot, which u-root's core set lacks:
+// it syncs and asks the kernel to restart, which on kvmlab ends the VMM.
 package main
 
 import (
@@ -21,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -29,6 +33,12 @@ import (
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == "reboot" {
+		unix.Sync()
+		err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+		fmt.Fprintf(os.Stderr, "reboot: %v\n", err)
+		os.Exit(1)
+	}
 	b, _ := os.ReadFile("/proc/cmdline")
 	var run string
 	for _, f := range strings.Fields(string(b)) {
