@@ -21,6 +21,7 @@ func BenchmarkBoot(b *testing.B) {
 		r := bootOnce(b)
 		b.ReportMetric(r.firstUser.Seconds()*1000, "ms-to-userspace")
 		b.ReportMetric(float64(r.exits), "user-exits")
+		b.ReportMetric(float64(r.allExits), "all-exits")
 		b.ReportMetric(r.vmmMiB, "VMM-MiB")
 		b.Logf("boot %d: user space after %v; %d user-space exits; VMM RSS outside guest RAM %.1f MiB\n%s",
 			i+1, r.firstUser.Round(time.Millisecond), r.exits, r.vmmMiB, r.statsText)
@@ -30,6 +31,7 @@ func BenchmarkBoot(b *testing.B) {
 type bootResult struct {
 	firstUser time.Duration
 	exits     int
+	allExits  int
 	vmmMiB    float64
 	statsText string
 }
@@ -37,6 +39,7 @@ type bootResult struct {
 var (
 	kernelLine = regexp.MustCompile(`^\s*\[\s*\d+\.\d+\]`)
 	exitsLine  = regexp.MustCompile(`kvmlab: (\d+) user-space exits`)
+	allLine    = regexp.MustCompile(`kvmlab: (\d+) exits in all`)
 	vmmLine    = regexp.MustCompile(`VMM ([\d.]+) MiB`)
 )
 
@@ -82,6 +85,9 @@ func bootOnce(b *testing.B) bootResult {
 	r := bootResult{firstUser: first, statsText: stderr.String()}
 	if m := exitsLine.FindStringSubmatch(r.statsText); m != nil {
 		r.exits, _ = strconv.Atoi(m[1])
+	}
+	if m := allLine.FindStringSubmatch(r.statsText); m != nil {
+		r.allExits, _ = strconv.Atoi(m[1])
 	}
 	if m := vmmLine.FindStringSubmatch(r.statsText); m != nil {
 		r.vmmMiB, _ = strconv.ParseFloat(m[1], 64)

@@ -29,7 +29,30 @@ func TestMain(m *testing.M) {
 	} else {
 		fmt.Printf("tests: %s: running the integration tests inside the emulated host\n", why)
 	}
-	os.Exit(runInEmulatedHost())
+	// The tests run in the emulated host; this process then runs only
+	// TestEmulatedHostSuite, which passes or fails with them, so that
+	// `go test` reports their outcome as a test of its own.
+	delegated, innerStatus = true, runInEmulatedHost()
+	_ = flag.Set("test.run", "^TestEmulatedHostSuite$")
+	_ = flag.Set("test.skip", "")
+	_ = flag.Set("test.bench", "")
+	os.Exit(m.Run())
+}
+
+var (
+	delegated   bool
+	innerStatus int
+)
+
+// TestEmulatedHostSuite stands for the tests that ran inside the emulated
+// host: it fails when any of them failed.
+func TestEmulatedHostSuite(t *testing.T) {
+	if !delegated {
+		t.Skip("the integration tests ran directly in this process")
+	}
+	if innerStatus != 0 {
+		t.Fatalf("the integration tests inside the emulated host failed (exit status %d); their output is above", innerStatus)
+	}
 }
 
 // runInEmulatedHost copies this test binary, kvmlab and the guest artifacts

@@ -39,6 +39,7 @@ import (
 	"kvmlab/vmm/exits"
 	"kvmlab/vmm/kvm"
 	"kvmlab/vmm/memory"
+	"kvmlab/vmm/trace"
 )
 
 // Fixed guest-physical addresses of the PC platform.
@@ -73,6 +74,10 @@ type Config struct {
 	// Stats counts port and MMIO accesses per device (a map update per
 	// exit; off by default to keep the exit path lean).
 	Stats bool
+	// Trace receives one event per user-space exit (nil: off).
+	Trace trace.Sink
+	// Debugger stops every vCPU after each exit (nil: off).
+	Debugger Debugger
 }
 
 // StopReason says why a machine stopped.
@@ -127,6 +132,15 @@ type Machine struct {
 
 	devMu     sync.Mutex
 	devCounts map[string]uint64
+
+	observed bool
+	syncRegs bool
+
+	statsMu      sync.Mutex
+	statsFiles   []*os.File
+	statsReaders []*kvm.StatsReader
+	vendor   exits.Vendor
+	seq      atomic.Uint64
 }
 
 const exitCountSlots = 64
@@ -135,6 +149,12 @@ type vcpu struct {
 	*kvm.VCPU
 	tid  atomic.Int32
 	exit exits.Exit
+
+	// Observation state (tracing, stats, stepping); untouched when off.
+	enter    time.Time  // when KVM_RUN was entered
+	last     bus.Result // who handled the last port/MMIO access
+	lastData []byte
+	debug    kvm.GuestDebug
 }
 
 // ErrConfig is wrapped by configuration errors.
@@ -218,6 +238,7 @@ func New(cfg Config) (m *Machine, err error) {
 	if err := m.createVCPUs(entry); err != nil {
 		return nil, err
 	}
+	m.setupObservation()
 	return m, nil
 }
 
@@ -321,6 +342,7 @@ func (m *Machine) createVCPUs(entry *boot.Entry) error {
 	if err != nil {
 		return err
 	}
+	m.vendor = hostVendor(cpuid)
 	list, err := m.sys.MSRIndexList()
 	if err != nil {
 		return err
@@ -494,6 +516,9 @@ func (m *Machine) vcpuLoop(v *vcpu) {
 	v.tid.Store(int32(unix.Gettid()))
 	defer v.tid.Store(0)
 	for !m.stopped.Load() {
+		if m.observed {
+			v.enter = time.Now()
+		}
 		err := v.RunOnce()
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
@@ -508,6 +533,10 @@ func (m *Machine) vcpuLoop(v *vcpu) {
 		}
 		if r := v.exit.Reason; r < exitCountSlots {
 			m.exitCounts[r].Add(1)
+		}
+		if m.observed {
+			m.observe(v)
+			continue
 		}
 		m.handle(v)
 	}
@@ -602,6 +631,9 @@ func (m *Machine) handleIO(v *vcpu, io *exits.IOExit) {
 		} else {
 			r, err = m.bus.Read(bus.PIO, uint64(io.Port), chunk)
 		}
+		if i == 0 {
+			v.last, v.lastData = r, chunk
+		}
 		if m.cfg.Stats {
 			m.countDevice(bus.PIO, uint64(io.Port), r)
 		}
@@ -618,12 +650,16 @@ func (m *Machine) handleMMIO(v *vcpu, mm *exits.MMIOExit) {
 		m.countDevice(bus.MMIO, mm.PhysAddr, bus.Result{Handled: r.Dev != nil, Name: r.Name})
 	}
 	if mm.IsWrite {
-		if _, err := m.bus.Write(bus.MMIO, mm.PhysAddr, data); err != nil {
+		r, err := m.bus.Write(bus.MMIO, mm.PhysAddr, data)
+		v.last, v.lastData = r, data
+		if err != nil {
 			fmt.Fprintf(m.log, "kvmlab: vCPU %d: MMIO write %#x: %v\n", v.ID, mm.PhysAddr, err)
 		}
 		return
 	}
-	if _, err := m.bus.Read(bus.MMIO, mm.PhysAddr, data); err != nil {
+	r, err := m.bus.Read(bus.MMIO, mm.PhysAddr, data)
+	v.last, v.lastData = r, data
+	if err != nil {
 		fmt.Fprintf(m.log, "kvmlab: vCPU %d: MMIO read %#x: %v\n", v.ID, mm.PhysAddr, err)
 	}
 	exits.SetMMIOData(v.Run, data)
@@ -658,6 +694,10 @@ func FormatRegs(r kvm.Regs, s kvm.Sregs) string {
 
 // Close releases the VM, vCPUs and guest RAM.
 func (m *Machine) Close() {
+	for _, f := range m.statsFiles {
+		_ = f.Close()
+	}
+	m.statsFiles, m.statsReaders = nil, nil
 	for _, v := range m.vcpus {
 		_ = v.Close()
 	}
@@ -720,4 +760,10 @@ func (m *Machine) Stats() Stats {
 		st.GuestRAM = m.mem.Size()
 	}
 	return st
+}
+
+// Quit stops the machine from outside the guest (the console's Ctrl-A x, the
+// stepper's quit).
+func (m *Machine) Quit() {
+	m.stop(Outcome{Reason: StopQuit, VCPU: -1, Detail: "quit"})
 }

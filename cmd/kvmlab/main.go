@@ -32,6 +32,8 @@ const topUsage = `kvmlab: an educational hypervisor
 
 Usage:
   kvmlab run   [flags]   boot a Linux guest (default: the kvmlab guest) with a serial console
+  kvmlab step  [flags]   boot a guest and stop at every VM exit: registers, code, explanations
+  kvmlab stat  TRACE     exit statistics from a trace written by run --trace
   kvmlab check           tell whether this host can run guests, and what to do if not
   kvmlab help COMMAND    show a command's flags
 
@@ -53,6 +55,10 @@ func realMain(args []string) int {
 		err = cmdRun(args[1:])
 	case "check":
 		err = cmdCheck(args[1:])
+	case "step":
+		err = cmdStep(args[1:])
+	case "stat":
+		err = cmdStat(args[1:])
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			return realMain([]string{args[1], "--help"})

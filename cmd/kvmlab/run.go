@@ -35,6 +35,7 @@ type runFlags struct {
 	quiet                      bool
 	stats                      bool
 	emulated                   bool
+	traceFile, traceFormat     string
 
 	resolvedKernel, resolvedInitrd string // after defaults, set by loadConfig
 }
@@ -47,7 +48,9 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
 	fs.BoolVar(&f.quiet, "quiet", false, "do not print kvmlab's own status lines (the guest console is unaffected)")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "boot inside an emulated host (QEMU TCG with nested KVM) for machines without /dev/kvm; needs qemu-system-x86 and the kvmlab source tree")
-	fs.BoolVar(&f.stats, "stats", false, "when the guest stops, print user-space VM exits by reason and by device, and the VMM's memory use, on stderr")
+	fs.BoolVar(&f.stats, "stats", false, "when the guest stops, print VM exit statistics (by KVM reason, hardware reason, vCPU and device, with handling times; and KVM's in-kernel exit counters) and memory use, on stderr")
+	fs.StringVar(&f.traceFile, "trace", "", "write every VM exit that reaches kvmlab to this file (see --trace-format)")
+	fs.StringVar(&f.traceFormat, "trace-format", "json", "trace format: json (one JSON object per exit, read by 'kvmlab stat') or chrome (Chrome Trace Event JSON for Perfetto / chrome://tracing)")
 }
 
 // parseSize reads "512M", "4G", "1048576".
@@ -226,16 +229,23 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return err
 	}
+	if f.emulated && f.traceFile != "" {
+		return usagef("--trace with --emulated-host: the trace would stay inside the emulated host; use --stats there, or trace on a host with /dev/kvm")
+	}
 	if f.emulated {
 		return runEmulated(&f, f.resolvedKernel, f.resolvedInitrd, cfg.MemBytes)
 	}
 	cfg.Stats = f.stats
-	return runMachine(cfg, f.quiet)
+	obs, err := setupObservation(&cfg, f.traceFile, f.traceFormat, f.stats)
+	if err != nil {
+		return err
+	}
+	return runMachine(cfg, f.quiet, obs)
 }
 
 // runMachine boots cfg on this terminal and maps the outcome to an exit
 // status.
-func runMachine(cfg vmm.Config, quiet bool) error {
+func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
 	// Check /dev/kvm before touching the terminal.
 	sys, err := kvm.Open()
 	if err != nil {
@@ -289,10 +299,11 @@ func runMachine(cfg vmm.Config, quiet bool) error {
 		return kvmError(err)
 	}
 	defer m.Close()
+	obs.start(m)
 	out := m.Run()
 	restore()
-	if cfg.Stats {
-		printStats(os.Stderr, m)
+	if err := obs.finish(m, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "kvmlab: trace: %v\n", err)
 	}
 	nl := "\n"
 	if !out.Reason.Success() {

@@ -79,6 +79,7 @@ const (
 	CapTSCDeadlineTimer   Cap = 72
 	CapImmediateExit      Cap = 136
 	CapBinaryStatsFD      Cap = 203
+	CapSyncRegs           Cap = 74
 )
 
 var capNames = map[Cap]string{
@@ -88,7 +89,7 @@ var capNames = map[Cap]string{
 	CapIOEventFD: "KVM_CAP_IOEVENTFD", CapSetIdentityMapAddr: "KVM_CAP_SET_IDENTITY_MAP_ADDR",
 	CapAdjustClock: "KVM_CAP_ADJUST_CLOCK", CapMaxVCPUs: "KVM_CAP_MAX_VCPUS",
 	CapTSCDeadlineTimer: "KVM_CAP_TSC_DEADLINE_TIMER", CapImmediateExit: "KVM_CAP_IMMEDIATE_EXIT",
-	CapBinaryStatsFD: "KVM_CAP_BINARY_STATS_FD",
+	CapBinaryStatsFD: "KVM_CAP_BINARY_STATS_FD", CapSyncRegs: "KVM_CAP_SYNC_REGS",
 }
 
 func (c Cap) String() string {

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"kvmlab/vmm"
+	"kvmlab/vmm/kvm"
+	"kvmlab/vmm/trace"
+)
+
+// statsSink feeds every exit event into the statistics table.
+type statsSink struct{ s *trace.Stats }
+
+func (s statsSink) Record(ev *trace.Event) { s.s.Add(ev) }
+
+// observation holds what `run --trace/--stats` set up.
+type observation struct {
+	stats  *trace.Stats
+	closer []func() error
+	before []map[string]uint64
+}
+
+// setupObservation opens the trace file and statistics for cfg.
+func setupObservation(cfg *vmm.Config, traceFile, format string, stats bool) (*observation, error) {
+	o := &observation{}
+	var sinks []trace.Sink
+	if traceFile != "" {
+		f, err := os.Create(traceFile)
+		if err != nil {
+			return nil, usagef("--trace %s: %v", traceFile, err)
+		}
+		switch format {
+		case "json", "jsonl", "":
+			w := trace.NewJSONWriter(f)
+			sinks = append(sinks, w)
+			o.closer = append(o.closer, w.Close, f.Close)
+		case "chrome":
+			w := trace.NewChromeWriter(f)
+			sinks = append(sinks, w)
+			o.closer = append(o.closer, w.Close, f.Close)
+		default:
+			f.Close()
+			return nil, usagef("--trace-format %s: use json (one object per exit) or chrome (Perfetto timeline)", format)
+		}
+	} else if format != "json" && format != "" {
+		return nil, usagef("--trace-format %s: needs --trace FILE", format)
+	}
+	if stats {
+		o.stats = trace.NewStats()
+		sinks = append(sinks, statsSink{o.stats})
+	}
+	switch len(sinks) {
+	case 0:
+	case 1:
+		cfg.Trace = sinks[0]
+	default:
+		cfg.Trace = trace.Multi(sinks...)
+	}
+	return o, nil
+}
+
+func (o *observation) start(m *vmm.Machine) {
+	if o.stats != nil {
+		o.before, _ = m.KernelStats()
+	}
+}
+
+// finish flushes the trace and prints the statistics.
+func (o *observation) finish(m *vmm.Machine, w io.Writer) error {
+	var first error
+	for _, c := range o.closer {
+		if err := c(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if o.stats == nil {
+		return first
+	}
+	fmt.Fprintln(w, "\n=== VM exits that reached kvmlab (user space) ===")
+	o.stats.Write(w)
+	fmt.Fprintf(w, "kvmlab: %d user-space exits\n", o.stats.Total())
+	after, err := m.KernelStats()
+	if err == nil && len(o.before) == len(after) {
+		printKernelStats(w, o.before, after)
+	} else if err != nil {
+		fmt.Fprintf(w, "\nKVM's own exit counters unavailable: %v\n", err)
+	}
+	printMemory(w, m)
+	return first
+}
+
+// printKernelStats shows KVM's binary statistics as deltas over the run:
+// these count every exit, including the many handled inside the kernel that
+// kvmlab never sees.
+func printKernelStats(w io.Writer, before, after []map[string]uint64) {
+	fmt.Fprintln(w, "\n=== All VM exits, from KVM's statistics (KVM_GET_STATS_FD), per vCPU ===")
+	total := map[string]uint64{}
+	for i := range after {
+		for k, v := range kvm.Delta(before[i], after[i]) {
+			total[k] += v
+		}
+	}
+	keys := []string{"exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "signal_exits", "irq_window_exits",
+		"nmi_window_exits", "request_irq_exits", "insn_emulation", "hypercalls", "pf_taken", "halt_wakeup"}
+	fmt.Fprintf(w, "  %-20s", "counter")
+	for i := range after {
+		fmt.Fprintf(w, " %10s", fmt.Sprintf("vCPU%d", i))
+	}
+	fmt.Fprintf(w, " %10s  %s\n", "total", "meaning")
+	for _, k := range keys {
+		if _, ok := after[0][k]; !ok {
+			continue
+		}
+		fmt.Fprintf(w, "  %-20s", k)
+		for i := range after {
+			fmt.Fprintf(w, " %10d", after[i][k]-before[i][k])
+		}
+		fmt.Fprintf(w, " %10d  %s\n", total[k], kvm.StatMeaning(k))
+	}
+	if all := total["exits"]; all > 0 {
+		user := total["io_exits"] + total["mmio_exits"]
+		fmt.Fprintf(w, "kvmlab: %d exits in all (KVM statistics); about %d (%.1f%%) were port or MMIO accesses that needed kvmlab; the rest KVM handled in the kernel.\n",
+			all, user, 100*float64(user)/float64(all))
+	}
+}
+
+func printMemory(w io.Writer, m *vmm.Machine) {
+	st := m.Stats()
+	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
+	fmt.Fprintf(w, "\n=== Memory ===\n  RSS %.1f MiB = guest RAM touched %.1f MiB (of %.0f MiB) + VMM %.1f MiB\n",
+		mib(st.RSS), mib(st.GuestResident), mib(st.GuestRAM), mib(st.VMMResident()))
+	if len(st.AccessesByDevice) > 0 {
+		type kv struct {
+			k string
+			v uint64
+		}
+		var l []kv
+		for k, v := range st.AccessesByDevice {
+			l = append(l, kv{k, v})
+		}
+		sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v || l[i].v == l[j].v && l[i].k < l[j].k })
+		fmt.Fprintln(w, "\n=== Port/MMIO accesses by device ===")
+		for _, e := range l {
+			fmt.Fprintf(w, "  %-28s %10d\n", e.k, e.v)
+		}
+	}
+}
+
+// cmdStat prints statistics from a saved JSON trace.
+func cmdStat(args []string) error {
+	fset := flag.NewFlagSet("stat", flag.ContinueOnError)
+	fset.Usage = func() {
+		fmt.Fprint(fset.Output(), "Usage: kvmlab stat TRACE.json\n\nPrint exit statistics (like perf kvm stat report) from a trace written by 'kvmlab run --trace FILE'.\n")
+	}
+	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return exitError{2}
+	}
+	if fset.NArg() != 1 {
+		return usagef("stat: give one trace file, e.g. kvmlab stat boot.json")
+	}
+	path := fset.Arg(0)
+	f, err := os.Open(path)
+	if err != nil {
+		return usagef("stat %s: %v", path, err)
+	}
+	defer f.Close()
+	evs, err := trace.ReadJSON(f)
+	if err != nil && len(evs) == 0 {
+		if strings.Contains(err.Error(), "traceEvents") {
+			return usagef("stat %s: this is a Chrome trace; kvmlab stat reads the json format (--trace-format json)", path)
+		}
+		return usagef("stat %s: not a kvmlab JSON trace: %v", path, err)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kvmlab: %s: %v (showing the %d events before it)\n", path, err, len(evs))
+	}
+	s := trace.NewStats()
+	for i := range evs {
+		s.Add(&evs[i])
+	}
+	s.Write(os.Stdout)
+	return nil
+}

@@ -1,0 +1,136 @@
+package inspect
+
+import (
+	"bufio"
+	"debug/elf"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Symbols maps kernel symbol names to addresses and back, from a System.map
+// (the "address type name" list a kernel build writes) or an ELF vmlinux.
+type Symbols struct {
+	byName map[string]uint64
+	addrs  []uint64
+	names  []string
+}
+
+// LoadSymbols reads System.map or an ELF file.
+func LoadSymbols(path string) (*Symbols, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var magic [4]byte
+	if _, err := io.ReadFull(f, magic[:]); err == nil && string(magic[:]) == "\x7fELF" {
+		return elfSymbols(path)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return ParseSystemMap(f)
+}
+
+// ParseSystemMap reads "ffffffff81000000 T _text" lines.
+func ParseSystemMap(r io.Reader) (*Symbols, error) {
+	s := &Symbols{byName: map[string]uint64{}}
+	sc := bufio.NewScanner(r)
+	n := 0
+	for sc.Scan() {
+		n++
+		f := strings.Fields(sc.Text())
+		if len(f) < 3 {
+			continue
+		}
+		a, err := strconv.ParseUint(f[0], 16, 64)
+		if err != nil {
+			return nil, fmt.Errorf("System.map line %d: %q is not an address", n, f[0])
+		}
+		s.add(f[2], a)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	s.sort()
+	return s, nil
+}
+
+func elfSymbols(path string) (*Symbols, error) {
+	ef, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ef.Close()
+	syms, err := ef.Symbols()
+	if err != nil {
+		return nil, err
+	}
+	s := &Symbols{byName: map[string]uint64{}}
+	for _, sy := range syms {
+		if sy.Name != "" && sy.Value != 0 {
+			s.add(sy.Name, sy.Value)
+		}
+	}
+	s.sort()
+	return s, nil
+}
+
+func (s *Symbols) add(name string, a uint64) {
+	if _, dup := s.byName[name]; !dup {
+		s.byName[name] = a
+	}
+	s.addrs = append(s.addrs, a)
+	s.names = append(s.names, name)
+}
+
+func (s *Symbols) sort() {
+	idx := make([]int, len(s.addrs))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(i, j int) bool { return s.addrs[idx[i]] < s.addrs[idx[j]] })
+	a := make([]uint64, len(idx))
+	n := make([]string, len(idx))
+	for i, k := range idx {
+		a[i], n[i] = s.addrs[k], s.names[k]
+	}
+	s.addrs, s.names = a, n
+}
+
+// Lookup returns a symbol's address.
+func (s *Symbols) Lookup(name string) (uint64, bool) {
+	if s == nil {
+		return 0, false
+	}
+	a, ok := s.byName[name]
+	return a, ok
+}
+
+// Describe returns "name+0xoff" for the symbol at or before addr, or "".
+func (s *Symbols) Describe(addr uint64) string {
+	if s == nil || len(s.addrs) == 0 {
+		return ""
+	}
+	i := sort.Search(len(s.addrs), func(i int) bool { return s.addrs[i] > addr }) - 1
+	if i < 0 {
+		return ""
+	}
+	off := addr - s.addrs[i]
+	if off > 1<<20 {
+		return "" // too far from any symbol to mean anything
+	}
+	return fmt.Sprintf("%s+%#x", s.names[i], off)
+}
+
+// Len is the number of symbols.
+func (s *Symbols) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.addrs)
+}

@@ -1,0 +1,248 @@
+package vmm
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"kvmlab/devices/bus"
+	"kvmlab/vmm/exits"
+	"kvmlab/vmm/kvm"
+	"kvmlab/vmm/memory"
+	"kvmlab/vmm/trace"
+)
+
+// The exit observatory hooks. When neither tracing, statistics nor stepping
+// is on, vcpuLoop never comes here: one predictable branch on a bool is all
+// the exit path pays (BenchmarkDispatch measures it).
+
+// Debugger is the stepper's view of the machine: Stop is called on the vCPU's
+// goroutine after an exit was handled and before the vCPU re-enters the
+// guest, and the vCPU waits until it returns.
+type Debugger interface {
+	Stop(c *Control, ev *trace.Event)
+}
+
+// Control lets a Debugger inspect and steer the stopped vCPU.
+type Control struct {
+	m *Machine
+	v *vcpu
+}
+
+// VCPU is the stopped vCPU's index.
+func (c *Control) VCPU() int { return c.v.ID }
+
+// Regs reads the general registers.
+func (c *Control) Regs() (kvm.Regs, error) { return c.v.GetRegs() }
+
+// Sregs reads segment and control registers.
+func (c *Control) Sregs() (kvm.Sregs, error) { return c.v.GetSregs() }
+
+// ReadPhys copies guest-physical memory.
+func (c *Control) ReadPhys(gpa uint64, n int) ([]byte, error) {
+	b := make([]byte, n)
+	if err := c.m.mem.ReadAt(b, memory.GPA(gpa)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Translate maps a guest-virtual address through the guest's page tables.
+func (c *Control) Translate(gva uint64) (kvm.Translation, error) { return c.v.Translate(gva) }
+
+// ReadVirt reads guest-virtual memory page by page.
+func (c *Control) ReadVirt(gva uint64, n int) ([]byte, error) {
+	out := make([]byte, 0, n)
+	for n > 0 {
+		t, err := c.v.Translate(gva)
+		if err != nil {
+			return out, err
+		}
+		if t.Valid == 0 {
+			return out, fmt.Errorf("guest-virtual %#x is not mapped", gva)
+		}
+		chunk := min(n, int(0x1000-gva&0xfff))
+		b, err := c.ReadPhys(t.PhysicalAddress, chunk)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, b...)
+		gva += uint64(chunk)
+		n -= chunk
+	}
+	return out, nil
+}
+
+// SetSingleStep turns instruction single-stepping on or off: with it on, the
+// next KVM_RUN executes one guest instruction and returns KVM_EXIT_DEBUG.
+func (c *Control) SetSingleStep(on bool) error {
+	if on {
+		c.v.debug.Control |= kvm.GuestDebugEnable | kvm.GuestDebugSingleStep
+	} else {
+		c.v.debug.Control &^= kvm.GuestDebugSingleStep
+	}
+	return c.applyDebug()
+}
+
+// SetHWBreakpoints programs up to four hardware execution breakpoints (debug
+// registers DR0-DR3, DR7 local-enable bits with R/W=00 "instruction
+// execution", Intel SDM Vol. 3B §18.2): the guest stops with KVM_EXIT_DEBUG
+// before executing an instruction at one of these linear addresses. The
+// guest's own memory is not modified, unlike INT3 breakpoints.
+func (c *Control) SetHWBreakpoints(addrs []uint64) error {
+	if len(addrs) > 4 {
+		return fmt.Errorf("at most 4 hardware breakpoints (DR0-DR3), got %d", len(addrs))
+	}
+	var dr [8]uint64
+	var dr7 uint64
+	for i, a := range addrs {
+		dr[i] = a
+		dr7 |= 1 << (2 * i) // Li: local enable; R/Wi=00, LENi=00: execution
+	}
+	dr[7] = dr7
+	c.v.debug.DebugReg = dr
+	if len(addrs) > 0 {
+		c.v.debug.Control |= kvm.GuestDebugEnable | kvm.GuestDebugUseHWBP
+	} else {
+		c.v.debug.Control &^= kvm.GuestDebugUseHWBP
+	}
+	return c.applyDebug()
+}
+
+func (c *Control) applyDebug() error {
+	d := c.v.debug
+	if d.Control&(kvm.GuestDebugSingleStep|kvm.GuestDebugUseHWBP) == 0 {
+		d.Control = 0
+	}
+	return c.v.SetGuestDebug(d)
+}
+
+// Vendor is the host's virtualisation flavour ("vmx" or "svm").
+func (c *Control) Vendor() exits.Vendor { return c.m.vendor }
+
+// Bus gives the device bus (for naming devices).
+func (c *Control) Bus() *bus.Bus { return c.m.bus }
+
+// offsets inside struct kvm_run for synchronised registers (KVM_CAP_SYNC_REGS).
+const (
+	offValidRegs = 288
+	offSyncRIP   = 304 + 16*8 // s.regs.regs.rip
+	syncX86Regs  = 1
+)
+
+// observe handles an exit with tracing, statistics or stepping on.
+func (m *Machine) observe(v *vcpu) {
+	exitAt := time.Now()
+	e := &v.exit
+	ev := trace.Event{
+		Seq:     m.seq.Add(1),
+		TimeNS:  exitAt.Sub(m.started).Nanoseconds(),
+		VCPU:    v.ID,
+		Reason:  e.Reason.String(),
+		Code:    uint32(e.Reason),
+		GuestNS: exitAt.Sub(v.enter).Nanoseconds(),
+		HW:      exits.HWFor(e.Reason, m.vendor, e),
+	}
+	if m.syncRegs {
+		ev.RIP = binary.LittleEndian.Uint64(v.Run[offSyncRIP:])
+	} else if r, err := v.GetRegs(); err == nil {
+		ev.RIP = r.RIP
+	}
+	v.last, v.lastData = bus.Result{}, nil
+	isDebug := e.Reason == exits.Debug
+	if isDebug {
+		ev.RIP = e.Debug.PC
+	} else {
+		m.handle(v)
+	}
+	ev.HandleNS = time.Since(exitAt).Nanoseconds()
+	switch {
+	case e.IO != nil && e.Reason == exits.IO:
+		ev.IO = &trace.IO{Port: e.IO.Port, Size: e.IO.Size, Dir: e.IO.Direction.String(), Count: e.IO.Count,
+			Data: hex.EncodeToString(v.lastData)}
+	case e.MMIO != nil && e.Reason == exits.MMIO:
+		ev.MMIO = &trace.MMIO{Addr: e.MMIO.PhysAddr, Len: e.MMIO.Len, Write: e.MMIO.IsWrite, Data: hex.EncodeToString(v.lastData)}
+	}
+	if v.last.Handled {
+		ev.Device = v.last.Name
+		if d, ok := v.last.Dev.(bus.Describer); ok {
+			write := (ev.IO != nil && ev.IO.Dir == "out") || (ev.MMIO != nil && ev.MMIO.Write)
+			ev.Action = d.Describe(v.last.Offset, write, v.lastData)
+		}
+	} else if ev.IO != nil {
+		ev.Action = fmt.Sprintf("unclaimed port %#x %s (reads as all ones)", ev.IO.Port, ev.IO.Dir)
+	} else if ev.MMIO != nil {
+		ev.Action = fmt.Sprintf("unclaimed MMIO %#x (reads as all ones)", ev.MMIO.Addr)
+	}
+	if m.cfg.Trace != nil {
+		m.cfg.Trace.Record(&ev)
+	}
+	if m.cfg.Debugger != nil && !m.stopped.Load() {
+		m.cfg.Debugger.Stop(&Control{m: m, v: v}, &ev)
+	}
+}
+
+// setupObservation prepares the vCPUs for tracing or stepping.
+func (m *Machine) setupObservation() {
+	m.observed = m.cfg.Trace != nil || m.cfg.Debugger != nil
+	if !m.observed {
+		return
+	}
+	if m.sys.Check(kvm.CapSyncRegs) > 0 {
+		// Ask KVM to copy the registers into the run page at every
+		// exit, so reading RIP costs no ioctl.
+		m.syncRegs = true
+		for _, v := range m.vcpus {
+			binary.LittleEndian.PutUint64(v.Run[offValidRegs:], syncX86Regs)
+		}
+	}
+}
+
+// hostVendor reads the CPU vendor string from CPUID leaf 0.
+func hostVendor(cpuid []kvm.CPUIDEntry) exits.Vendor {
+	for _, e := range cpuid {
+		if e.Function == 0 {
+			var b [12]byte
+			binary.LittleEndian.PutUint32(b[0:], e.EBX)
+			binary.LittleEndian.PutUint32(b[4:], e.EDX)
+			binary.LittleEndian.PutUint32(b[8:], e.ECX)
+			return exits.VendorFromCPUID(string(b[:]))
+		}
+	}
+	return exits.VendorFromCPUID("")
+}
+
+// KernelStats reads every vCPU's KVM binary statistics (exits handled in the
+// kernel included). The files are opened on first use and kept.
+func (m *Machine) KernelStats() ([]map[string]uint64, error) {
+	m.statsMu.Lock()
+	defer m.statsMu.Unlock()
+	if m.statsReaders == nil {
+		if m.sys.Check(kvm.CapBinaryStatsFD) <= 0 {
+			return nil, fmt.Errorf("this host's KVM has no %v", kvm.CapBinaryStatsFD)
+		}
+		for _, v := range m.vcpus {
+			f, err := v.StatsFD()
+			if err != nil {
+				return nil, err
+			}
+			r, err := kvm.NewStatsReader(f)
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			m.statsFiles = append(m.statsFiles, f)
+			m.statsReaders = append(m.statsReaders, r)
+		}
+	}
+	out := make([]map[string]uint64, len(m.statsReaders))
+	for i, r := range m.statsReaders {
+		s, err := r.Read()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
+}
