@@ -117,6 +117,7 @@ var testGroups = []string{
 	"TestBootDefaultGuest|TestBootELF",
 	"TestBootDebianKernel|TestMem4G",
 	"TestRebootAndPanic|TestInteractiveTerminal",
+	"TestTraceAndStat|TestChromeTrace|TestStats|TestStepScript|TestStepDebug",
 }
 
 func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, args []string) int {
@@ -127,6 +128,7 @@ func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, a
 			{HostPath: filepath.Join(guest, "bzImage"), Path: "/kvmlab/guest/bzImage", Mode: 0o644},
 			{HostPath: filepath.Join(guest, "initramfs.cpio"), Path: "/kvmlab/guest/initramfs.cpio", Mode: 0o644},
 			{HostPath: filepath.Join(guest, "vmlinux"), Path: "/kvmlab/guest/vmlinux", Mode: 0o644},
+			{HostPath: filepath.Join(guest, "System.map"), Path: "/kvmlab/guest/System.map", Mode: 0o644},
 			{HostPath: hk.Vmlinuz, Path: "/kvmlab/debian/vmlinuz", Mode: 0o644},
 		},
 		Argv: args,

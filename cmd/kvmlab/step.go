@@ -332,7 +332,7 @@ func (s *stepper) code(c *vmm.Control, ev *trace.Event, n int) error {
 	if ev.IO != nil {
 		if before, err := readGuest(c, rip-15, 15, paging); err == nil {
 			if l, ok := inspect.PreviousIO(before, rip, mode.Bits); ok {
-				s.printf("the trapping instruction (KVM reports RIP after it):\n%s\n", inspect.FormatLines([]inspect.Line{l}, l.Addr, s.sym))
+				s.printf("the I/O instruction just before RIP:\n%s\n", inspect.FormatLines([]inspect.Line{l}, l.Addr, s.sym))
 			}
 		}
 	}
@@ -465,6 +465,11 @@ func cmdStep(args []string) error {
 		if sym, err = inspect.LoadSymbols(symPath); err != nil {
 			return usagef("--symbols %s: %v", symPath, err)
 		}
+	}
+	if sym != nil && !strings.Contains(cfg.Cmdline, "nokaslr") {
+		// With KASLR the kernel runs at a random offset from the
+		// addresses in System.map; symbols only mean something without it.
+		cfg.Cmdline += " nokaslr"
 	}
 	st := &stepper{out: os.Stdout, sym: sym, stats: trace.NewStats(), cons: &consoleBuffer{}}
 	switch {
