@@ -139,8 +139,8 @@ type Machine struct {
 	statsMu      sync.Mutex
 	statsFiles   []*os.File
 	statsReaders []*kvm.StatsReader
-	vendor   exits.Vendor
-	seq      atomic.Uint64
+	vendor       exits.Vendor
+	seq          atomic.Uint64
 }
 
 const exitCountSlots = 64

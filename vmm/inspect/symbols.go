@@ -49,7 +49,7 @@ func ParseSystemMap(r io.Reader) (*Symbols, error) {
 		}
 		a, err := strconv.ParseUint(f[0], 16, 64)
 		if err != nil {
-			return nil, fmt.Errorf("System.map line %d: %q is not an address", n, f[0])
+			return nil, fmt.Errorf("line %d of the System.map: %q is not an address", n, f[0])
 		}
 		s.add(f[2], a)
 	}
