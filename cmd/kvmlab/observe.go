@@ -12,6 +12,7 @@ import (
 	"kvmlab/vmm"
 	"kvmlab/vmm/kvm"
 	"kvmlab/vmm/trace"
+	"kvmlab/vmm/tracepoint"
 )
 
 // statsSink feeds every exit event into the statistics table.
@@ -22,6 +23,8 @@ func (s statsSink) Record(ev *trace.Event) { s.s.Add(ev) }
 // observation holds what `run --trace/--stats` set up.
 type observation struct {
 	stats  *trace.Stats
+	tp     *tracepoint.Collector
+	tpErr  error
 	closer []func() error
 	before []map[string]uint64
 }
@@ -68,6 +71,7 @@ func setupObservation(cfg *vmm.Config, traceFile, format string, stats bool) (*o
 func (o *observation) start(m *vmm.Machine) {
 	if o.stats != nil {
 		o.before, _ = m.KernelStats()
+		o.tp, o.tpErr = tracepoint.Start()
 	}
 }
 
@@ -82,6 +86,10 @@ func (o *observation) finish(m *vmm.Machine, w io.Writer) error {
 	if o.stats == nil {
 		return first
 	}
+	var tpCounts map[string]uint64
+	if o.tp != nil {
+		tpCounts = o.tp.Stop()
+	}
 	fmt.Fprintln(w, "\n=== VM exits that reached kvmlab (user space) ===")
 	o.stats.Write(w)
 	fmt.Fprintf(w, "kvmlab: %d user-space exits\n", o.stats.Total())
@@ -91,8 +99,27 @@ func (o *observation) finish(m *vmm.Machine, w io.Writer) error {
 	} else if err != nil {
 		fmt.Fprintf(w, "\nKVM's own exit counters unavailable: %v\n", err)
 	}
+	printTracepoint(w, tpCounts, o.tpErr)
 	printMemory(w, m)
 	return first
+}
+
+// printTracepoint shows every exit by its hardware name, as the kernel's
+// kvm:kvm_exit tracepoint reported it.
+func printTracepoint(w io.Writer, counts map[string]uint64, err error) {
+	if err != nil {
+		fmt.Fprintf(w, "\n(every exit by hardware reason: %v; run as root with tracefs mounted to see it)\n", err)
+		return
+	}
+	var total uint64
+	for _, n := range counts {
+		total += n
+	}
+	fmt.Fprintf(w, "\n=== Every VM exit by hardware reason, from the kvm:kvm_exit tracepoint (%d events) ===\n", total)
+	for _, e := range tracepoint.Sorted(counts) {
+		fmt.Fprintf(w, "  %-28s %10d %6.1f%%\n", e.Reason, e.Count, 100*float64(e.Count)/float64(max(total, 1)))
+	}
+	fmt.Fprintf(w, "kvmlab: %d exits seen by the tracepoint\n", total)
 }
 
 // printKernelStats shows KVM's binary statistics as deltas over the run:

@@ -143,6 +143,9 @@ func run() int {
 		{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0620,ptmxmode=0666"},
 		{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		// tracefs, as a distribution mounts it, for kvmlab's reading of
+		// the kvm:kvm_exit tracepoint.
+		{"tracefs", "/sys/kernel/tracing", "tracefs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 	}
 	for _, m := range optional {
 		if err := mount(m.src, m.target, m.fstype, m.flags, m.data); err != nil {
