@@ -235,6 +235,8 @@ func New(cfg Config) (m *Machine, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Loaded into guest RAM: the machine keeps no reference to the files.
+	m.cfg.Kernel, m.cfg.Initrd = nil, nil
 	if err := m.createVCPUs(entry); err != nil {
 		return nil, err
 	}

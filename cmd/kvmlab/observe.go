@@ -25,13 +25,14 @@ type observation struct {
 	stats  *trace.Stats
 	tp     *tracepoint.Collector
 	tpErr  error
+	useTP  bool
 	closer []func() error
 	before []map[string]uint64
 }
 
 // setupObservation opens the trace file and statistics for cfg.
-func setupObservation(cfg *vmm.Config, traceFile, format string, stats bool) (*observation, error) {
-	o := &observation{}
+func setupObservation(cfg *vmm.Config, traceFile, format string, stats, tracepoints bool) (*observation, error) {
+	o := &observation{useTP: tracepoints}
 	var sinks []trace.Sink
 	if traceFile != "" {
 		f, err := os.Create(traceFile)
@@ -71,7 +72,9 @@ func setupObservation(cfg *vmm.Config, traceFile, format string, stats bool) (*o
 func (o *observation) start(m *vmm.Machine) {
 	if o.stats != nil {
 		o.before, _ = m.KernelStats()
-		o.tp, o.tpErr = tracepoint.Start()
+		if o.useTP {
+			o.tp, o.tpErr = tracepoint.Start()
+		}
 	}
 }
 
@@ -99,7 +102,9 @@ func (o *observation) finish(m *vmm.Machine, w io.Writer) error {
 	} else if err != nil {
 		fmt.Fprintf(w, "\nKVM's own exit counters unavailable: %v\n", err)
 	}
-	printTracepoint(w, tpCounts, o.tpErr)
+	if o.useTP {
+		printTracepoint(w, tpCounts, o.tpErr)
+	}
 	printMemory(w, m)
 	return first
 }

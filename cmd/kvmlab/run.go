@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,6 +37,7 @@ type runFlags struct {
 	stats                      bool
 	emulated                   bool
 	traceFile, traceFormat     string
+	tracepoints                bool
 
 	resolvedKernel, resolvedInitrd string // after defaults, set by loadConfig
 }
@@ -49,6 +51,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.quiet, "quiet", false, "do not print kvmlab's own status lines (the guest console is unaffected)")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "boot inside an emulated host (QEMU TCG with nested KVM) for machines without /dev/kvm; needs qemu-system-x86 and the kvmlab source tree")
 	fs.BoolVar(&f.stats, "stats", false, "when the guest stops, print VM exit statistics (by KVM reason, hardware reason, vCPU and device, with handling times; and KVM's in-kernel exit counters) and memory use, on stderr")
+	fs.BoolVar(&f.tracepoints, "kvm-exit-tracepoint", false, "with --stats: also count every VM exit by hardware reason from the kernel's kvm:kvm_exit tracepoint (root and tracefs needed; experimental: it has locked up the QEMU-emulated test host)")
 	fs.StringVar(&f.traceFile, "trace", "", "write every VM exit that reaches kvmlab to this file (see --trace-format)")
 	fs.StringVar(&f.traceFormat, "trace-format", "json", "trace format: json (one JSON object per exit, read by 'kvmlab stat') or chrome (Chrome Trace Event JSON for Perfetto / chrome://tracing)")
 }
@@ -236,7 +239,10 @@ func cmdRun(args []string) error {
 		return runEmulated(&f, f.resolvedKernel, f.resolvedInitrd, cfg.MemBytes)
 	}
 	cfg.Stats = f.stats
-	obs, err := setupObservation(&cfg, f.traceFile, f.traceFormat, f.stats)
+	if f.tracepoints && !f.stats {
+		return usagef("--kvm-exit-tracepoint adds a table to --stats: use both")
+	}
+	obs, err := setupObservation(&cfg, f.traceFile, f.traceFormat, f.stats, f.tracepoints)
 	if err != nil {
 		return err
 	}
@@ -299,6 +305,11 @@ func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
 		return kvmError(err)
 	}
 	defer m.Close()
+	// The kernel and initrd now live in guest RAM; the copies read from
+	// the files are garbage. Hand their memory back to the host so the
+	// VMM's own footprint is what it needs to run, not what it loaded.
+	cfg.Kernel, cfg.Initrd = nil, nil
+	debug.FreeOSMemory()
 	obs.start(m)
 	out := m.Run()
 	restore()
