@@ -1,10 +1,8 @@
 package tests
 
 import (
-	"bytes"
 	"encoding/binary"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,7 +45,7 @@ func tinyELF(code []byte) []byte {
 // guest's output, report the triple fault with a register dump and exit
 // non-zero.
 func TestTinyGuestTripleFault(t *testing.T) {
-	code := []byte{
+	prog := []byte{
 		0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
 		0xb0, 'H', 0xee, // mov al, 'H'; out dx, al
 		0xb0, 'i', 0xee, // mov al, 'i'; out dx, al
@@ -55,30 +53,17 @@ func TestTinyGuestTripleFault(t *testing.T) {
 		0x0f, 0x0b, // ud2
 	}
 	path := filepath.Join(t.TempDir(), "tiny.elf")
-	if err := os.WriteFile(path, tinyELF(code), 0o644); err != nil {
+	if err := os.WriteFile(path, tinyELF(prog), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(kvmlabBin(t), "run", "--kernel", path, "--mem", "64M")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	stdout, stderr, code := runKvmlab(t, 60*time.Second, "run", "--kernel", path, "--mem", "64M")
+	if stdout != "Hi\n" {
+		t.Errorf("guest output %q, want %q", stdout, "Hi\n")
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatal("kvmlab did not stop on a triple fault")
-	}
-	if got := stdout.String(); got != "Hi\n" {
-		t.Errorf("guest output %q, want %q", got, "Hi\n")
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 1 {
+	if code != 1 {
 		t.Errorf("exit status %d, want 1", code)
 	}
-	e := stderr.String()
+	e := stderr
 	for _, want := range []string{"triple fault", "KVM_EXIT_SHUTDOWN", "RIP=", "CR0="} {
 		if !strings.Contains(e, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, e)

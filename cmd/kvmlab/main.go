@@ -10,6 +10,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -83,4 +84,20 @@ func realMain(args []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "kvmlab: %v\n", err)
 	return 1
+}
+
+// parseFlags parses a subcommand's flags. help is true when the user asked
+// for --help (already printed). Stray arguments are an error unless
+// positional is set.
+func parseFlags(fset *flag.FlagSet, args []string, positional bool) (help bool, err error) {
+	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, exitError{2}
+	}
+	if !positional && fset.NArg() > 0 {
+		return false, usagef("%s: unexpected argument %q: flags start with --, e.g. --kernel PATH", fset.Name(), fset.Arg(0))
+	}
+	return false, nil
 }

@@ -219,14 +219,8 @@ func cmdRun(args []string) error {
 		fmt.Fprint(fset.Output(), "Usage: kvmlab run [flags]\n\nBoot a Linux guest with its serial console on this terminal. Ctrl-A x quits.\nThe guest's poweroff or reboot ends kvmlab with status 0.\n\nFlags:\n")
 		fset.PrintDefaults()
 	}
-	if err := fset.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitError{2}
-	}
-	if fset.NArg() > 0 {
-		return usagef("run: unexpected argument %q: flags start with --, e.g. --kernel PATH", fset.Arg(0))
+	if help, err := parseFlags(fset, args, false); help || err != nil {
+		return err
 	}
 	cfg, err := f.loadConfig()
 	if err != nil {

@@ -439,14 +439,8 @@ func cmdStep(args []string) error {
 		fmt.Fprint(fset.Output(), "Usage: kvmlab step [flags]\n\nBoot a guest and stop at every VM exit that reaches kvmlab, before the vCPU resumes.\nThe guest's console output is shown at each stop, marked [console].\n\n"+stepHelp+"\n\nFlags:\n")
 		fset.PrintDefaults()
 	}
-	if err := fset.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitError{2}
-	}
-	if fset.NArg() > 0 {
-		return usagef("step: unexpected argument %q: flags start with --, e.g. --kernel PATH", fset.Arg(0))
+	if help, err := parseFlags(fset, args, false); help || err != nil {
+		return err
 	}
 	cfg, err := f.loadConfig()
 	if err != nil {
