@@ -36,6 +36,11 @@ func TestBootDefaultGuest(t *testing.T) {
 			if n := g.value("NCPU", "grep -c ^processor /proc/cpuinfo", cmdTimeout); n != strconv.Itoa(cpus) {
 				t.Errorf("/proc/cpuinfo lists %q processors, want %d", n, cpus)
 			}
+			// The DSDT's PCI root bridge lets Linux enumerate bus 0 and
+			// find kvmlab's host bridge through configuration mechanism #1.
+			if v := g.value("PCI", "cat /sys/bus/pci/devices/0000:00:00.0/vendor", cmdTimeout); v != "0x8086" {
+				t.Errorf("PCI host bridge 00:00.0 vendor = %q, want 0x8086", v)
+			}
 			g.send("echo kvmlab-was-here > /tmp/f\n")
 			if v := g.value("FILE", "cat /tmp/f", cmdTimeout); v != "kvmlab-was-here" {
 				t.Errorf("read back %q from /tmp/f", v)

@@ -135,7 +135,7 @@ func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, a
 		Env: []string{inHostEnv + "=1", "KVMLAB_BIN=/kvmlab/kvmlab", "KVMLAB_GUEST_DIR=/kvmlab/guest",
 			"KVMLAB_DEBIAN_KERNEL=/kvmlab/debian/vmlinuz", "KVMLAB_DEBIAN_VERSION=" + hk.Version},
 		Dir:     "/kvmlab",
-		Timeout: 25 * time.Minute,
+		Timeout: 10 * time.Minute, // a group takes 1-2 min; a hung emulated host is retried
 		Output:  os.Stdout,
 	}
 	res, err := harness.Run(ctx, spec)

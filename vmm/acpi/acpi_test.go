@@ -180,8 +180,9 @@ func TestBuild(t *testing.T) {
 			checkFADT(t, cfg, tabs["FACP"].data)
 			checkMADT(t, cfg, tabs["APIC"].data)
 
-			// The DSDT body is exactly the _S5_ object.
+			// The DSDT body is the _S5_ object, then the PCI root bridge.
 			wantAML := []byte{0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0A, 0x05, 0x0A, 0x05, 0x00, 0x00}
+			wantAML = append(wantAML, pciRootAML...)
 			if got := tabs["DSDT"].data[36:]; !bytes.Equal(got, wantAML) {
 				t.Errorf("DSDT AML = % x, want % x", got, wantAML)
 			}
@@ -431,6 +432,7 @@ func TestConfigValues(t *testing.T) {
 	checkFADT(t, cfg, tabs["FACP"].data)
 	checkMADT(t, cfg, tabs["APIC"].data)
 	want := []byte{0x08, '_', 'S', '5', '_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00}
+	want = append(want, pciRootAML...)
 	if got := tabs["DSDT"].data[36:]; !bytes.Equal(got, want) {
 		t.Errorf("DSDT AML = % x, want % x", got, want)
 	}

@@ -104,6 +104,13 @@ func TestIaslDisassemble(t *testing.T) {
 		"DSDT": {
 			`DefinitionBlock ("", "DSDT", 2, "KVMLAB", "KVMLAB ", 0x00000001)`,
 			"Name (_S5, Package (0x04) // _S5_: S5 System State { 0x05, 0x05, Zero, Zero })",
+			`Scope (\_SB) { Device (PCI0) { Name (_HID, EisaId ("PNP0A03") /* PCI Bus */)`,
+			"Name (_UID, Zero)", "Name (_SEG, Zero)", "Name (_BBN, Zero)",
+			"WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0x0000, // Granularity 0x0000, // Range Minimum 0x00FF,",
+			"IO (Decode16, 0x0CF8, // Range Minimum 0x0CF8, // Range Maximum 0x01, // Alignment 0x08, // Length",
+			"WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0x0000, // Granularity 0x0000, // Range Minimum 0x0CF7,",
+			"WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0x0000, // Granularity 0x0D00, // Range Minimum 0xFFFF,",
+			"DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, 0x00000000, // Granularity 0xC0000000, // Range Minimum 0xFEBFFFFF, // Range Maximum 0x00000000, // Translation Offset 0x3EC00000, // Length",
 		},
 		"FACS": {`Signature : "FACS"`, "Length : 00000040", "Version : 02"},
 		"XSDT": {`Signature : "XSDT"`, "ACPI Table Address 0 : 00000000000E", "ACPI Table Address 1 : 00000000000E"},
@@ -183,6 +190,52 @@ func TestIaslCompileMatchesEncoder(t *testing.T) {
 	}
 }
 
+// TestIaslCompilePCIRoot compiles the ASL that pciRootObject documents and
+// checks that the encoder produces the same bytes. -on keeps iasl from
+// shortening \_SB to _SB_ (equivalent at the root, but different bytes).
+func TestIaslCompilePCIRoot(t *testing.T) {
+	iasl := lookTool(t, "iasl")
+	dir := t.TempDir()
+	asl := `DefinitionBlock ("", "DSDT", 2, "KVMLAB", "KVMLAB", 1)
+{
+    Scope (\_SB)
+    {
+        Device (PCI0)
+        {
+            Name (_HID, EisaId ("PNP0A03"))
+            Name (_UID, 0)
+            Name (_SEG, 0)
+            Name (_BBN, 0)
+            Name (_CRS, ResourceTemplate ()
+            {
+                WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, 0x00, 0xFF, 0, 0x100)
+                IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08)
+                WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, 0x0000, 0x0CF7, 0, 0x0CF8)
+                WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, 0x0D00, 0xFFFF, 0, 0xF300)
+                DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,
+                    0, 0xC0000000, 0xFEBFFFFF, 0, 0x3EC00000)
+            })
+        }
+    }
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "pci.asl"), []byte(asl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := run(t, dir, iasl, "-on", "-p", "pci", "pci.asl")
+	if !strings.Contains(log, "0 Errors, 0 Warnings, 0 Remarks") {
+		t.Errorf("iasl complains about the ASL:\n%s", log)
+	}
+	compiled, err := os.ReadFile(filepath.Join(dir, "pci.aml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := mustAML(t)(pciRootObject())
+	if len(compiled) < 36 || !bytes.Equal(compiled[36:], ours) {
+		t.Errorf("iasl AML differs from ours\niasl: % x\nours: % x", compiled[36:], ours)
+	}
+}
+
 func mustAML(t *testing.T) func([]byte, error) []byte {
 	return func(b []byte, err error) []byte {
 		t.Helper()
@@ -201,17 +254,23 @@ func head(b []byte) []byte {
 }
 
 // TestAcpiexec loads FADT, FACS, DSDT and MADT into ACPICA's interpreter and
-// evaluates \_S5_, which is what Linux does before powering off.
+// evaluates \_S5_, which is what Linux does before powering off, and the PCI
+// root bridge's _HID and _CRS, which Linux's acpi_pci_root driver reads.
 func TestAcpiexec(t *testing.T) {
 	acpiexec := lookTool(t, "acpiexec")
 	dir := t.TempDir()
 	files := writeTables(t, dir)
-	out := run(t, dir, acpiexec, "-b", `evaluate \_S5_`,
+	out := run(t, dir, acpiexec, "-b", `evaluate \_S5_; evaluate \_SB.PCI0._HID; evaluate \_SB.PCI0._CRS`,
 		files["FACP"], files["FACS"], files["DSDT"], files["APIC"])
 	text := squash(out)
 	for _, w := range []string{
 		"[Package] Contains 4 Elements:",
 		"[Integer] = 0000000000000005 [Integer] = 0000000000000005 [Integer] = 0000000000000000 [Integer] = 0000000000000000",
+		"Evaluation of \\_SB.PCI0._HID returned object",
+		"[Integer] = 00000000030AD041",
+		"Evaluation of \\_SB.PCI0._CRS returned object",
+		"[Buffer] Length 54 = 0000: 88 0D 00 02 0C 00 00 00 00 00 FF 00 00 00 00 01",
+		"0050: C0 3E 79 00",
 	} {
 		if !strings.Contains(text, w) {
 			t.Errorf("acpiexec output lacks %q:\n%s", w, out)

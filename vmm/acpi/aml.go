@@ -9,10 +9,13 @@ import (
 
 // This file is a tiny encoder for AML, the byte code of the DSDT (ACPI 6.4,
 // chapter 20, "ACPI Machine Language Specification"). It knows just enough
-// grammar to declare named data objects:
+// grammar to declare named data objects, scopes and devices:
 //
 //	DefName     := NameOp NameString DataRefObject
 //	DefPackage  := PackageOp PkgLength NumElements PackageElementList
+//	DefBuffer   := BufferOp PkgLength BufferSize ByteList
+//	DefScope    := ScopeOp PkgLength NameString TermList
+//	DefDevice   := DeviceOp PkgLength NameString TermList
 //	NameString  := RootChar NamePath | PrefixPath NamePath
 //	NamePath    := NameSeg | DualNamePath | MultiNamePath | NullName
 //	Integer     := ZeroOp | OneOp | BytePrefix ByteData | WordPrefix ... | QWordPrefix ...
@@ -29,7 +32,11 @@ const (
 	amlWordPrefix      = 0x0B
 	amlDWordPrefix     = 0x0C
 	amlQWordPrefix     = 0x0E
+	amlScopeOp         = 0x10
+	amlBufferOp        = 0x11
 	amlPackageOp       = 0x12
+	amlExtOpPrefix     = 0x5B
+	amlDeviceOp        = 0x82 // after amlExtOpPrefix
 	amlDualNamePrefix  = 0x2E
 	amlMultiNamePrefix = 0x2F
 	amlNullName        = 0x00
@@ -188,4 +195,85 @@ func amlName(path string, object []byte) ([]byte, error) {
 	}
 	out := append([]byte{amlNameOp}, ns...)
 	return append(out, object...), nil
+}
+
+// amlPkg encodes op, then a PkgLength, then body: the shape shared by every
+// term whose length is given by a PkgLength (Scope, Device, Buffer, ...).
+func amlPkg(op []byte, body []byte) ([]byte, error) {
+	pl, err := amlPkgLength(len(body))
+	if err != nil {
+		return nil, err
+	}
+	out := append(append([]byte{}, op...), pl...)
+	return append(out, body...), nil
+}
+
+// amlNamedPkg encodes op PkgLength NameString TermList, the form of Scope
+// and Device. Each term must already be encoded (for example by amlName).
+func amlNamedPkg(op []byte, path string, terms ...[]byte) ([]byte, error) {
+	body, err := amlNameString(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range terms {
+		if len(t) == 0 {
+			return nil, errors.New("aml: empty term")
+		}
+		body = append(body, t...)
+	}
+	return amlPkg(op, body)
+}
+
+// amlScope encodes Scope(path){terms...}: it opens an existing namespace
+// node (such as the predefined \_SB) and defines terms inside it.
+func amlScope(path string, terms ...[]byte) ([]byte, error) {
+	return amlNamedPkg([]byte{amlScopeOp}, path, terms...)
+}
+
+// amlDevice encodes Device(path){terms...}: it creates a device node.
+func amlDevice(path string, terms ...[]byte) ([]byte, error) {
+	return amlNamedPkg([]byte{amlExtOpPrefix, amlDeviceOp}, path, terms...)
+}
+
+// amlBuffer encodes Buffer(){data...}: a buffer whose size is the length
+// of data, given, as iasl does, as the shortest integer.
+func amlBuffer(data []byte) ([]byte, error) {
+	body := append(amlInteger(uint64(len(data))), data...)
+	return amlPkg([]byte{amlBufferOp}, body)
+}
+
+// amlEisaID encodes EisaId("PNP0A03"): a seven-character EISA ID (three
+// upper-case letters and four hex digits) compressed into a 32-bit integer.
+// The letters take five bits each ('A' = 1) in bits 14-0 of the first two
+// bytes, big-endian; the hex digits follow, one nibble each, in the next two
+// bytes. It is always a DWord, as iasl emits it.
+func amlEisaID(id string) ([]byte, error) {
+	if len(id) != 7 {
+		return nil, fmt.Errorf("aml: EISA ID %q must be 7 characters", id)
+	}
+	var v uint32
+	for i := 0; i < 3; i++ {
+		c := id[i]
+		if c < 'A' || c > 'Z' {
+			return nil, fmt.Errorf("aml: EISA ID %q: %q is not an upper-case letter", id, c)
+		}
+		v = v<<5 | uint32(c-'A'+1)
+	}
+	for i := 3; i < 7; i++ {
+		c := id[i]
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'A' && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return nil, fmt.Errorf("aml: EISA ID %q: %q is not an upper-case hex digit", id, c)
+		}
+		v = v<<4 | uint32(d)
+	}
+	// v now holds the ID as a big-endian number; the integer is its
+	// bytes in that order, read little-endian.
+	be := binary.BigEndian.AppendUint32(nil, v)
+	return append([]byte{amlDWordPrefix}, be...), nil
 }

@@ -220,3 +220,92 @@ func TestS5Object(t *testing.T) {
 		}
 	}
 }
+
+func TestAMLEisaID(t *testing.T) {
+	tests := []struct {
+		id   string
+		want []byte
+	}{
+		{"PNP0A03", []byte{0x0C, 0x41, 0xD0, 0x0A, 0x03}}, // 0x030AD041
+		{"PNP0A08", []byte{0x0C, 0x41, 0xD0, 0x0A, 0x08}},
+		{"PNP0501", []byte{0x0C, 0x41, 0xD0, 0x05, 0x01}},
+		{"AAA0000", []byte{0x0C, 0x04, 0x21, 0x00, 0x00}},
+		{"ZZZFFFF", []byte{0x0C, 0x6B, 0x5A, 0xFF, 0xFF}},
+	}
+	for _, tt := range tests {
+		got, err := amlEisaID(tt.id)
+		if err != nil {
+			t.Errorf("amlEisaID(%q): %v", tt.id, err)
+			continue
+		}
+		if !bytes.Equal(got, tt.want) {
+			t.Errorf("amlEisaID(%q) = % x, want % x", tt.id, got, tt.want)
+		}
+	}
+	for _, bad := range []string{"", "PNP0A0", "PNP0A030", "pnp0A03", "PNP0a03", "PN10A03", "PNP0G03"} {
+		if got, err := amlEisaID(bad); err == nil {
+			t.Errorf("amlEisaID(%q) = % x, want error", bad, got)
+		}
+	}
+}
+
+func TestAMLScopeDevice(t *testing.T) {
+	name := []byte{0x08, 'F', 'O', 'O', '_', 0x01}
+	dev, err := amlDevice("DEV0", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// DeviceOp, PkgLength 1+4+6 = 11, "DEV0", Name(FOO, One).
+	want := append([]byte{0x5B, 0x82, 0x0B, 'D', 'E', 'V', '0'}, name...)
+	if !bytes.Equal(dev, want) {
+		t.Errorf("Device(DEV0){Name(FOO, One)} = % x, want % x", dev, want)
+	}
+	sc, err := amlScope(`\_SB`, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ScopeOp, PkgLength 1+5+13 = 19, "\_SB_", the device.
+	want = append([]byte{0x10, 0x13, '\\', '_', 'S', 'B', '_'}, dev...)
+	if !bytes.Equal(sc, want) {
+		t.Errorf("Scope(\\_SB){...} = % x, want % x", sc, want)
+	}
+	empty, err := amlScope(`\`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []byte{0x10, 0x03, '\\', 0x00}; !bytes.Equal(empty, want) {
+		t.Errorf("Scope(\\){} = % x, want % x", empty, want)
+	}
+	if _, err := amlDevice("dev0"); err == nil {
+		t.Error("lower-case device name: want error")
+	}
+	if _, err := amlScope(`\_SB`, nil); err == nil {
+		t.Error("scope with empty term: want error")
+	}
+}
+
+func TestAMLBuffer(t *testing.T) {
+	got, err := amlBuffer([]byte{0xAA, 0xBB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// BufferOp, PkgLength 1+2+2 = 5, BufferSize BytePrefix 2, the bytes.
+	if want := []byte{0x11, 0x05, 0x0A, 0x02, 0xAA, 0xBB}; !bytes.Equal(got, want) {
+		t.Errorf("Buffer(){0xAA, 0xBB} = % x, want % x", got, want)
+	}
+	got, err = amlBuffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []byte{0x11, 0x02, 0x00}; !bytes.Equal(got, want) {
+		t.Errorf("Buffer(){} = % x, want % x", got, want)
+	}
+	// 0x100 bytes: a WordPrefix size and a two-byte PkgLength.
+	got, err = amlBuffer(make([]byte, 0x100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []byte{0x11, 0x45, 0x10, 0x0B, 0x00, 0x01}; !bytes.Equal(got[:6], want) || len(got) != 6+0x100 {
+		t.Errorf("Buffer(0x100) starts % x (length %d), want % x", got[:6], len(got), want)
+	}
+}

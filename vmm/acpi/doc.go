@@ -41,7 +41,10 @@
 //     interpreter inside Linux) complains without it.
 //   - The DSDT (Differentiated System Description Table) holds AML, a byte
 //     code that the OS's interpreter loads into a namespace of named
-//     objects. Ours defines a single object, \_S5_, see below.
+//     objects. Ours defines \_S5_ (see below) and \_SB.PCI0, the PCI root
+//     bridge (bus 0, reached through configuration mechanism #1 at ports
+//     0xCF8/0xCFC): with ACPI enabled, Linux enumerates PCI only below
+//     root bridges the DSDT describes.
 //   - The MADT (Multiple APIC Description Table, signature "APIC") lists the
 //     interrupt controllers: one Processor Local APIC entry per vCPU, the I/O
 //     APIC, and an Interrupt Source Override for the SCI.

@@ -172,20 +172,110 @@ func buildFACS() []byte {
 }
 
 // buildDSDT encodes the Differentiated System Description Table: a header
-// followed by an AML definition block. Ours declares only
+// followed by an AML definition block. Ours declares
 //
 //	Name (_S5, Package (4) { SlpTypS5, SlpTypS5, 0, 0 })
+//	Scope (\_SB) { Device (PCI0) { ... } }
 //
 // \_S5_ is what the OS evaluates to learn the SLP_TYP values for the PM1a
 // and PM1b control registers (elements 0 and 1; the other two are
 // reserved). Without it Linux does not register ACPI poweroff at all.
+//
+// \_SB.PCI0 is the PCI root bridge; see pciRootObject.
 func buildDSDT(cfg Config) ([]byte, error) {
 	s5, err := s5Object(cfg.SlpTypS5)
 	if err != nil {
 		return nil, err
 	}
+	pci, err := pciRootObject()
+	if err != nil {
+		return nil, err
+	}
 	t := newTable("DSDT", dsdtRevision, headerLen)
-	return finishTable(append(t, s5...)), nil
+	t = append(t, s5...)
+	return finishTable(append(t, pci...)), nil
+}
+
+// The PCI root bridge's windows: the 32-bit MMIO hole from the end of low
+// RAM (memory.MMIOHoleStart) up to just below the I/O APIC, and all of I/O
+// space except the configuration mechanism #1 ports 0xCF8-0xCFF.
+const (
+	pciMMIOBase   = 0xC000_0000
+	pciMMIOLimit  = 0xFEBF_FFFF
+	pciConfigPort = 0xCF8
+	pciConfigLen  = 8
+)
+
+// pciRootObject encodes the PCI root bridge, bus 0 of segment 0:
+//
+//	Scope (\_SB) {
+//	    Device (PCI0) {
+//	        Name (_HID, EisaId ("PNP0A03"))
+//	        Name (_UID, 0)
+//	        Name (_SEG, 0)
+//	        Name (_BBN, 0)
+//	        Name (_CRS, ResourceTemplate () {
+//	            WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,
+//	                0, 0x00, 0xFF, 0, 0x100)
+//	            IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08)
+//	            WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+//	                0, 0x0000, 0x0CF7, 0, 0x0CF8)
+//	            WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+//	                0, 0x0D00, 0xFFFF, 0, 0xF300)
+//	            DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed,
+//	                NonCacheable, ReadWrite, 0, 0xC0000000, 0xFEBFFFFF, 0, 0x3EC00000)
+//	        })
+//	    }
+//	}
+//
+// With ACPI, x86 Linux finds PCI buses only through such PNP0A03 devices
+// (drivers/acpi/pci_root.c): it creates bus _BBN of segment _SEG and scans
+// it through configuration mechanism #1. The _CRS says which bus numbers
+// and which I/O and memory ranges the bridge forwards to PCI; Linux
+// allocates BARs from those windows. The IO descriptor for the
+// configuration ports is the consumer resource QEMU also lists; Linux
+// drops it from the windows (resource_is_pcicfg_ioport). There is no _ADR:
+// a device should have a _HID or an _ADR, not both (ACPI 6.4 §6.1), and a
+// root bridge is identified by its _HID. There is no _PRT (no INTx routing)
+// and no _OSC: Linux then keeps PCIe native services off, which is right
+// for a conventional PCI bus.
+func pciRootObject() ([]byte, error) {
+	hid, err := amlEisaID("PNP0A03")
+	if err != nil {
+		return nil, err
+	}
+	crs, err := amlResourceTemplate(
+		rdWordBusNumber(0x00, 0xFF),
+		rdIO(pciConfigPort, pciConfigPort, 1, pciConfigLen),
+		rdWordIO(0x0000, pciConfigPort-1),
+		rdWordIO(pciConfigPort+pciConfigLen, 0xFFFF),
+		rdDWordMemory(pciMMIOBase, pciMMIOLimit),
+	)
+	if err != nil {
+		return nil, err
+	}
+	var terms [][]byte
+	for _, n := range []struct {
+		name string
+		obj  []byte
+	}{
+		{"_HID", hid},
+		{"_UID", amlInteger(0)},
+		{"_SEG", amlInteger(0)},
+		{"_BBN", amlInteger(0)},
+		{"_CRS", crs},
+	} {
+		b, err := amlName(n.name, n.obj)
+		if err != nil {
+			return nil, err
+		}
+		terms = append(terms, b)
+	}
+	dev, err := amlDevice("PCI0", terms...)
+	if err != nil {
+		return nil, err
+	}
+	return amlScope(`\_SB`, dev)
 }
 
 // s5Object encodes Name(_S5_, Package(4){slpTyp, slpTyp, 0, 0}).
