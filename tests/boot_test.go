@@ -24,11 +24,9 @@ const (
 func TestBootDefaultGuest(t *testing.T) {
 	for _, cpus := range []int{1, 2} {
 		t.Run(strconv.Itoa(cpus)+"cpu", func(t *testing.T) {
-			g := startGuest(t, bootTimeout+2*time.Minute, "run", "--quiet",
+			g := bootToShell(t, "run", "--quiet",
 				"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
 				"--mem", "512M", "--cpus", strconv.Itoa(cpus), "--append", quietCmdline)
-			took := g.waitShell(bootTimeout)
-			t.Logf("shell answered %v after kvmlab started", took.Round(time.Millisecond))
 
 			if rel := g.value("REL", "uname -r", cmdTimeout); !regexp.MustCompile(`^6\.1\.\d+`).MatchString(rel) {
 				t.Errorf("uname -r = %q, want the kvmlab 6.1 kernel", rel)
@@ -65,9 +63,8 @@ func TestBootDebianKernel(t *testing.T) {
 	if k == "" {
 		t.Fatal("KVMLAB_DEBIAN_KERNEL is not set (the emulated-host runner sets it)")
 	}
-	g := startGuest(t, bootTimeout+2*time.Minute, "run", "--quiet", "--kernel", k,
+	g := bootToShell(t, "run", "--quiet", "--kernel", k,
 		"--initrd", guestFile(t, "initramfs.cpio"), "--mem", "512M", "--append", quietCmdline)
-	g.waitShell(bootTimeout)
 	want, err := kernelVersion(k)
 	if err != nil {
 		t.Fatal(err)
@@ -83,10 +80,9 @@ func TestBootDebianKernel(t *testing.T) {
 
 // TestMem4G checks RAM above the PCI hole reaches the guest.
 func TestMem4G(t *testing.T) {
-	g := startGuest(t, bootTimeout+2*time.Minute, "run", "--quiet",
+	g := bootToShell(t, "run", "--quiet",
 		"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
 		"--mem", "4G", "--append", quietCmdline)
-	g.waitShell(bootTimeout)
 	v := g.value("MEM", "grep MemTotal /proc/meminfo", cmdTimeout)
 	f := strings.Fields(v)
 	if len(f) < 2 {
@@ -112,10 +108,9 @@ func TestMem4G(t *testing.T) {
 // panic=-1 (the kernel reboots at once), and its message reaches the console.
 func TestRebootAndPanic(t *testing.T) {
 	t.Run("reboot", func(t *testing.T) {
-		g := startGuest(t, bootTimeout+2*time.Minute, "run",
+		g := bootToShell(t, "run",
 			"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
 			"--mem", "256M", "--append", quietCmdline)
-		g.waitShell(bootTimeout)
 		g.send("reboot\n")
 		if code := g.wait(cmdTimeout); code != 0 {
 			t.Fatalf("kvmlab exited %d after guest reboot, want 0", code)
@@ -125,10 +120,9 @@ func TestRebootAndPanic(t *testing.T) {
 		}
 	})
 	t.Run("panic", func(t *testing.T) {
-		g := startGuest(t, bootTimeout+2*time.Minute, "run",
+		g := bootToShell(t, "run",
 			"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
 			"--mem", "256M", "--append", quietCmdline)
-		g.waitShell(bootTimeout)
 		g.send("echo c > /proc/sysrq-trigger\n")
 		g.expect(regexp.MustCompile(`Kernel panic`), cmdTimeout)
 		if code := g.wait(cmdTimeout); code != 0 {
@@ -162,10 +156,9 @@ func kernelVersion(path string) (string, error) {
 // TestBootELF boots the kvmlab kernel from its ELF vmlinux (the second
 // kernel format) instead of the bzImage.
 func TestBootELF(t *testing.T) {
-	g := startGuest(t, bootTimeout+2*time.Minute, "run", "--quiet",
+	g := bootToShell(t, "run", "--quiet",
 		"--kernel", guestFile(t, "vmlinux"), "--initrd", guestFile(t, "initramfs.cpio"),
 		"--mem", "256M", "--append", quietCmdline)
-	g.waitShell(bootTimeout)
 	if rel := g.value("REL", "uname -r", cmdTimeout); !regexp.MustCompile(`^6\.1\.\d+`).MatchString(rel) {
 		t.Errorf("uname -r = %q, want the kvmlab 6.1 kernel", rel)
 	}
