@@ -38,7 +38,7 @@ lint:
 	go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 unit:
-	go test -count=1 $$(go list ./... | grep -v /tests$$)
+	KVMLAB_TEST_BZIMAGE=$(CACHE)/default/bzImage go test -count=1 $$(go list ./... | grep -v /tests$$)
 
 FUZZTIME ?= 10s
 fuzz:

@@ -11,6 +11,7 @@ done
 [[ -r /usr/include/libelf.h ]] || need+=(libelf-dev)
 [[ -r /usr/include/openssl/ssl.h ]] || need+=(libssl-dev)
 [[ -r /usr/src/linux-source-6.1.tar.xz ]] || need+=(linux-source-6.1)
+command -v iasl >/dev/null || need+=(acpica-tools) # the ACPI tests disassemble kvmlab's tables with it
 if ((${#need[@]})); then
 	# map tool names to packages
 	pkgs=()
