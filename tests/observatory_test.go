@@ -224,7 +224,6 @@ func TestStats(t *testing.T) {
 
 // TestStepScript drives the stepper with a script, as a lesson would.
 func TestStepScript(t *testing.T) {
-	script := filepath.Join(t.TempDir(), "lesson")
 	lesson := strings.Join([]string{
 		"regs",
 		"code 2",
@@ -235,15 +234,7 @@ func TestStepScript(t *testing.T) {
 		"stats",
 		"continue",
 	}, "\n") + "\n"
-	if err := os.WriteFile(script, []byte(lesson), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, stderr, code := runKvmlab(t, 4*time.Minute, "step", "--kernel", guestFile(t, "bzImage"),
-		"--initrd", guestFile(t, "initramfs.cpio"), "--symbols", guestFile(t, "System.map"),
-		"--mem", "256M", "--append", oneShotCmdline, "--script", script)
-	if code != 0 {
-		t.Fatalf("kvmlab step exited %d\n%s\n%s", code, tailStr(out, 3000), stderr)
-	}
+	out := runStepScript(t, lesson)
 	checks := []struct{ what, re string }{
 		{"first stop is exit #1", `(?m)^#1 vCPU0 KVM_EXIT_\w+`},
 		{"the first exit is a PCI configuration access", `(?m)^#1 .*PCI CONFIG_ADDRESS write`},
@@ -271,17 +262,8 @@ func TestStepDebug(t *testing.T) {
 	if os.Getenv(inHostEnv) == "1" {
 		t.Skip("KVM_SET_GUEST_DEBUG locks up the emulated host (QEMU TCG SVM); runs on hosts with a real /dev/kvm (the GitHub Actions workflow)")
 	}
-	script := filepath.Join(t.TempDir(), "lesson")
 	lesson := "until device COM1\nregs\nstepi\nregs\nbreak do_one_initcall\ncontinue\nregs\ndelete\ncontinue\n"
-	if err := os.WriteFile(script, []byte(lesson), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, stderr, code := runKvmlab(t, 4*time.Minute, "step", "--kernel", guestFile(t, "bzImage"),
-		"--initrd", guestFile(t, "initramfs.cpio"), "--symbols", guestFile(t, "System.map"),
-		"--mem", "256M", "--append", oneShotCmdline, "--script", script)
-	if code != 0 {
-		t.Fatalf("kvmlab step exited %d\n%s\n%s", code, tailStr(out, 3000), stderr)
-	}
+	out := runStepScript(t, lesson)
 	rips := regexp.MustCompile(`(?m)^[ *]RIP\s+([0-9a-f]+)`).FindAllStringSubmatch(out, -1)
 	if len(rips) < 3 {
 		t.Fatalf("expected three register dumps:\n%s", out)
@@ -294,4 +276,21 @@ func TestStepDebug(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^#\d+ vCPU\d KVM_EXIT_DEBUG .*<do_one_initcall\+0x0>`).MatchString(out) {
 		t.Errorf("breakpoint on do_one_initcall not hit:\n%s", tailStr(out, 3000))
 	}
+}
+
+// runStepScript runs `kvmlab step` on the default guest with a lesson
+// script and returns what the stepper printed.
+func runStepScript(t *testing.T, lesson string) string {
+	t.Helper()
+	script := filepath.Join(t.TempDir(), "lesson")
+	if err := os.WriteFile(script, []byte(lesson), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := runKvmlab(t, 4*time.Minute, "step", "--kernel", guestFile(t, "bzImage"),
+		"--initrd", guestFile(t, "initramfs.cpio"), "--symbols", guestFile(t, "System.map"),
+		"--mem", "256M", "--append", oneShotCmdline, "--script", script)
+	if code != 0 {
+		t.Fatalf("kvmlab step exited %d\n%s\n%s", code, tailStr(out, 3000), stderr)
+	}
+	return out
 }

@@ -40,9 +40,10 @@ import (
 )
 
 // ChromeWriter is a Sink that writes a Chrome Trace Event file, from a
-// goroutine of its own like JSONWriter.
+// goroutine of its own like JSONWriter. Close also writes the end of the
+// JSON document.
 type ChromeWriter struct {
-	p *pipe
+	asyncSink
 }
 
 // NewChromeWriter starts a ChromeWriter writing to w with a
@@ -51,30 +52,8 @@ func NewChromeWriter(w io.Writer) *ChromeWriter { return NewChromeWriterSize(w, 
 
 // NewChromeWriterSize is NewChromeWriter with a channel of n events.
 func NewChromeWriterSize(w io.Writer, n int) *ChromeWriter {
-	return &ChromeWriter{p: newPipe(w, n, &chromeFormat{vcpus: map[int]int64{}})}
+	return &ChromeWriter{asyncSink{p: newPipe(w, n, &chromeFormat{vcpus: map[int]int64{}})}}
 }
-
-// Record copies ev and queues it for writing; see JSONWriter.Record.
-func (c *ChromeWriter) Record(ev *Event) {
-	if c == nil {
-		return
-	}
-	c.p.record(ev)
-}
-
-// Close writes out every queued event and the end of the JSON document,
-// flushes and stops the goroutine. It returns the first write error.
-func (c *ChromeWriter) Close() error { return c.p.close() }
-
-// Waits is how many Records found the queue full and had to wait.
-func (c *ChromeWriter) Waits() uint64 { return c.p.waits.Load() }
-
-// Written is how many events have been encoded (two slices each).
-func (c *ChromeWriter) Written() uint64 { return c.p.written.Load() }
-
-// Lost is how many events were not written: recorded after Close or after a
-// write error.
-func (c *ChromeWriter) Lost() uint64 { return c.p.lost.Load() }
 
 // ChromePID is the process id all vCPU threads belong to.
 const ChromePID = 1
@@ -243,4 +222,12 @@ func appendHex(dst []byte, v uint64) []byte {
 	dst = append(dst, `"0x`...)
 	dst = strconv.AppendUint(dst, v, 16)
 	return append(dst, '"')
+}
+
+// Record queues ev (see asyncSink.Record); a nil *ChromeWriter records
+// nothing.
+func (c *ChromeWriter) Record(ev *Event) {
+	if c != nil {
+		c.asyncSink.Record(ev)
+	}
 }

@@ -25,9 +25,10 @@ import (
 )
 
 // JSONWriter is a Sink that writes each event as a line of JSON to an
-// io.Writer, from a goroutine of its own (see pipe.go for why).
+// io.Writer, from a goroutine of its own (see pipe.go for why). Record,
+// Close, Waits, Written and Lost are those of asyncSink.
 type JSONWriter struct {
-	p *pipe
+	asyncSink
 }
 
 // NewJSONWriter starts a JSONWriter writing to w with a DefaultBuffer-event
@@ -36,32 +37,8 @@ func NewJSONWriter(w io.Writer) *JSONWriter { return NewJSONWriterSize(w, Defaul
 
 // NewJSONWriterSize is NewJSONWriter with a channel of n events.
 func NewJSONWriterSize(w io.Writer, n int) *JSONWriter {
-	return &JSONWriter{p: newPipe(w, n, jsonLines{})}
+	return &JSONWriter{asyncSink{p: newPipe(w, n, jsonLines{})}}
 }
-
-// Record copies ev and queues it for writing. It blocks only while the
-// queue is full. It is safe for concurrent use; after Close it counts the
-// event as lost.
-func (j *JSONWriter) Record(ev *Event) {
-	if j == nil {
-		return
-	}
-	j.p.record(ev)
-}
-
-// Close writes out every queued event, flushes and stops the goroutine. It
-// returns the first write error, and the same again if called twice.
-func (j *JSONWriter) Close() error { return j.p.close() }
-
-// Waits is how many Records found the queue full and had to wait.
-func (j *JSONWriter) Waits() uint64 { return j.p.waits.Load() }
-
-// Written is how many events have been encoded (not necessarily flushed yet).
-func (j *JSONWriter) Written() uint64 { return j.p.written.Load() }
-
-// Lost is how many events were not written: recorded after Close or after a
-// write error.
-func (j *JSONWriter) Lost() uint64 { return j.p.lost.Load() }
 
 type jsonLines struct{}
 
@@ -263,4 +240,12 @@ func parseLine(b []byte, ev *Event) error {
 		return errNotObject
 	}
 	return json.Unmarshal(b, ev)
+}
+
+// Record queues ev (see asyncSink.Record); a nil *JSONWriter in a Sink
+// variable records nothing.
+func (j *JSONWriter) Record(ev *Event) {
+	if j != nil {
+		j.asyncSink.Record(ev)
+	}
 }

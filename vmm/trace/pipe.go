@@ -251,3 +251,29 @@ func (p *pipe) run(w io.Writer, f format) {
 		}
 	}
 }
+
+// asyncSink is the Sink half both writers share: events go into a pipe and
+// its goroutine encodes them in the writer's format.
+type asyncSink struct {
+	p *pipe
+}
+
+// Record copies ev and queues it for writing. It blocks only while the
+// queue is full. It is safe for concurrent use; after Close it counts the
+// event as lost.
+func (a *asyncSink) Record(ev *Event) { a.p.record(ev) }
+
+// Close writes out every queued event (and the format's trailer), flushes
+// and stops the goroutine. It returns the first write error, and the same
+// again if called twice.
+func (a *asyncSink) Close() error { return a.p.close() }
+
+// Waits is how many Records found the queue full and had to wait.
+func (a *asyncSink) Waits() uint64 { return a.p.waits.Load() }
+
+// Written is how many events have been encoded (not necessarily flushed yet).
+func (a *asyncSink) Written() uint64 { return a.p.written.Load() }
+
+// Lost is how many events were not written: recorded after Close or after a
+// write error.
+func (a *asyncSink) Lost() uint64 { return a.p.lost.Load() }
