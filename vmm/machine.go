@@ -78,6 +78,14 @@ type Config struct {
 	Trace trace.Sink
 	// Debugger stops every vCPU after each exit (nil: off).
 	Debugger Debugger
+
+	// Virtio devices on the PCI bus.
+	Disks []DiskConfig
+	Nets  []NetConfig
+	RNG   bool
+	// NoEventFDs makes virtio doorbells exit to user space and interrupts
+	// go through KVM_SIGNAL_MSI, instead of ioeventfd and irqfd.
+	NoEventFDs bool
 }
 
 // StopReason says why a machine stopped.
@@ -120,6 +128,8 @@ type Machine struct {
 	vcpus   []*vcpu
 	uart    *serial.UART
 	pci     *pci.Root
+	virtio  []*virtioDev
+	msi     *msiRouter
 	out     *asyncWriter
 	log     io.Writer
 	stopMu  sync.Mutex
@@ -274,7 +284,10 @@ func (m *Machine) addDevices() error {
 	// mechanism #1, so the guest finds PCI at once instead of probing
 	// (a Debian kernel made 33,000 port exits without it).
 	m.pci = pci.NewRoot()
-	return m.pci.Register(m.bus)
+	if err := m.pci.Register(m.bus); err != nil {
+		return err
+	}
+	return m.addVirtio()
 }
 
 // postPort is port 0x80, the BIOS power-on-self-test code port. Linux writes
@@ -696,6 +709,7 @@ func FormatRegs(r kvm.Regs, s kvm.Sregs) string {
 
 // Close releases the VM, vCPUs and guest RAM.
 func (m *Machine) Close() {
+	m.closeVirtio()
 	for _, f := range m.statsFiles {
 		_ = f.Close()
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"kvmlab/tests/harness"
+	"kvmlab/vmm"
 )
 
 // runEmulated boots the guest inside the emulated host: a Debian kernel under
@@ -35,6 +36,32 @@ func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
 	}
 	if f.stats {
 		argv = append(argv, "--stats")
+	}
+	if len(f.nets) > 0 {
+		return usagef("--net with --emulated-host: a TAP on this machine cannot reach a guest inside the emulated host; use --net on a host with /dev/kvm")
+	}
+	for i, d := range f.disks {
+		dc, err := vmm.ParseDisk(d)
+		if err != nil {
+			return usagef("--disk %s: %v", d, err)
+		}
+		// The image travels into the emulated host's RAM disk: the
+		// guest's writes stay there.
+		p := fmt.Sprintf("/kvmlab/disk%d", i)
+		files = append(files, harness.File{HostPath: dc.Path, Path: p, Mode: 0o644})
+		if dc.ReadOnly {
+			p += ",ro"
+		}
+		argv = append(argv, "--disk", p)
+		if !dc.ReadOnly {
+			fmt.Fprintf(os.Stderr, "kvmlab: --disk %s is copied into the emulated host: the guest's writes will not reach the file here\n", dc.Path)
+		}
+	}
+	if f.rng {
+		argv = append(argv, "--rng")
+	}
+	if f.noEventFDs {
+		argv = append(argv, "--no-eventfds")
 	}
 	// The emulated host needs the guest's RAM plus room for itself.
 	hostMB := max(2048, int(mem>>20)+1536)

@@ -163,6 +163,12 @@ func printKernelStats(w io.Writer, before, after []map[string]uint64) {
 }
 
 func printMemory(w io.Writer, m *vmm.Machine) {
+	if lines := m.VirtioStats(); len(lines) > 0 {
+		fmt.Fprintln(w, "\n=== Virtio devices ===")
+		for _, l := range lines {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+	}
 	st := m.Stats()
 	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
 	fmt.Fprintf(w, "\n=== Memory ===\n  RSS %.1f MiB = guest RAM touched %.1f MiB (of %.0f MiB) + VMM %.1f MiB\n",

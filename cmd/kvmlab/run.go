@@ -38,6 +38,8 @@ type runFlags struct {
 	emulated                   bool
 	traceFile, traceFormat     string
 	tracepoints                bool
+	disks, nets                listFlag
+	rng, noEventFDs            bool
 
 	resolvedKernel, resolvedInitrd string // after defaults, set by loadConfig
 }
@@ -53,6 +55,10 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.stats, "stats", false, "when the guest stops, print VM exit statistics (by KVM reason, hardware reason, vCPU and device, with handling times; and KVM's in-kernel exit counters) and memory use, on stderr")
 	fs.BoolVar(&f.tracepoints, "kvm-exit-tracepoint", false, "with --stats: also count every VM exit by hardware reason from the kernel's kvm:kvm_exit tracepoint (root and tracefs needed; experimental: it has locked up the QEMU-emulated test host)")
 	fs.StringVar(&f.traceFile, "trace", "", "write every VM exit that reaches kvmlab to this file (see --trace-format)")
+	fs.Var(&f.disks, "disk", "virtio-blk disk on a raw image: PATH or PATH,ro (read-only); repeat for more disks (/dev/vda, /dev/vdb, ...)")
+	fs.Var(&f.nets, "net", "virtio-net interface on an existing host TAP: tap=NAME[,mac=52:54:00:12:34:56]; repeatable (create the TAP first: ip tuntap add NAME mode tap)")
+	fs.BoolVar(&f.rng, "rng", false, "virtio-rng entropy device fed by the host's getrandom (/dev/hwrng in the guest)")
+	fs.BoolVar(&f.noEventFDs, "no-eventfds", false, "virtio without ioeventfd/irqfd: every queue doorbell becomes a user-space MMIO exit and every interrupt a KVM_SIGNAL_MSI ioctl (to compare exit counts)")
 	fs.StringVar(&f.traceFormat, "trace-format", "json", "trace format: json (one JSON object per exit, read by 'kvmlab stat') or chrome (Chrome Trace Event JSON for Perfetto / chrome://tracing)")
 }
 
@@ -195,8 +201,40 @@ func (f *runFlags) loadConfig() (vmm.Config, error) {
 		return cfg, usagef("--mem %s: too little RAM for this kernel and initrd (need about %d MiB): raise --mem", f.mem, (need>>20)+1)
 	}
 	f.resolvedKernel, f.resolvedInitrd = kernelPath, initrdPath
-	return vmm.Config{Kernel: kernel, Initrd: initrd, Cmdline: f.appendLine, MemBytes: mem, CPUs: f.cpus}, nil
+	cfg = vmm.Config{Kernel: kernel, Initrd: initrd, Cmdline: f.appendLine, MemBytes: mem, CPUs: f.cpus,
+		RNG: f.rng, NoEventFDs: f.noEventFDs}
+	for _, d := range f.disks {
+		dc, err := vmm.ParseDisk(d)
+		if err != nil {
+			return cfg, usagef("--disk %s: %v", d, err)
+		}
+		cfg.Disks = append(cfg.Disks, dc)
+	}
+	for _, n := range f.nets {
+		nc, err := vmm.ParseNet(n)
+		if err != nil {
+			return cfg, usagef("--net %s: %v", n, err)
+		}
+		cfg.Nets = append(cfg.Nets, nc)
+	}
+	if len(cfg.Disks)+len(cfg.Nets)+btoi(cfg.RNG) > 31 {
+		return cfg, usagef("too many virtio devices: PCI bus 0 has 31 free slots")
+	}
+	return cfg, nil
 }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 // kvmError turns a failure to open /dev/kvm into one line with the fix.
 func kvmError(err error) error {
@@ -205,6 +243,8 @@ func kvmError(err error) error {
 		return usagef("%s does not exist: load the KVM module (modprobe kvm_intel or kvm_amd; enable virtualisation in the firmware or nested virtualisation on a VM host), or use the emulated host: 'make run'", kvm.DevicePath)
 	case errors.Is(err, fs.ErrPermission):
 		return usagef("%s: permission denied: add yourself to the kvm group (sudo usermod -aG kvm $USER, then log in again) or run as root", kvm.DevicePath)
+	case errors.Is(err, vmm.ErrConfig):
+		return usagef("%v", err)
 	case errors.Is(err, kvm.ErrMissingCap):
 		return usagef("this host's KVM lacks a capability kvmlab needs: %v: use a newer host kernel", err)
 	}

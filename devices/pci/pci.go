@@ -477,3 +477,87 @@ func hexValue(data []byte) string {
 	}
 	return sb.String()
 }
+
+// BARHandler is implemented by functions with memory BARs that answer
+// accesses: the Root's memory window calls it with the BAR index and the
+// offset inside the BAR, once the access is known to fall inside a BAR the
+// guest enabled (command register memory-decode bit set).
+type BARHandler interface {
+	Function
+	BAR(i int) BAR
+	Command() uint16
+	BARRead(bar int, off uint64, data []byte) error
+	BARWrite(bar int, off uint64, data []byte) error
+}
+
+// BARDescriber names a BAR access for the exit tracer.
+type BARDescriber interface {
+	DescribeBAR(bar int, off uint64, write bool, data []byte) string
+}
+
+// ErrNoBAR is returned for a window access no enabled BAR claims.
+var ErrNoBAR = errors.New("no enabled BAR at this address")
+
+// MemoryWindow returns the bus device for the root bridge's memory window
+// at [base, base+size): the addresses the ACPI _CRS hands the OS for BARs.
+// A real host bridge forwards a memory cycle in its window onto the PCI
+// bus, where the function whose BAR matches claims it; the window does the
+// same, so a guest may move a BAR anywhere in the window and the device
+// follows without the VMM re-registering anything.
+func (r *Root) MemoryWindow(base uint64) bus.Device { return window{r, base} }
+
+type window struct {
+	r    *Root
+	base uint64
+}
+
+// claim finds the function and BAR at guest-physical address addr.
+func (w window) claim(addr uint64, n int) (BARHandler, int, uint64, bool) {
+	w.r.mu.Lock()
+	slots := w.r.slots
+	w.r.mu.Unlock()
+	for _, f := range slots {
+		h, ok := f.(BARHandler)
+		if !ok || h.Command()&CmdMemory == 0 {
+			continue
+		}
+		for i := 0; i < 6; i++ {
+			b := h.BAR(i)
+			if b.Kind != BARMem32 && b.Kind != BARMem64 || b.Address == 0 {
+				continue
+			}
+			if addr >= b.Address && addr-b.Address < b.Size && uint64(n) <= b.Size-(addr-b.Address) {
+				return h, i, addr - b.Address, true
+			}
+		}
+	}
+	return nil, 0, 0, false
+}
+
+func (w window) Read(off uint64, data []byte) error {
+	h, i, o, ok := w.claim(w.base+off, len(data))
+	if !ok {
+		fill(data, 0xff)
+		return fmt.Errorf("pci: read at %#x: %w", w.base+off, ErrNoBAR)
+	}
+	return h.BARRead(i, o, data)
+}
+
+func (w window) Write(off uint64, data []byte) error {
+	h, i, o, ok := w.claim(w.base+off, len(data))
+	if !ok {
+		return fmt.Errorf("pci: write at %#x: %w", w.base+off, ErrNoBAR)
+	}
+	return h.BARWrite(i, o, data)
+}
+
+func (w window) Describe(off uint64, write bool, data []byte) string {
+	h, i, o, ok := w.claim(w.base+off, len(data))
+	if !ok {
+		return fmt.Sprintf("PCI window %s at %#x: no BAR claims it", direction(write), w.base+off)
+	}
+	if d, ok := h.(BARDescriber); ok {
+		return d.DescribeBAR(i, o, write, data)
+	}
+	return fmt.Sprintf("BAR%d+%#x %s %s", i, o, direction(write), hexValue(data))
+}

@@ -150,5 +150,23 @@ func structSizes() map[string]uintptr {
 		"kvm_msr_entry": unsafe.Sizeof(MSR{}), "kvm_userspace_memory_region": unsafe.Sizeof(MemoryRegion{}),
 		"kvm_pit_config": unsafe.Sizeof(PITConfig{}), "kvm_translation": unsafe.Sizeof(Translation{}),
 		"kvm_guest_debug": unsafe.Sizeof(GuestDebug{}),
+		"kvm_ioeventfd": unsafe.Sizeof(IOEventFD{}), "kvm_irqfd": unsafe.Sizeof(IRQFD{}),
 	}
+}
+
+func ptrIOEventFD(p *IOEventFD) unsafe.Pointer { return unsafe.Pointer(p) }
+func ptrIRQFD(p *IRQFD) unsafe.Pointer         { return unsafe.Pointer(p) }
+
+// ioctlBytes passes a byte buffer holding a C structure the caller encoded
+// (variable-length ones such as struct kvm_irq_routing) and returns the
+// ioctl's non-negative result.
+func ioctlBytes(fd, req uintptr, b []byte) (int, error) {
+	// SAFETY: b is a live, non-empty Go slice for the duration of the
+	// call, at least as long as the structure the request describes (the
+	// callers encode exactly that structure into it).
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, fd, req, uintptr(unsafe.Pointer(unsafe.SliceData(b))))
+	if e != 0 {
+		return int(r), e
+	}
+	return int(r), nil
 }

@@ -1,0 +1,583 @@
+// Package blk is a virtio block device (virtio 1.2 §5.2) backed by a raw
+// image file on the host: sector n of the disk is bytes 512n to 512n+511 of
+// the file, with no format, header or metadata around them.
+//
+// # A request on the ring
+//
+// The device has one virtqueue, requestq (§5.2.2). The driver describes
+// each request with one descriptor chain (§5.2.6):
+//
+//	driver → device (readable)   struct virtio_blk_req header, 16 bytes:
+//	                               type     le32  IN 0, OUT 1, FLUSH 4, GET_ID 8
+//	                               reserved le32
+//	                               sector   le64  in 512-byte units, always
+//	                             data for OUT (a write): a multiple of 512 bytes
+//	device → driver (writable)   data for IN (a read) or GET_ID
+//	                             status, 1 byte: OK 0, IOERR 1, UNSUPP 2
+//
+// The spec does not tie these fields to descriptors (§2.6.4, message
+// framing): the header may be split over several buffers, and the data may
+// share a buffer with the header. This device therefore sees a request as
+// two byte streams, the readable bytes and the writable bytes, and takes
+// the header from the front of the first and the status byte from the very
+// end of the second.
+//
+// # Why the status byte comes last
+//
+// The status is the device's answer, so it must be writable, and it goes
+// after the data because a read's data is writable too: putting it last
+// lets the driver post data and status as one run of writable buffers
+// whatever the data's length, and the device find it without parsing
+// anything but lengths. The status byte is the only thing that tells the
+// driver how its request ended, so a chain with no writable byte at all
+// cannot be answered: this device treats it as a broken driver and puts
+// itself into DEVICE_NEEDS_RESET (virtio.ErrNeedsReset) rather than guess.
+// Every other malformed request (a short header, a length that is not a
+// multiple of 512, sectors beyond the end of the disk) is answered with
+// IOERR, the way a real disk refuses a bad command without going offline.
+// A write to a read-only device also gets IOERR, and no data is written, as
+// §5.2.6.2 requires. Request types this device does not offer (discard,
+// write zeroes, zoned commands, …) get UNSUPP.
+//
+// Reads and writes go straight between the image and guest RAM: pread and
+// pwrite take the slices that kvmlab/vmm/memory checked, so there is no
+// bounce buffer and no copy. The used length returned with each chain is
+// the number of bytes the device wrote into the writable buffers: the data
+// actually read plus the status byte.
+//
+// # What flush promises
+//
+// Without VIRTIO_BLK_F_CONFIG_WCE the driver cannot tell whether the device
+// caches writes, so once VIRTIO_BLK_F_FLUSH is negotiated it sends a FLUSH
+// request (§5.2.6, §5.2.6.2) whenever it needs earlier writes to be stable:
+// a journal commit, fsync in the guest. A completed write here is already in
+// the host's page cache, which survives the VMM being killed but not the
+// host losing power; FLUSH calls fdatasync(2) on the image so that the
+// writes completed before it survive a host crash too. A read-only device
+// has written nothing, so its FLUSH succeeds without a system call.
+//
+// # Configuration space (§5.2.4)
+//
+// capacity (le64 at 0) is the disk size in 512-byte sectors, the image size
+// divided by 512: a trailing partial sector in the image is not exposed to
+// the guest at all. seg_max (le32 at 12) tells the driver how many data
+// buffers a request may use; blk_size (le32 at 20) is the logical block
+// size. The other fields are zero and their features not offered. The
+// space is read-only: writeback (at 32) is writable only with
+// VIRTIO_BLK_F_CONFIG_WCE, which this device does not offer.
+package blk
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"kvmlab/devices/virtio"
+	"kvmlab/vmm/memory"
+)
+
+// SectorSize is the unit of capacity and of the sector field: 512 bytes
+// whatever blk_size says (§5.2.6).
+const SectorSize = 512
+
+// Request types (§5.2.6).
+const (
+	TypeIn    = 0 // VIRTIO_BLK_T_IN: read
+	TypeOut   = 1 // VIRTIO_BLK_T_OUT: write
+	TypeFlush = 4 // VIRTIO_BLK_T_FLUSH
+	TypeGetID = 8 // VIRTIO_BLK_T_GET_ID: device ID string
+)
+
+// Request status values (§5.2.6).
+const (
+	StatusOK     = 0 // VIRTIO_BLK_S_OK
+	StatusIOErr  = 1 // VIRTIO_BLK_S_IOERR
+	StatusUnsupp = 2 // VIRTIO_BLK_S_UNSUPP
+)
+
+// Feature bits (§5.2.3) this device may offer.
+const (
+	FeatureSegMax  = 2 // VIRTIO_BLK_F_SEG_MAX: seg_max is valid
+	FeatureRO      = 5 // VIRTIO_BLK_F_RO: the device is read-only
+	FeatureBlkSize = 6 // VIRTIO_BLK_F_BLK_SIZE: blk_size is valid
+	FeatureFlush   = 9 // VIRTIO_BLK_F_FLUSH: FLUSH requests are honoured
+)
+
+const (
+	// QueueSize is the largest requestq the device accepts.
+	QueueSize = 256
+	// SegMax is the seg_max the device announces: a chain of QueueSize
+	// descriptors less the header and the status leaves this many for data.
+	// It is advice to the driver; the device serves longer chains too.
+	SegMax = QueueSize - 2
+	// IDLen is the size of the GET_ID answer (VIRTIO_BLK_ID_BYTES).
+	IDLen = 20
+	// HeaderLen is the size of the request header.
+	HeaderLen = 16
+	// ConfigLen is the size of the configuration fields up to blk_size;
+	// everything beyond reads as zero.
+	ConfigLen = 24
+)
+
+// Stats counts what the device did since Open.
+type Stats struct {
+	Reads, Writes, Flushes, GetIDs uint64 // requests completed with OK
+	BytesRead, BytesWritten        uint64 // image bytes moved for the guest
+	IOErrors                       uint64 // requests failed by the host file (IOERR)
+	Rejected                       uint64 // malformed, out of range, read-only or unsupported requests
+}
+
+// Device is a virtio-blk device over one image file. It implements
+// virtio.Device.
+type Device struct {
+	f        *os.File
+	readOnly bool
+	sectors  uint64
+	id       [IDLen]byte // NUL-padded
+	config   [ConfigLen]byte
+
+	mu     sync.Mutex
+	env    *virtio.Env // nil until Activate and after Reset
+	failed bool        // Fail was called: serve nothing until Reset
+
+	reads, writes, flushes, getIDs atomic.Uint64
+	bytesRead, bytesWritten        atomic.Uint64
+	ioErrors, rejected             atomic.Uint64
+}
+
+var _ virtio.Device = (*Device)(nil)
+
+// Errors Open reports besides the ones from the file system (which it wraps,
+// so errors.Is(err, fs.ErrNotExist) and fs.ErrPermission work).
+var (
+	ErrNotImage   = errors.New("blk: image is neither a regular file nor a block device")
+	ErrEmptyImage = errors.New("blk: image is smaller than one 512-byte sector")
+)
+
+// Open opens the raw image at path, read-write or, with readOnly, read-only
+// (the device then offers VIRTIO_BLK_F_RO and refuses writes). The disk has
+// size/512 sectors; a trailing partial sector is ignored, because the guest
+// can only address whole sectors.
+func Open(path string, readOnly bool) (*Device, error) {
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	// Stat before opening: opening a FIFO would block, and opening a
+	// directory read-write fails with a less helpful EISDIR.
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("blk: image: %w", err)
+	}
+	if err := checkKind(path, fi); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		if !readOnly && errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("blk: open image read-write (a read-only device would need only read access): %w", err)
+		}
+		return nil, fmt.Errorf("blk: open image: %w", err)
+	}
+	// Again on what was opened, in case the path changed in between.
+	if fi, err = f.Stat(); err == nil {
+		err = checkKind(path, fi)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blk: image: %w", err)
+	}
+	// Seek rather than Stat: it also gives the size of a block device.
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blk: size of image %s: %w", path, err)
+	}
+	if size < SectorSize {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s has %d bytes", ErrEmptyImage, path, size)
+	}
+	d := &Device{f: f, readOnly: readOnly, sectors: uint64(size) / SectorSize}
+	copy(d.id[:], MakeID(path))
+	binary.LittleEndian.PutUint64(d.config[0:], d.sectors) // capacity
+	binary.LittleEndian.PutUint32(d.config[12:], SegMax)   // seg_max
+	binary.LittleEndian.PutUint32(d.config[20:], SectorSize)
+	return d, nil
+}
+
+// checkKind accepts regular files and block devices.
+func checkKind(path string, fi os.FileInfo) error {
+	m := fi.Mode()
+	if m.IsRegular() || (m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0) {
+		return nil
+	}
+	kind := "a " + m.Type().String() + " file"
+	if m.IsDir() {
+		kind = "a directory"
+	}
+	return fmt.Errorf("%w: %s is %s", ErrNotImage, path, kind)
+}
+
+// MakeID derives the device ID string from an image path: "kvmlab-" and the
+// file's base name, cut to IDLen bytes. The spec asks for ASCII, so bytes
+// outside printable ASCII become '_'. In the guest it is
+// /sys/block/vdX/serial.
+func MakeID(path string) string {
+	b := []byte("kvmlab-" + filepath.Base(path))
+	if len(b) > IDLen {
+		b = b[:IDLen]
+	}
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// Close closes the image. Requests that arrive afterwards fail with IOERR.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.f.Close()
+}
+
+// ID returns the device ID string GET_ID answers with.
+func (d *Device) ID() string {
+	n := 0
+	for n < IDLen && d.id[n] != 0 {
+		n++
+	}
+	return string(d.id[:n])
+}
+
+// Capacity returns the disk size in 512-byte sectors.
+func (d *Device) Capacity() uint64 { return d.sectors }
+
+// ReadOnly reports whether the device refuses writes.
+func (d *Device) ReadOnly() bool { return d.readOnly }
+
+// Stats returns the counters. Each is read atomically; together they are a
+// snapshot only when the device is idle.
+func (d *Device) Stats() Stats {
+	return Stats{
+		Reads: d.reads.Load(), Writes: d.writes.Load(),
+		Flushes: d.flushes.Load(), GetIDs: d.getIDs.Load(),
+		BytesRead: d.bytesRead.Load(), BytesWritten: d.bytesWritten.Load(),
+		IOErrors: d.ioErrors.Load(), Rejected: d.rejected.Load(),
+	}
+}
+
+// Type implements virtio.Device.
+func (d *Device) Type() virtio.DeviceType { return virtio.TypeBlock }
+
+// Features implements virtio.Device.
+func (d *Device) Features() uint64 {
+	f := uint64(1)<<FeatureSegMax | 1<<FeatureBlkSize | 1<<FeatureFlush
+	if d.readOnly {
+		f |= 1 << FeatureRO
+	}
+	return f
+}
+
+// QueueSizes implements virtio.Device: one requestq.
+func (d *Device) QueueSizes() []uint16 { return []uint16{QueueSize} }
+
+// ReadConfig implements virtio.Device. Any offset and width work; bytes
+// outside the fields read as zero.
+func (d *Device) ReadConfig(offset uint64, data []byte) {
+	clear(data)
+	if offset < ConfigLen {
+		copy(data, d.config[offset:])
+	}
+}
+
+// WriteConfig implements virtio.Device: every field is read-only.
+func (d *Device) WriteConfig(offset uint64, data []byte) {}
+
+// Activate implements virtio.Device.
+func (d *Device) Activate(env *virtio.Env) error {
+	if env == nil || env.Mem == nil || len(env.Queues) < 1 || env.Queues[0] == nil || env.Interrupt == nil || env.Fail == nil {
+		return errors.New("blk: activate: incomplete environment (need memory, requestq, Interrupt and Fail)")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.env, d.failed = env, false
+	return nil
+}
+
+// Reset implements virtio.Device. Notify holds the lock while it touches
+// guest memory, so taking it here waits for a batch in progress.
+func (d *Device) Reset() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.env, d.failed = nil, false
+}
+
+// Notify implements virtio.Device: it serves every chain the driver has
+// posted on requestq, then asks for one interrupt for the batch. A chain
+// the device cannot answer puts the device into DEVICE_NEEDS_RESET.
+func (d *Device) Notify(q int) {
+	if q != 0 {
+		return // there is no other queue; the transport never sends this
+	}
+	d.mu.Lock()
+	env := d.env
+	if env == nil || d.failed {
+		d.mu.Unlock()
+		return
+	}
+	queue := env.Queues[0]
+	pushed := false
+	var fail error
+	for {
+		c, err := queue.Pop(env.Mem)
+		if err != nil {
+			fail = fmt.Errorf("blk: requestq: %w", err) // wraps ErrNeedsReset
+			break
+		}
+		if c == nil {
+			break
+		}
+		n, err := d.serve(env.Mem, c)
+		if err != nil {
+			fail = err
+			break
+		}
+		if err := queue.Push(env.Mem, c.Head, n); err != nil {
+			fail = fmt.Errorf("blk: requestq: %w", err)
+			break
+		}
+		pushed = true
+	}
+	// One interrupt for the whole batch, and under the lock: the
+	// transport may read the queue's event index in guest RAM to decide
+	// whether to send it, and Reset must wait for that.
+	if pushed {
+		env.Interrupt(0)
+	}
+	d.failed = fail != nil
+	d.mu.Unlock()
+	// Outside the lock: the transport may react to Fail by resetting the
+	// device, and Reset takes the lock.
+	if fail != nil {
+		env.Fail(fail)
+	}
+}
+
+// needsReset blames the driver for err: the device cannot go on without a
+// reset.
+func needsReset(what string, err error) error {
+	return fmt.Errorf("blk: %s: %w: %w", what, virtio.ErrNeedsReset, err)
+}
+
+// span is a list of guest RAM slices seen as one byte stream.
+type span [][]byte
+
+func (s span) len() uint64 {
+	var n uint64
+	for _, b := range s {
+		n += uint64(len(b))
+	}
+	return n
+}
+
+// skip returns the stream without its first n bytes, which must exist.
+func (s span) skip(n uint64) span {
+	for len(s) > 0 && n >= uint64(len(s[0])) {
+		n -= uint64(len(s[0]))
+		s = s[1:]
+	}
+	if n > 0 {
+		s = append(span{s[0][n:]}, s[1:]...)
+	}
+	return s
+}
+
+// resolve turns a chain's buffers into checked guest RAM slices. Empty
+// buffers carry nothing and are dropped without looking at their address;
+// any other buffer outside RAM is a driver error. Queue.Pop has checked
+// that already; checking again is cheap and keeps serve safe on chains
+// that did not come from Pop (the fuzzer's).
+func resolve(mem *memory.Memory, bufs []virtio.Buffer) (span, error) {
+	var s span
+	for _, b := range bufs {
+		if b.Len == 0 {
+			continue
+		}
+		p, err := mem.Slice(b.Addr, uint64(b.Len))
+		if err != nil {
+			return nil, needsReset("request buffer", err)
+		}
+		s = append(s, p)
+	}
+	return s, nil
+}
+
+// serve carries out one request and writes its status byte. It returns the
+// used length, or an error (wrapping virtio.ErrNeedsReset) when the chain
+// cannot be answered at all.
+func (d *Device) serve(mem *memory.Memory, c *virtio.Chain) (uint32, error) {
+	in, err := resolve(mem, c.Readable)
+	if err != nil {
+		return 0, err
+	}
+	out, err := resolve(mem, c.Writable)
+	if err != nil {
+		return 0, err
+	}
+	if len(out) == 0 {
+		return 0, needsReset("request", fmt.Errorf("chain at descriptor %d has no writable byte for the status", c.Head))
+	}
+	last := out[len(out)-1]
+	status := last[len(last)-1:]
+	out[len(out)-1] = last[:len(last)-1]
+	data := out // writable data, status excluded
+
+	var hdr [HeaderLen]byte
+	if in.len() < HeaderLen {
+		d.rejected.Add(1)
+		status[0] = StatusIOErr
+		return 1, nil
+	}
+	copyFrom(hdr[:], in)
+	typ := binary.LittleEndian.Uint32(hdr[0:])
+	sector := binary.LittleEndian.Uint64(hdr[8:])
+
+	var st byte
+	var n uint64 // data bytes written into guest memory
+	switch typ {
+	case TypeIn:
+		n, st = d.read(sector, data)
+	case TypeOut:
+		st = d.write(sector, in.skip(HeaderLen))
+	case TypeFlush:
+		st = d.flush()
+	case TypeGetID:
+		// The driver posts IDLen bytes; a shorter buffer gets what fits
+		// rather than an error, since the answer is advisory anyway.
+		n = uint64(copyTo(data, d.id[:]))
+		d.getIDs.Add(1)
+		st = StatusOK
+	default:
+		d.rejected.Add(1)
+		st = StatusUnsupp
+	}
+	status[0] = st
+	return uint32(n + 1), nil
+}
+
+// checkRange validates a data length and position against the disk and
+// returns the byte offset in the image.
+func (d *Device) checkRange(sector, length uint64) (int64, bool) {
+	if length%SectorSize != 0 || sector > d.sectors || length/SectorSize > d.sectors-sector {
+		return 0, false
+	}
+	// sector ≤ d.sectors ≤ MaxInt64/512, so the product fits.
+	return int64(sector * SectorSize), true
+}
+
+// read fills the writable data buffers from the image.
+func (d *Device) read(sector uint64, data span) (uint64, byte) {
+	length := data.len()
+	off, ok := d.checkRange(sector, length)
+	// The used length is a le32 and must count the data and the status.
+	if !ok || length >= math.MaxUint32 {
+		d.rejected.Add(1)
+		return 0, StatusIOErr
+	}
+	var done uint64
+	for _, p := range data {
+		// pread straight into guest RAM. A short read means the image
+		// shrank under us: that is the host's failure, not the guest's.
+		n, err := d.f.ReadAt(p, off)
+		done += uint64(n)
+		if err != nil {
+			d.ioErrors.Add(1)
+			d.bytesRead.Add(done)
+			return done, StatusIOErr
+		}
+		off += int64(n)
+	}
+	d.reads.Add(1)
+	d.bytesRead.Add(done)
+	return done, StatusOK
+}
+
+// write stores the readable data buffers that follow the header.
+func (d *Device) write(sector uint64, data span) byte {
+	if d.readOnly {
+		// §5.2.6.2: IOERR, and no data written.
+		d.rejected.Add(1)
+		return StatusIOErr
+	}
+	off, ok := d.checkRange(sector, data.len())
+	if !ok {
+		d.rejected.Add(1)
+		return StatusIOErr
+	}
+	for _, p := range data {
+		n, err := d.f.WriteAt(p, off)
+		d.bytesWritten.Add(uint64(n))
+		if err != nil {
+			d.ioErrors.Add(1)
+			return StatusIOErr
+		}
+		off += int64(n)
+	}
+	d.writes.Add(1)
+	return StatusOK
+}
+
+// flush makes every completed write durable.
+func (d *Device) flush() byte {
+	if d.readOnly {
+		d.flushes.Add(1)
+		return StatusOK
+	}
+	rc, err := d.f.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) {
+			err = unix.Fdatasync(int(fd))
+		})
+		if cerr != nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		d.ioErrors.Add(1)
+		return StatusIOErr
+	}
+	d.flushes.Add(1)
+	return StatusOK
+}
+
+// copyFrom fills p from the front of s, which holds at least len(p) bytes.
+func copyFrom(p []byte, s span) {
+	for _, b := range s {
+		if len(p) == 0 {
+			return
+		}
+		p = p[copy(p, b):]
+	}
+}
+
+// copyTo copies p into the front of s and returns how much fitted.
+func copyTo(s span, p []byte) int {
+	n := 0
+	for _, b := range s {
+		if n == len(p) {
+			break
+		}
+		n += copy(b, p[n:])
+	}
+	return n
+}
