@@ -69,9 +69,16 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 // quiet otherwise).
 func startGuest(t *testing.T, timeout time.Duration, args ...string) *guestConsole {
 	t.Helper()
+	return startGuestCmd(t, timeout, []string{kvmlabBin(t)}, args...)
+}
+
+// startGuestCmd is startGuest with kvmlab started through a wrapper
+// command: prefix is the wrapper's argv ending with kvmlab's path.
+func startGuestCmd(t *testing.T, timeout time.Duration, prefix []string, args ...string) *guestConsole {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	g := &guestConsole{t: t, done: make(chan struct{}), start: time.Now(), cancel: cancel}
-	g.cmd = exec.CommandContext(ctx, kvmlabBin(t), args...)
+	g.cmd = exec.CommandContext(ctx, prefix[0], append(append([]string{}, prefix[1:]...), args...)...)
 	var tee io.Writer
 	if os.Getenv("KVMLAB_TEST_ECHO") == "1" {
 		tee = os.Stdout
@@ -192,8 +199,14 @@ func (g *guestConsole) tryWaitShell(timeout time.Duration) (time.Duration, error
 // real /dev/kvm there is no retry: a triple fault there is our bug.
 func bootToShell(t *testing.T, args ...string) *guestConsole {
 	t.Helper()
+	return bootToShellCmd(t, []string{kvmlabBin(t)}, args...)
+}
+
+// bootToShellCmd is bootToShell through a wrapper command (startGuestCmd).
+func bootToShellCmd(t *testing.T, prefix []string, args ...string) *guestConsole {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		g := startGuest(t, bootTimeout+2*time.Minute, args...)
+		g := startGuestCmd(t, bootTimeout+2*time.Minute, prefix, args...)
 		took, err := g.tryWaitShell(bootTimeout)
 		if err == nil {
 			t.Logf("shell answered %v after kvmlab started", took.Round(time.Millisecond))

@@ -12,6 +12,10 @@ done
 [[ -r /usr/include/openssl/ssl.h ]] || need+=(libssl-dev)
 [[ -r /usr/src/linux-source-6.1.tar.xz ]] || need+=(linux-source-6.1)
 command -v iasl >/dev/null || need+=(acpica-tools) # the ACPI tests disassemble kvmlab's tables with it
+# The virtio tests make and read ext4 images and set up a TAP in a network
+# namespace (the tools are copied into the emulated host).
+command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null || need+=(e2fsprogs)
+command -v ip >/dev/null || need+=(iproute2)
 if ((${#need[@]})); then
 	# map tool names to packages
 	pkgs=()

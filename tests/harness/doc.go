@@ -33,7 +33,7 @@
 //   - [KVMUsable] tells whether the current machine already has a working
 //     /dev/kvm (then no emulated host is needed).
 //   - [HostKernel] fetches Debian's stock kernel package with apt-get, unpacks
-//     it and caches the kernel image plus the four modules KVM needs
+//     it and caches the kernel image plus the modules it loads (KVM's and tun)
 //     (irqbypass, ccp, kvm, kvm-amd; loaded in that order). It also keeps
 //     the kernel decompressed (vmlinux), which QEMU boots through the PVH
 //     entry point: that skips the decompressor, which costs the emulated

@@ -23,7 +23,9 @@ import (
 // KVMModules are the kernel modules the emulated host loads, in load order:
 // kvm needs irqbypass, and kvm-amd needs kvm and ccp (the AMD crypto
 // coprocessor driver, used for SEV; it loads fine without the hardware).
-var KVMModules = []string{"irqbypass", "ccp", "kvm", "kvm-amd"}
+// tun is not KVM's: it gives the emulated host /dev/net/tun, for the TAP
+// devices behind virtio-net.
+var KVMModules = []string{"irqbypass", "ccp", "kvm", "kvm-amd", "tun"}
 
 // HostKernelDirEnv names the environment variable that points [HostKernel]
 // at a directory already holding a kernel image and the modules, for use
@@ -66,7 +68,7 @@ var hostKernelMu sync.Mutex
 // Without KVMLAB_HOST_KERNEL_DIR, it resolves the kernel package that
 // linux-image-amd64 depends on (apt-cache depends; apt-get update is run
 // once if that finds nothing), downloads it (apt-get download), unpacks it
-// (dpkg -x) and keeps the kernel image and the four modules under
+// (dpkg -x) and keeps the kernel image and the modules of KVMModules under
 // ${XDG_CACHE_HOME:-$HOME/.cache}/kvmlab/hostkernel/<package>_<version>/.
 // When the package cannot be resolved (no network, no apt), the newest
 // complete cache directory is used if there is one.
@@ -131,6 +133,11 @@ func HostKernel(ctx context.Context) (*Kernel, error) {
 	ensureVmlinux(ctx, k.Vmlinuz, out)
 	if err := writeKernelMeta(out, k); err != nil {
 		return nil, err
+	}
+	if _, err := loadCachedKernel(final); err != nil {
+		// An incomplete directory from an older module list (one
+		// without tun): replace it.
+		_ = os.RemoveAll(final)
 	}
 	if err := os.Rename(out, final); err != nil {
 		// Another process may have published the same directory first.

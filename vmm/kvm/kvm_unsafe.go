@@ -150,7 +150,7 @@ func structSizes() map[string]uintptr {
 		"kvm_msr_entry": unsafe.Sizeof(MSR{}), "kvm_userspace_memory_region": unsafe.Sizeof(MemoryRegion{}),
 		"kvm_pit_config": unsafe.Sizeof(PITConfig{}), "kvm_translation": unsafe.Sizeof(Translation{}),
 		"kvm_guest_debug": unsafe.Sizeof(GuestDebug{}),
-		"kvm_ioeventfd": unsafe.Sizeof(IOEventFD{}), "kvm_irqfd": unsafe.Sizeof(IRQFD{}),
+		"kvm_ioeventfd":   unsafe.Sizeof(IOEventFD{}), "kvm_irqfd": unsafe.Sizeof(IRQFD{}),
 	}
 }
 
