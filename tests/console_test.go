@@ -64,16 +64,10 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-// startGuest runs kvmlab with args. The guest console is echoed to the test
-// log only when KVMLAB_TEST_ECHO=1 (keeping the emulated host's slow console
-// quiet otherwise).
-func startGuest(t *testing.T, timeout time.Duration, args ...string) *guestConsole {
-	t.Helper()
-	return startGuestCmd(t, timeout, []string{kvmlabBin(t)}, args...)
-}
-
-// startGuestCmd is startGuest with kvmlab started through a wrapper
-// command: prefix is the wrapper's argv ending with kvmlab's path.
+// startGuestCmd runs kvmlab with args, through prefix: a wrapper's argv
+// ending with kvmlab's path, or just kvmlab's path. The guest console is
+// echoed to the test log only when KVMLAB_TEST_ECHO=1 (keeping the emulated
+// host's slow console quiet otherwise).
 func startGuestCmd(t *testing.T, timeout time.Duration, prefix []string, args ...string) *guestConsole {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

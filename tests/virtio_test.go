@@ -125,7 +125,7 @@ func TestVirtioDisk(t *testing.T) {
 			// (VIRTIO_BLK_F_RO) and refuses the write with EPERM before
 			// it reaches the device; the device would answer IOERR
 			// (unit-tested in devices/virtio/blk).
-			if v := g.value("ROW", "echo scribble > /dev/vdb; echo $?", cmdTimeout); v == "0" || v == "" {
+			if v := g.value("ROW", "dd if=/dev/zero of=/dev/vdb bs=512 count=1 >/dev/null 2>&1; echo $?", cmdTimeout); v == "0" || v == "" {
 				t.Errorf("writing to the read-only /dev/vdb returned status %q, want an error", v)
 			}
 			if v := g.value("RNG", "cat /sys/class/misc/hw_random/rng_current", cmdTimeout); !strings.HasPrefix(v, "virtio_rng") {

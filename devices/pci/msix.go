@@ -129,8 +129,12 @@ func (m *MSIX) Enabled() bool { return m.control()&MSIXEnable != 0 }
 // vector or the function is masked. An out-of-range vector is an error (a
 // driver that programmed a vector number the table does not have).
 func (m *MSIX) Signal(v int) error {
-	ctl := m.control()
 	m.mu.Lock()
+	// Message control is read under m.mu: a function unmask that lands
+	// between this read and the pending bit below would otherwise run
+	// Unmasked before the bit is set, and the message would stay pending
+	// with nothing masked. Lock order is m.mu, then the config space's.
+	ctl := m.control()
 	if v < 0 || v >= len(m.entries) {
 		m.mu.Unlock()
 		return fmt.Errorf("pci: MSI-X vector %d of %d", v, len(m.entries))

@@ -253,11 +253,15 @@ func (t *PCI) worker(q int, f *os.File) {
 	}
 }
 
-// kick signals queue q's eventfd, as KVM does for an ioeventfd.
+// kick signals queue q's eventfd, as KVM does for an ioeventfd. It writes
+// through the *os.File, which holds a reference on the descriptor for the
+// write: a doorbell racing Close then gets os.ErrClosed instead of writing
+// to a descriptor number that Close freed and something else may reuse.
+// The write never waits: the counter would have to near 2^64 first.
 func (t *PCI) kick(q int) {
 	var one [8]byte
 	binary.LittleEndian.PutUint64(one[:], 1)
-	_, _ = unix.Write(int(t.kicks[q].Fd()), one[:])
+	_, _ = t.kicks[q].Write(one[:])
 }
 
 // ConfigWrite applies a configuration-space write, then reacts to what
@@ -309,8 +313,9 @@ func (t *PCI) BARRead(bar int, off uint64, data []byte) error {
 		t.mu.Unlock()
 		o := off - CommonOffset
 		copy(data, img[o:])
-	case off == ISROffset:
-		// Reading the ISR clears it (§4.1.4.5).
+	case off == ISROffset && len(data) > 0:
+		// Reading the ISR clears it (§4.1.4.5). An empty read reads
+		// nothing, so it clears nothing (and must not index data[0]).
 		data[0] = byte(t.isr.Swap(0))
 	case off >= DeviceOffset && off < DeviceOffset+DeviceLength:
 		t.dev.ReadConfig(off-DeviceOffset, data)
