@@ -33,6 +33,7 @@ func TestKernelFromDirOverride(t *testing.T) {
 	mods := "lib/modules/6.9-test/kernel/"
 	write(mods+"virt/lib/irqbypass.ko", "irqbypass module")
 	write(mods+"drivers/crypto/ccp/ccp.ko", "ccp module")
+	write(mods+"drivers/net/tun.ko", "tun module")
 	for _, m := range []string{"arch/x86/kvm/kvm.ko", "arch/x86/kvm/kvm-amd.ko"} {
 		p := write(mods+m, "module "+filepath.Base(m))
 		if out, err := exec.Command("xz", p).CombinedOutput(); err != nil {
@@ -50,7 +51,7 @@ func TestKernelFromDirOverride(t *testing.T) {
 	if filepath.Base(k.Vmlinuz) != "vmlinuz-6.9-test" || k.Vmlinux != "" {
 		t.Errorf("Vmlinuz %q, Vmlinux %q", k.Vmlinuz, k.Vmlinux)
 	}
-	want := []string{"irqbypass module", "ccp module", "module kvm.ko", "module kvm-amd.ko"}
+	want := []string{"irqbypass module", "ccp module", "module kvm.ko", "module kvm-amd.ko", "tun module"}
 	if len(k.Modules) != len(want) {
 		t.Fatalf("modules %v", k.Modules)
 	}
