@@ -588,7 +588,9 @@ func (t *PCI) resetLocked() {
 		q.Reset()
 		t.vectors[i].Store(uint32(NoVector))
 	}
-	t.msix.Reset()
+	// The MSI-X table is PCI state, not virtio state: a device reset
+	// (status 0) leaves it alone, as real hardware and QEMU do, so a
+	// driver that resets without re-allocating vectors keeps them.
 }
 
 // Status returns the device status register.

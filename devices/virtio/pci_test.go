@@ -1425,7 +1425,12 @@ func TestPCIThroughRoot(t *testing.T) {
 // of a device that was serving requests, and a closed transport ignores
 // further doorbells.
 func TestPCICloseStopsWorkers(t *testing.T) {
-	before := workers()
+	// Earlier tests closed their transports, but Close does not wait for
+	// the workers to return: let them finish first, so that the count
+	// only moves with this test's transports. (Sampling a count that is
+	// still falling would make "4 more than before" unreachable.)
+	waitUntil(t, "earlier tests' workers to exit", func() bool { return workers() == 0 })
+	const before = 0
 	var rigs []*rig
 	for range 4 {
 		r := newRig(t) // the cleanup's second Close is harmless
@@ -1434,9 +1439,7 @@ func TestPCICloseStopsWorkers(t *testing.T) {
 		r.doorbell()
 		rigs = append(rigs, r)
 	}
-	// Goroutines of earlier tests may still be winding down, so wait
-	// rather than sample once.
-	waitUntil(t, "4 more workers", func() bool { return workers() >= before+4 })
+	waitUntil(t, "4 workers", func() bool { return workers() >= before+4 })
 	for _, r := range rigs {
 		r.tr.Close()
 		r.doorbell() // the eventfd is closed: nothing happens
