@@ -75,7 +75,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -144,9 +143,8 @@ type Device struct {
 	id       [IDLen]byte // NUL-padded
 	config   [ConfigLen]byte
 
-	mu     sync.Mutex
-	env    *virtio.Env // nil until Activate and after Reset
-	failed bool        // Fail was called: serve nothing until Reset
+	// RequestQueue runs Activate, Reset and the batch loop of Notify.
+	virtio.RequestQueue
 
 	reads, writes, flushes, getIDs atomic.Uint64
 	bytesRead, bytesWritten        atomic.Uint64
@@ -205,7 +203,7 @@ func Open(path string, readOnly bool) (*Device, error) {
 		f.Close()
 		return nil, fmt.Errorf("%w: %s has %d bytes", ErrEmptyImage, path, size)
 	}
-	d := &Device{f: f, readOnly: readOnly, sectors: uint64(size) / SectorSize}
+	d := &Device{f: f, readOnly: readOnly, sectors: uint64(size) / SectorSize, RequestQueue: virtio.RequestQueue{Name: "blk"}}
 	copy(d.id[:], MakeID(path))
 	binary.LittleEndian.PutUint64(d.config[0:], d.sectors) // capacity
 	binary.LittleEndian.PutUint32(d.config[12:], SegMax)   // seg_max
@@ -245,9 +243,7 @@ func MakeID(path string) string {
 
 // Close closes the image. Requests that arrive afterwards fail with IOERR.
 func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.f.Close()
+	return d.Quiesce(d.f.Close)
 }
 
 // ID returns the device ID string GET_ID answers with.
@@ -303,75 +299,10 @@ func (d *Device) ReadConfig(offset uint64, data []byte) {
 // WriteConfig implements virtio.Device: every field is read-only.
 func (d *Device) WriteConfig(offset uint64, data []byte) {}
 
-// Activate implements virtio.Device.
-func (d *Device) Activate(env *virtio.Env) error {
-	if env == nil || env.Mem == nil || len(env.Queues) < 1 || env.Queues[0] == nil || env.Interrupt == nil || env.Fail == nil {
-		return errors.New("blk: activate: incomplete environment (need memory, requestq, Interrupt and Fail)")
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.env, d.failed = env, false
-	return nil
-}
-
-// Reset implements virtio.Device. Notify holds the lock while it touches
-// guest memory, so taking it here waits for a batch in progress.
-func (d *Device) Reset() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.env, d.failed = nil, false
-}
-
 // Notify implements virtio.Device: it serves every chain the driver has
 // posted on requestq, then asks for one interrupt for the batch. A chain
 // the device cannot answer puts the device into DEVICE_NEEDS_RESET.
-func (d *Device) Notify(q int) {
-	if q != 0 {
-		return // there is no other queue; the transport never sends this
-	}
-	d.mu.Lock()
-	env := d.env
-	if env == nil || d.failed {
-		d.mu.Unlock()
-		return
-	}
-	queue := env.Queues[0]
-	pushed := false
-	var fail error
-	for {
-		c, err := queue.Pop(env.Mem)
-		if err != nil {
-			fail = fmt.Errorf("blk: requestq: %w", err) // wraps ErrNeedsReset
-			break
-		}
-		if c == nil {
-			break
-		}
-		n, err := d.serve(env.Mem, c)
-		if err != nil {
-			fail = err
-			break
-		}
-		if err := queue.Push(env.Mem, c.Head, n); err != nil {
-			fail = fmt.Errorf("blk: requestq: %w", err)
-			break
-		}
-		pushed = true
-	}
-	// One interrupt for the whole batch, and under the lock: the
-	// transport may read the queue's event index in guest RAM to decide
-	// whether to send it, and Reset must wait for that.
-	if pushed {
-		env.Interrupt(0)
-	}
-	d.failed = fail != nil
-	d.mu.Unlock()
-	// Outside the lock: the transport may react to Fail by resetting the
-	// device, and Reset takes the lock.
-	if fail != nil {
-		env.Fail(fail)
-	}
-}
+func (d *Device) Notify(q int) { d.Serve(q, d.serve) }
 
 // needsReset blames the driver for err: the device cannot go on without a
 // reset.

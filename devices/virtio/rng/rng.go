@@ -41,7 +41,6 @@ package rng
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -69,9 +68,8 @@ type Device struct {
 	// fill writes random bytes over p; tests replace it.
 	fill func(p []byte) error
 
-	mu     sync.Mutex
-	env    *virtio.Env // nil until Activate and after Reset
-	failed bool        // Fail was called: serve nothing until Reset
+	// RequestQueue runs Activate, Reset and the batch loop of Notify.
+	virtio.RequestQueue
 
 	requests, bytes, errs atomic.Uint64
 }
@@ -79,7 +77,7 @@ type Device struct {
 var _ virtio.Device = (*Device)(nil)
 
 // New returns a device that draws from the host's getrandom(2).
-func New() *Device { return &Device{fill: getrandom} }
+func New() *Device { return &Device{fill: getrandom, RequestQueue: virtio.RequestQueue{Name: "rng"}} }
 
 // getrandom fills p from the host kernel's random pool.
 func getrandom(p []byte) error {
@@ -116,75 +114,9 @@ func (d *Device) ReadConfig(offset uint64, data []byte) { clear(data) }
 // WriteConfig implements virtio.Device: there is nothing to write.
 func (d *Device) WriteConfig(offset uint64, data []byte) {}
 
-// Activate implements virtio.Device.
-func (d *Device) Activate(env *virtio.Env) error {
-	if env == nil || env.Mem == nil || len(env.Queues) < 1 || env.Queues[0] == nil || env.Interrupt == nil || env.Fail == nil {
-		return errors.New("rng: activate: incomplete environment (need memory, requestq, Interrupt and Fail)")
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.env, d.failed = env, false
-	return nil
-}
-
-// Reset implements virtio.Device. Notify holds the lock while it touches
-// guest memory, so taking it here waits for a batch in progress.
-func (d *Device) Reset() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.env, d.failed = nil, false
-}
-
 // Notify implements virtio.Device: it fills every chain posted on
 // requestq and asks for one interrupt for the batch.
-func (d *Device) Notify(q int) {
-	if q != 0 {
-		return // there is no other queue; the transport never sends this
-	}
-	d.mu.Lock()
-	env := d.env
-	if env == nil || d.failed {
-		d.mu.Unlock()
-		return
-	}
-	queue := env.Queues[0]
-	pushed := false
-	var fail error
-	for {
-		c, err := queue.Pop(env.Mem)
-		if err != nil {
-			fail = fmt.Errorf("rng: requestq: %w", err) // wraps ErrNeedsReset
-			break
-		}
-		if c == nil {
-			break
-		}
-		n, err := d.serve(env.Mem, c)
-		if err != nil {
-			fail = err
-			break
-		}
-		if err := queue.Push(env.Mem, c.Head, n); err != nil {
-			fail = fmt.Errorf("rng: requestq: %w", err)
-			break
-		}
-		d.requests.Add(1)
-		pushed = true
-	}
-	// One interrupt for the whole batch, and under the lock: the
-	// transport may read the queue's event index in guest RAM to decide
-	// whether to send it, and Reset must wait for that.
-	if pushed {
-		env.Interrupt(0)
-	}
-	d.failed = fail != nil
-	d.mu.Unlock()
-	// Outside the lock: the transport may react to Fail by resetting the
-	// device, and Reset takes the lock.
-	if fail != nil {
-		env.Fail(fail)
-	}
-}
+func (d *Device) Notify(q int) { d.Serve(q, d.serve) }
 
 // needsReset blames the driver for err: the device cannot go on without a
 // reset.
@@ -226,5 +158,6 @@ func (d *Device) serve(mem *memory.Memory, c *virtio.Chain) (uint32, error) {
 		n += uint32(len(p))
 	}
 	d.bytes.Add(uint64(n))
+	d.requests.Add(1)
 	return n, nil
 }
