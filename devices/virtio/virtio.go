@@ -41,6 +41,7 @@ package virtio
 
 import (
 	"errors"
+	"strconv"
 
 	"kvmlab/vmm/memory"
 )
@@ -82,18 +83,7 @@ func (t DeviceType) String() string {
 	case TypeRNG:
 		return "rng"
 	}
-	return "virtio-type-" + itoa(int(t))
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; n > 0; n /= 10 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-	}
-	return string(b)
+	return "virtio-type-" + strconv.Itoa(int(t))
 }
 
 // ErrNeedsReset is wrapped by errors that put a device into
