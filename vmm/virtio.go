@@ -58,7 +58,7 @@ type virtioDev struct {
 
 // addVirtio creates the configured virtio devices, one per PCI slot from
 // slot 1, with BAR0 pre-assigned as firmware would (the guest may move it).
-func (m *Machine) addVirtio() error {
+func (m *Machine) addVirtio() (err error) {
 	if err := m.bus.Register(bus.MMIO, pciWindowBase, pciWindowEnd-pciWindowBase, "pci-window", m.pci.MemoryWindow(pciWindowBase)); err != nil {
 		return err
 	}
@@ -67,6 +67,14 @@ func (m *Machine) addVirtio() error {
 		closer func() error
 	}
 	var devs []made
+	owned := 0 // devs[:owned] are in m.virtio, which Close releases
+	defer func() {
+		if err != nil {
+			for _, d := range devs[owned:] {
+				_ = d.closer()
+			}
+		}
+	}()
 	for _, d := range m.cfg.Disks {
 		b, err := blk.Open(d.Path, d.ReadOnly)
 		if err != nil {
@@ -77,9 +85,6 @@ func (m *Machine) addVirtio() error {
 	for _, n := range m.cfg.Nets {
 		tap, err := virtionet.OpenTAP(n.TAP)
 		if err != nil {
-			for _, d := range devs {
-				_ = d.closer()
-			}
 			return fmt.Errorf("%w: --net tap=%s: %w", ErrConfig, n.TAP, err)
 		}
 		devs = append(devs, made{virtionet.New(tap, n.MAC), tap.Close})
@@ -99,7 +104,6 @@ func (m *Machine) addVirtio() error {
 	for i, d := range devs {
 		slot := i + 1
 		if slot >= pci.NumSlots {
-			_ = d.closer()
 			return fmt.Errorf("%w: more than %d PCI devices", ErrConfig, pci.NumSlots-1)
 		}
 		opts := virtio.PCIOptions{Mem: m.mem, Log: m.logf}
@@ -113,11 +117,11 @@ func (m *Machine) addVirtio() error {
 		}
 		t, err := virtio.NewPCI(d.dev, opts)
 		if err != nil {
-			_ = d.closer()
 			return err
 		}
 		vd.t = t
 		m.virtio = append(m.virtio, vd)
+		owned++
 		if err := t.SetBARAddress(0, pciWindowBase+uint64(i)*virtio.BARSize); err != nil {
 			return err
 		}
