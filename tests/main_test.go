@@ -1,12 +1,15 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -103,12 +106,55 @@ func runInEmulatedHost() int {
 	worst := 0
 	for i, args := range runs {
 		fmt.Printf("tests: emulated-host run %d of %d: %s\n", i+1, len(runs), strings.Join(args[1:], " "))
-		code := runOnce(ctx, hk, self, bin, guest, args)
+		code, out := runOnce(ctx, hk, self, bin, guest, args)
+		if failed := guestCrashOnly(out); code != 0 && len(failed) > 0 {
+			// See guestCrashOnly: rerun just those tests, once, in a
+			// fresh emulated host, and say so loudly.
+			fmt.Printf("tests: RERUN: %s failed on a guest triple fault inside the emulated host (QEMU's software SVM; see guestCrashOnly); running them once more in a fresh emulated host\n",
+				strings.Join(failed, ", "))
+			rerun := append(append([]string{}, base...), "-test.run=^("+strings.Join(failed, "|")+")$")
+			code, _ = runOnce(ctx, hk, self, bin, guest, rerun)
+		}
 		if code != 0 {
 			worst = code
 		}
 	}
 	return worst
+}
+
+var (
+	failLine   = regexp.MustCompile(`(?m)^--- FAIL: (Test\w+)`)
+	tripleLine = "triple fault (KVM_EXIT_SHUTDOWN)"
+)
+
+// guestCrashOnly returns the top-level tests that failed in an emulated-host
+// run's output when every one of them failed on a guest triple fault, and
+// nil otherwise.
+//
+// Why a rerun at all: nested virtualisation under QEMU's TCG occasionally
+// corrupts a nested guest. In CI about one run in five saw a u-root or
+// Debian guest triple-fault (early in boot, or once minutes into a session)
+// on a run whose code and inputs were green several times before and after.
+// QEMU's SVM emulation, not kvmlab, is the suspect: on SVM, KVM's shutdown
+// intercept resets the vCPU, so no state survives to tell more. A failure
+// with any other cause, a test that expects a triple fault
+// (TestTinyGuestTripleFault), or a second triple fault in the rerun still
+// fails the suite; on a real /dev/kvm nothing is rerun.
+func guestCrashOnly(out string) []string {
+	var failed []string
+	for _, m := range failLine.FindAllStringSubmatch(out, -1) {
+		if m[1] == "TestTinyGuestTripleFault" {
+			return nil
+		}
+		// The test's own output runs from its RUN line to its FAIL line.
+		start := strings.Index(out, "=== RUN   "+m[1]+"\n")
+		end := strings.Index(out, "--- FAIL: "+m[1]+" ")
+		if start < 0 || end < start || !strings.Contains(out[start:end], tripleLine) {
+			return nil
+		}
+		failed = append(failed, m[1])
+	}
+	return failed
 }
 
 // testGroups partitions the integration tests into emulated-host runs; tests
@@ -174,7 +220,10 @@ func hostTools(names ...string) ([]harness.File, error) {
 	return files, nil
 }
 
-func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, args []string) int {
+// runOnce runs one emulated-host run and returns its exit status and the
+// inner run's console output.
+func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, args []string) (int, string) {
+	var console bytes.Buffer
 	spec := harness.Spec{
 		Files: []harness.File{
 			{HostPath: self, Path: "/kvmlab/tests.test", Mode: 0o755},
@@ -190,25 +239,25 @@ func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, a
 			"KVMLAB_DEBIAN_KERNEL=/kvmlab/debian/vmlinuz", "KVMLAB_DEBIAN_VERSION=" + hk.Version},
 		Dir:     "/kvmlab",
 		Timeout: 10 * time.Minute, // a group takes 1-2 min; a hung emulated host is retried
-		Output:  os.Stdout,
+		Output:  io.MultiWriter(os.Stdout, &console),
 	}
 	tools, err := hostTools(virtioTools...)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tests: %v\n", err)
-		return 1
+		return 1, ""
 	}
 	spec.Files = append(spec.Files, tools...)
 	res, err := harness.Run(ctx, spec)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tests: emulated host: %v\n", err)
-		return 1
+		return 1, ""
 	}
 	fmt.Printf("tests: emulated host finished in %v (%d attempt(s)), inner exit status %d\n", res.Duration.Round(time.Second), res.Attempts, res.ExitCode)
 	if res.ExitCode == 0 && !strings.Contains(res.Output, "\nPASS") && !strings.HasPrefix(res.Output, "PASS") {
 		fmt.Fprintln(os.Stderr, "tests: the inner run exited 0 without printing PASS")
-		return 1
+		return 1, ""
 	}
-	return res.ExitCode
+	return res.ExitCode, strings.ReplaceAll(console.String(), "\r", "")
 }
 
 // distroKernel finds a stock distribution kernel to boot when running on

@@ -1,0 +1,35 @@
+package tests
+
+import (
+	"reflect"
+	"testing"
+)
+
+// TestGuestCrashOnly checks the rule that decides which failed tests the
+// emulated-host runner reruns (see guestCrashOnly): only tests whose own
+// output shows a guest triple fault, and nothing when any failure has another
+// cause or the failing test expects a triple fault.
+func TestGuestCrashOnly(t *testing.T) {
+	const tf = "        kvmlab: vCPU 0: triple fault (KVM_EXIT_SHUTDOWN): the guest hit a fault while handling a double fault\n"
+	tests := []struct {
+		name string
+		out  string
+		want []string
+	}{
+		{"all passed", "=== RUN   TestA\n--- PASS: TestA (1.00s)\nPASS\n", nil},
+		{"one triple fault", "=== RUN   TestA\n" + tf + "--- FAIL: TestA (3.00s)\n=== RUN   TestB\n--- PASS: TestB (1.00s)\nFAIL\n", []string{"TestA"}},
+		{"subtest triple fault", "=== RUN   TestA\n=== RUN   TestA/x\n" + tf + "--- FAIL: TestA (3.00s)\n    --- FAIL: TestA/x (1.00s)\nFAIL\n", []string{"TestA"}},
+		{"two triple faults", "=== RUN   TestA\n" + tf + "--- FAIL: TestA (3.00s)\n=== RUN   TestB\n" + tf + "--- FAIL: TestB (1.00s)\nFAIL\n", []string{"TestA", "TestB"}},
+		{"other failure beside", "=== RUN   TestA\n" + tf + "--- FAIL: TestA (3.00s)\n=== RUN   TestB\n    b_test.go:9: wrong value\n--- FAIL: TestB (1.00s)\nFAIL\n", nil},
+		{"triple fault in a passing test only", "=== RUN   TestA\n" + tf + "--- PASS: TestA (3.00s)\n=== RUN   TestB\n    wrong\n--- FAIL: TestB (1.00s)\nFAIL\n", nil},
+		{"expected triple fault", "=== RUN   TestTinyGuestTripleFault\n" + tf + "--- FAIL: TestTinyGuestTripleFault (3.00s)\nFAIL\n", nil},
+		{"no RUN line", tf + "--- FAIL: TestA (3.00s)\nFAIL\n", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := guestCrashOnly(tc.out); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("guestCrashOnly = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
