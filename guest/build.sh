@@ -28,7 +28,7 @@ log "building kvmlab's uinit"
 CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$work/uinit" ./guest/uinit
 log "building the initramfs (about a minute)"
 # u-root resolves its command packages relative to its own module.
-( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh -files "$work/uinit:bin/uinit" -files "$work/uinit:bin/reboot" -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
+( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh -files "$work/uinit:bin/uinit" -files "$work/uinit:bin/reboot" -files "$work/uinit:bin/kvmlab-console" -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
 	tail -20 "$work/u-root.log" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
 mv "$work/initramfs.cpio" "$out"

@@ -17,14 +17,21 @@
 //
 // The same binary is installed as /bin/reboot, which u-root's core set lacks:
 // it syncs and asks the kernel to restart, which on kvmlab ends the VMM.
+//
+// It is also /bin/kvmlab-console, the guest half of `kvmlab bench`'s console
+// figure: `kvmlab-console N` prints a start marker, N bytes of text and an
+// end marker, so the host can time the bytes between the markers as they
+// come out of the VMM's serial port, for kvmlab and its peers alike.
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,6 +40,9 @@ import (
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == "kvmlab-console" {
+		os.Exit(consoleBench(os.Args[1:]))
+	}
 	if filepath.Base(os.Args[0]) == "reboot" {
 		unix.Sync()
 		err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
@@ -49,14 +59,31 @@ func main() {
 	if run == "" {
 		supervise()
 	}
+	// u-root's init hands uinit a pipe as standard output (it copies
+	// it to the console itself), so output still in that pipe is lost
+	// when the machine powers off. The command writes to the console
+	// device directly instead, which can be drained before powering off.
+	out := os.Stdout
+	if c, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0); err == nil {
+		out = c
+	}
 	argv := strings.Split(run, ",")
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, out, out
 	if err := cmd.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "kvmlab uinit: %s: %v\n", run, err)
+		fmt.Fprintf(out, "kvmlab uinit: %s: %v\n", run, err)
 	}
+	drainConsole(out)
 	unix.Sync()
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+// drainConsole waits until the serial port has sent everything written to
+// the console (tcdrain: TCSBRK with a non-zero argument). Writes to a tty
+// only fill the kernel's buffer, which the UART empties at its own pace;
+// powering off without waiting cuts the guest's last lines off.
+func drainConsole(f *os.File) {
+	_ = unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1)
 }
 
 // supervise runs the shell forever. The shell shares uinit's process group,
@@ -78,4 +105,46 @@ func supervise() {
 			time.Sleep(time.Second)
 		}
 	}
+}
+
+// consoleBench writes n bytes of printable text to standard output (the
+// serial console), in 64-byte lines, between two marker lines. Markers are
+// what the host waits for: "KVMLAB-BENCH userspace" first (the first line
+// kvmlab's code prints in user space), then "console-start" and
+// "console-end". After the end marker it waits a moment before returning, so
+// the host can read the VMM's memory figures while the guest is still up
+// (after draining the console: the markers must have left the UART);
+// "KVMLAB-BENCH poweroff" then marks the start of the power-off.
+func consoleBench(args []string) int {
+	n := 64 << 10
+	if len(args) > 0 {
+		v, err := strconv.Atoi(args[0])
+		if err != nil || v < 0 {
+			fmt.Fprintf(os.Stderr, "kvmlab-console: %q is not a byte count\n", args[0])
+			return 2
+		}
+		n = v
+	}
+	w := bufio.NewWriterSize(os.Stdout, 4096)
+
+	fmt.Fprintln(w, "KVMLAB-BENCH userspace")
+	fmt.Fprintln(w, "KVMLAB-BENCH console-start")
+	line := []byte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.\n")
+	for n > 0 {
+		k := min(n, len(line))
+		if k < len(line) {
+			// A short last line still ends the line.
+			_, _ = w.Write(line[len(line)-k:])
+		} else {
+			_, _ = w.Write(line)
+		}
+		n -= k
+	}
+	fmt.Fprintln(w, "KVMLAB-BENCH console-end")
+	_ = w.Flush()
+	drainConsole(os.Stdout)
+	time.Sleep(300 * time.Millisecond)
+	fmt.Println("KVMLAB-BENCH poweroff")
+	drainConsole(os.Stdout)
+	return 0
 }
