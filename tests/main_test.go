@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -173,53 +172,6 @@ var testGroups = []string{
 // emulated host has none of them, so they travel in with their libraries.
 var virtioTools = []string{"mkfs.ext4", "debugfs", "ip"}
 
-// hostTools finds each program and the shared libraries ldd lists for it,
-// to be copied into the emulated host at the same paths.
-func hostTools(names ...string) ([]harness.File, error) {
-	seen := map[string]bool{}
-	var files []harness.File
-	add := func(p string, mode os.FileMode) {
-		if !seen[p] {
-			seen[p] = true
-			files = append(files, harness.File{HostPath: p, Path: p, Mode: mode})
-		}
-	}
-	for _, n := range names {
-		p, err := exec.LookPath(n)
-		if err != nil {
-			return nil, fmt.Errorf("%s not found: install e2fsprogs and iproute2 (apt-get install e2fsprogs iproute2): %w", n, err)
-		}
-		if r, err := filepath.EvalSymlinks(p); err == nil && r != p {
-			// mkfs.ext4 is a link to mke2fs: ship the file under both names.
-			files = append(files, harness.File{HostPath: r, Path: p, Mode: 0o755})
-			p = r
-		}
-		add(p, 0o755)
-		// mkfs.ext4 is a link to mke2fs, which reads its defaults.
-		if _, err := os.Stat("/etc/mke2fs.conf"); err == nil {
-			add("/etc/mke2fs.conf", 0o644)
-		}
-		out, err := exec.Command("ldd", p).Output()
-		if err != nil {
-			return nil, fmt.Errorf("ldd %s: %w", p, err)
-		}
-		for _, l := range strings.Split(string(out), "\n") {
-			for _, f := range strings.Fields(l) {
-				if strings.HasPrefix(f, "/") {
-					if r, err := filepath.EvalSymlinks(f); err == nil {
-						add(r, 0o755)
-						if r != f {
-							// Keep the name the loader asks for.
-							files = append(files, harness.File{HostPath: r, Path: f, Mode: 0o755})
-						}
-					}
-				}
-			}
-		}
-	}
-	return files, nil
-}
-
 // runOnce runs one emulated-host run and returns its exit status and the
 // inner run's console output.
 func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, args []string) (int, string) {
@@ -241,10 +193,14 @@ func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, a
 		Timeout: 10 * time.Minute, // a group takes 1-2 min; a hung emulated host is retried
 		Output:  io.MultiWriter(os.Stdout, &console),
 	}
-	tools, err := hostTools(virtioTools...)
+	tools, err := harness.Programs(virtioTools...)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "tests: %v\n", err)
+		fmt.Fprintf(os.Stderr, "tests: %v: install e2fsprogs and iproute2 (apt-get install e2fsprogs iproute2)\n", err)
 		return 1, ""
+	}
+	if _, err := os.Stat("/etc/mke2fs.conf"); err == nil {
+		// mke2fs reads its defaults from here.
+		tools = append(tools, harness.File{HostPath: "/etc/mke2fs.conf", Path: "/etc/mke2fs.conf", Mode: 0o644})
 	}
 	spec.Files = append(spec.Files, tools...)
 	res, err := harness.Run(ctx, spec)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -96,5 +97,34 @@ func TestEmulatedHost(t *testing.T) {
 				t.Errorf("ExitCode = %d, want %d; output:\n%s", res.ExitCode, c.wantCode, res.Output)
 			}
 		})
+	}
+}
+
+// TestPrograms checks that a dynamic program brings its loader and
+// libraries, under the names ldd prints, and that a missing one is an error.
+func TestPrograms(t *testing.T) {
+	files, err := Programs("ip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := map[string]bool{}
+	for _, f := range files {
+		paths[f.Path] = true
+	}
+	ip, _ := exec.LookPath("ip")
+	if !paths[ip] {
+		t.Errorf("Programs(ip) lacks %s: %v", ip, paths)
+	}
+	var libc bool
+	for p := range paths {
+		if strings.Contains(p, "libc.so") {
+			libc = true
+		}
+	}
+	if !libc {
+		t.Errorf("Programs(ip) lacks libc: %v", paths)
+	}
+	if _, err := Programs("no-such-program-kvmlab"); err == nil {
+		t.Error("Programs(no-such-program) succeeded")
 	}
 }
