@@ -1,0 +1,264 @@
+package main
+
+// kvmlab container: the guest's userland as a container on this host's
+// kernel, for comparison with `kvmlab run`. See docs/container.md.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"kvmlab/container"
+)
+
+const containerUsage = `Usage: kvmlab container [flags] [--] COMMAND [ARGS...]
+
+Run COMMAND in a container: new PID, mount, UTS, IPC, network and cgroup
+namespaces, the guest's u-root file system as its root, and cgroup limits.
+The host's kernel runs it; compare with 'kvmlab run', where the guest has its
+own. Needs root. kvmlab exits with COMMAND's status (128+N when signal N
+killed it).
+
+Examples:
+  kvmlab container -- /bin/sh
+  kvmlab container --mem 32M --verbose -- sh -c 'head -c 100000000 /dev/zero | sort'
+  kvmlab container --hostname box -- hostname
+
+Flags:
+`
+
+// minContainerMem is the smallest --mem: the container's init (this
+// binary, a Go program) lives in the cgroup too and needs a few MiB.
+const minContainerMem = 8 << 20
+
+// minContainerPids is the smallest --pids: pids.max counts threads, the
+// container's init (a Go program) has about five, and so does each of
+// u-root's programs; a Go program that cannot create a thread it needs
+// dies.
+const minContainerPids = 16
+
+type containerFlags struct {
+	mem, cpus, initrd, rootfs, hostname string
+	pids                                int
+	runc, verbose                       bool
+}
+
+func (f *containerFlags) register(fset *flag.FlagSet) {
+	fset.StringVar(&f.mem, "mem", "", "memory limit (RAM, no swap beyond it), with a K, M or G suffix, e.g. 256M; default: none")
+	fset.StringVar(&f.cpus, "cpus", "", "CPU time limit in CPUs, e.g. 1 or 0.5; default: none")
+	fset.IntVar(&f.pids, "pids", 0, "most tasks (processes and threads, the container's init included) at once; default: none")
+	fset.StringVar(&f.hostname, "hostname", container.DefaultHostname, "the container's hostname")
+	fset.StringVar(&f.initrd, "initrd", "", "newc cpio archive to unpack as the root (default: the guest's, from 'make guest')")
+	fset.StringVar(&f.rootfs, "rootfs", "", "an already unpacked root directory, used as is (instead of --initrd)")
+	fset.BoolVar(&f.runc, "runc", false, "run it with runc (an OCI bundle) instead of kvmlab's own runtime, to compare")
+	fset.BoolVar(&f.verbose, "verbose", false, "afterwards, print the cgroup version and files used, memory peak and timings on stderr")
+}
+
+// config turns the flags and the command into a container.Config, with
+// one-line errors for bad input.
+func (f *containerFlags) config(args []string) (container.Config, error) {
+	cfg := container.Config{Args: args, Hostname: f.hostname}
+	if len(args) == 0 {
+		return cfg, usagef("container: no command: name one after the flags, e.g. kvmlab container -- /bin/sh")
+	}
+	if f.mem != "" {
+		m, err := parseSize(f.mem)
+		if err != nil {
+			return cfg, usagef("--mem %s: not a size: use a number with K, M or G, e.g. --mem 256M", f.mem)
+		}
+		if m < minContainerMem {
+			return cfg, usagef("--mem %s: too little for the container's init to run: use at least %dM", f.mem, minContainerMem>>20)
+		}
+		cfg.Limits.Memory = m
+	}
+	if f.cpus != "" {
+		c, err := strconv.ParseFloat(f.cpus, 64)
+		switch {
+		case err != nil || math.IsNaN(c) || math.IsInf(c, 0):
+			return cfg, usagef("--cpus %s: not a number: use e.g. --cpus 1 or --cpus 0.5", f.cpus)
+		case c < 0.01:
+			return cfg, usagef("--cpus %s: below the kernel's smallest quota: use at least 0.01", f.cpus)
+		case c > float64(runtime.NumCPU()):
+			return cfg, usagef("--cpus %s: this host has %d CPUs: use at most %d", f.cpus, runtime.NumCPU(), runtime.NumCPU())
+		}
+		cfg.Limits.CPUs = c
+	}
+	if f.pids < 0 {
+		return cfg, usagef("--pids %d: must be positive (0 means no limit)", f.pids)
+	}
+	if f.pids > 0 && f.pids < minContainerPids {
+		return cfg, usagef("--pids %d: too few for the container's init and one program, whose threads count too: use at least %d", f.pids, minContainerPids)
+	}
+	cfg.Limits.Pids = f.pids
+	if !validHostname(f.hostname) {
+		return cfg, usagef("--hostname %q: use 1 to 64 letters, digits, dots and dashes", f.hostname)
+	}
+	switch {
+	case f.initrd != "" && f.rootfs != "":
+		return cfg, usagef("--initrd and --rootfs both given: use one")
+	case f.rootfs != "":
+		st, err := os.Stat(f.rootfs)
+		if err != nil || !st.IsDir() {
+			return cfg, usagef("--rootfs %s: not a directory: name an unpacked root file system", f.rootfs)
+		}
+		cfg.Rootfs = f.rootfs
+	default:
+		initrd, flagName := f.initrd, "--initrd"
+		if initrd == "" {
+			initrd, flagName = container.DefaultInitrd(), "the default initramfs"
+		}
+		st, err := os.Stat(initrd)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && f.initrd == "":
+			return cfg, usagef("no guest initramfs at %s: run 'make guest' to build it, or pass --initrd CPIO or --rootfs DIR", initrd)
+		case errors.Is(err, fs.ErrNotExist):
+			return cfg, usagef("%s %s: no such file: check the path", flagName, initrd)
+		case err != nil:
+			return cfg, usagef("%s %s: %v", flagName, initrd, errors.Unwrap(err))
+		case st.IsDir():
+			return cfg, usagef("%s %s: is a directory: use --rootfs for an unpacked root", flagName, initrd)
+		}
+		cfg.Initrd = initrd
+	}
+	return cfg, nil
+}
+
+// validHostname accepts what sethostname(2) takes (at most 64 bytes) and
+// the resolver expects: letters, digits, dots and dashes.
+func validHostname(h string) bool {
+	if h == "" || len(h) > 64 {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func cmdContainer(args []string) error {
+	fset := flag.NewFlagSet("container", flag.ContinueOnError)
+	var f containerFlags
+	f.register(fset)
+	fset.Usage = func() {
+		fmt.Fprint(fset.Output(), containerUsage)
+		fset.PrintDefaults()
+	}
+	if help, err := parseFlags(fset, args, true); help || err != nil {
+		return err
+	}
+	cfg, err := f.config(fset.Args())
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 && (cfg.Limits != container.Limits{}) {
+		return usagef("container: limits (--mem, --cpus, --pids) need root to create a cgroup: run as root, or drop them")
+	}
+
+	var res container.Result
+	if f.runc {
+		res, err = runWithRunc(cfg)
+	} else {
+		res, err = runContainer(cfg)
+	}
+	if errors.Is(err, container.ErrNoRunc) {
+		return usagef("--runc: runc is not installed: install it (apt-get install runc) or leave out --runc")
+	}
+	if err != nil {
+		return err // "container setup failed: ..." or a host error
+	}
+	if res.OOMKilled {
+		fmt.Fprintf(os.Stderr, "kvmlab: container: the kernel's OOM killer killed the workload (memory limit %s)\n", f.mem)
+	}
+	if f.verbose {
+		printContainerReport(res)
+	}
+	if res.ExitCode != 0 {
+		return exitError{res.ExitCode}
+	}
+	return nil
+}
+
+// runContainer runs cfg with kvmlab's runtime, passing SIGINT, SIGTERM and
+// SIGHUP on to the workload (through the container's init).
+func runContainer(cfg container.Config) (container.Result, error) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	c, err := container.Start(cfg)
+	if err != nil {
+		return container.Result{}, err
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				_ = c.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return c.Wait()
+}
+
+// runWithRunc runs cfg through runc; SIGINT, SIGTERM and SIGHUP kill it.
+func runWithRunc(cfg container.Config) (container.Result, error) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	return container.RunRunc(ctx, cfg)
+}
+
+func printContainerReport(res container.Result) {
+	w := os.Stderr
+	cg := res.Cgroup
+	fmt.Fprintf(w, "kvmlab: container: cgroup %s", cg.Version)
+	if len(cg.Dirs) > 0 {
+		fmt.Fprintf(w, " at %s", strings.Join(cg.Dirs, ", "))
+	}
+	fmt.Fprintln(w)
+	for _, s := range cg.Wrote {
+		fmt.Fprintf(w, "kvmlab: container:   wrote %s\n", s)
+	}
+	for _, s := range cg.Read {
+		fmt.Fprintf(w, "kvmlab: container:   read  %s\n", s)
+	}
+	status := fmt.Sprintf("exit status %d", res.ExitCode)
+	if res.Signal != 0 {
+		status = fmt.Sprintf("killed by %s (status %d)", unix.SignalName(res.Signal), res.ExitCode)
+	}
+	oom := strconv.FormatBool(res.OOMKilled)
+	if cg.Version == "runc" {
+		oom = "n/a" // runc removed its cgroup before we could look
+	}
+	fmt.Fprintf(w, "kvmlab: container: %s, OOM-killed %s, memory peak %s, at the end %s\n",
+		status, oom, sizeOrNA(res.MemoryPeak), sizeOrNA(res.MemoryCurrent))
+	startToExec := "n/a"
+	if res.StartToExec > 0 {
+		startToExec = res.StartToExec.Round(time.Microsecond).String()
+	}
+	fmt.Fprintf(w, "kvmlab: container: start to exec %s (unpacking the root %v), wall %v, teardown %v\n",
+		startToExec, res.Unpack.Round(time.Microsecond), res.Wall.Round(time.Microsecond), res.Teardown.Round(time.Microsecond))
+}
+
+func sizeOrNA(b uint64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
