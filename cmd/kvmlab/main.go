@@ -13,6 +13,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+
+	"kvmlab/container"
 )
 
 // usageError is bad user input: one line, exit status 2.
@@ -36,6 +38,8 @@ Usage:
   kvmlab step  [flags]   boot a guest and stop at every VM exit: registers, code, explanations
   kvmlab stat  TRACE     exit statistics from a trace written by run --trace
   kvmlab check           tell whether this host can run guests, and what to do if not
+  kvmlab container [flags] -- CMD   run CMD in a container with the guest's userland, on this kernel
+  kvmlab bench [flags]   boot the same guest under kvmlab, QEMU (q35, microvm) and gokvm; compare
   kvmlab help COMMAND    show a command's flags
 
 Run 'kvmlab run --help' for the flags of run.
@@ -60,6 +64,14 @@ func realMain(args []string) int {
 		err = cmdStep(args[1:])
 	case "stat":
 		err = cmdStat(args[1:])
+	case "container":
+		err = cmdContainer(args[1:])
+	case container.InitCommand:
+		// Hidden: kvmlab re-run by the container runtime as a
+		// container's init (see package container).
+		return container.Init()
+	case "bench":
+		err = cmdBench(args[1:])
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			return realMain([]string{args[1], "--help"})

@@ -1,0 +1,481 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"kvmlab/tests/harness"
+)
+
+// gokvmVersion is the gokvm the benchmark builds: the version go.mod pins
+// (a test checks they agree). gokvm is our closest peer, a Go VMM too; it is
+// built as its own program and run beside kvmlab, never linked into it.
+const gokvmVersion = "v0.0.8-0.20231003020000-f53faca69d28"
+
+// qemuFirmware are the files QEMU loads from its data directory (-L) for a
+// direct kernel boot on q35 (SeaBIOS, the linuxboot option ROM, the vAPIC
+// ROM) and on microvm (qboot).
+var qemuFirmware = []string{"bios-256k.bin", "bios-microvm.bin", "qboot.rom", "linuxboot_dma.bin", "linuxboot.bin", "kvmvapic.bin"}
+
+type benchFlags struct {
+	runs                 int
+	kernel, initrd, mem  string
+	appendLine           string
+	vmms                 string
+	consoleBytes         int
+	timeout              time.Duration
+	qemu, firmware, goKV string
+	jsonOut              bool
+	emulated, inHost     bool
+}
+
+const benchUsage = `usage: kvmlab bench [flags]
+
+Boots one kernel + initramfs + command line under kvmlab, QEMU with KVM
+(-machine q35 and -machine microvm) and gokvm, several times each,
+interleaved (kvmlab, q35, microvm, gokvm, kvmlab, ...), and prints for each
+the median, minimum and maximum of:
+
+  - process start -> first line of guest user space;
+  - process start -> VMM exited after the guest's poweroff (gokvm cannot exit);
+  - console: time for the guest to write --console-bytes to the serial port;
+  - memory: peak RSS, RSS outside guest RAM, guest RAM resident at the end;
+  - exits: all VM exits during the boot, and port/MMIO ones (KVM debugfs);
+
+and each peer's ratio to kvmlab. Without a usable /dev/kvm it runs inside
+the emulated host (QEMU TCG with nested SVM), carrying QEMU, its firmware
+and gokvm in. gokvm is built from the Go module proxy at the version
+go.mod pins (needs go).
+
+Flags:
+`
+
+func cmdBench(args []string) error {
+	var f benchFlags
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), benchUsage); fs.PrintDefaults() }
+	fs.IntVar(&f.runs, "runs", 3, "boots per VMM")
+	fs.StringVar(&f.kernel, "kernel", "", "guest kernel, a bzImage (default: the kvmlab guest kernel)")
+	fs.StringVar(&f.initrd, "initrd", "", "initramfs with kvmlab's guest tools (default: the kvmlab initramfs); it must have /bin/kvmlab-console")
+	fs.StringVar(&f.mem, "mem", "512M", "guest RAM")
+	fs.StringVar(&f.appendLine, "append", "console=ttyS0 panic=-1 quiet", "kernel command line (the bench adds kvmlab.run=kvmlab-console,N)")
+	fs.StringVar(&f.vmms, "vmms", "kvmlab,qemu-q35,qemu-microvm,gokvm", "comma-separated VMMs to compare")
+	fs.IntVar(&f.consoleBytes, "console-bytes", 64<<10, "bytes the guest writes to its serial console for the console figure")
+	fs.DurationVar(&f.timeout, "timeout", 8*time.Minute, "limit for one boot")
+	fs.StringVar(&f.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
+	fs.StringVar(&f.firmware, "qemu-firmware", "/usr/share/qemu", "QEMU's firmware directory (-L)")
+	fs.StringVar(&f.goKV, "gokvm", "", "gokvm binary (default: build it with go into the cache)")
+	fs.BoolVar(&f.jsonOut, "json", false, "print the figures as JSON instead of a table")
+	fs.BoolVar(&f.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
+	fs.BoolVar(&f.inHost, "in-emulated-host", false, "internal: this is the run inside the emulated host")
+	if help, err := parseFlags(fs, args, false); help || err != nil {
+		return err
+	}
+	if f.runs < 1 || f.runs > 100 {
+		return usagef("bench: --runs %d: give 1 to 100 boots per VMM", f.runs)
+	}
+	if f.consoleBytes < 0 || f.consoleBytes > 16<<20 {
+		return usagef("bench: --console-bytes %d: give 0 to 16777216", f.consoleBytes)
+	}
+	mem, err := parseSize(f.mem)
+	if err != nil || mem < 64<<20 || mem > 3<<30 {
+		return usagef("bench: --mem %q: give 64M to 3G (one RAM region below the PCI hole, for every VMM)", f.mem)
+	}
+	peers, err := selectPeers(f.vmms)
+	if err != nil {
+		return err
+	}
+	if f.kernel == "" && f.initrd == "" {
+		f.kernel, f.initrd = defaultGuest()
+	}
+	for _, p := range []struct{ flag, path string }{{"--kernel", f.kernel}, {"--initrd", f.initrd}} {
+		if p.path == "" {
+			return usagef("bench: %s is missing: give both --kernel and --initrd, or neither for the default guest", p.flag)
+		}
+		if _, err := os.Stat(p.path); err != nil {
+			return usagef("bench: %s %s: %v (run 'make guest' for the default guest)", p.flag, p.path, err)
+		}
+	}
+	ok, why := harness.KVMUsable()
+	if f.inHost || (ok && !f.emulated) {
+		return benchHere(&f, peers, int(mem>>20))
+	}
+	if !f.emulated {
+		fmt.Fprintf(os.Stderr, "kvmlab bench: %s: running inside the emulated host (QEMU TCG, nested SVM)\n", why)
+	}
+	return benchEmulated(&f, peers, int(mem>>20))
+}
+
+// selectPeers turns --vmms into peers, in the given order (kvmlab first
+// makes the ratios read naturally, but any order works).
+func selectPeers(list string) ([]string, error) {
+	known := map[string]bool{"kvmlab": true, "qemu-q35": true, "qemu-microvm": true, "gokvm": true}
+	var out []string
+	for _, v := range strings.Split(list, ",") {
+		v = strings.TrimSpace(v)
+		if !known[v] {
+			return nil, usagef("bench: --vmms: unknown VMM %q: choose from kvmlab, qemu-q35, qemu-microvm, gokvm", v)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// buildGokvm builds the pinned gokvm into the cache (once per version) and
+// returns its path.
+func buildGokvm() (string, error) {
+	dir := filepath.Join(cacheDir(), "peers", "gokvm-"+gokvmVersion)
+	bin := filepath.Join(dir, "gokvm")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		if _, err2 := os.Stat("/usr/local/go/bin/go"); err2 == nil {
+			goBin = "/usr/local/go/bin/go"
+		} else {
+			return "", fmt.Errorf("building gokvm needs the go tool: %w", err)
+		}
+	}
+	cmd := exec.Command(goBin, "install", "github.com/bobuhiro11/gokvm@"+gokvmVersion)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
+	cmd.Dir = os.TempDir() // outside any module: go install pkg@version
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go install gokvm@%s: %w\n%s", gokvmVersion, err, out)
+	}
+	return bin, nil
+}
+
+// benchEmulated runs this same command inside the emulated host, with QEMU
+// (binary, libraries, firmware), gokvm, the kernel and the initramfs
+// carried in.
+func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	files := []harness.File{
+		{HostPath: self, Path: "/kvmlab/kvmlab", Mode: 0o755},
+		{HostPath: f.kernel, Path: "/kvmlab/kernel", Mode: 0o644},
+		{HostPath: f.initrd, Path: "/kvmlab/initrd", Mode: 0o644},
+	}
+	argv := []string{"/kvmlab/kvmlab", "bench", "--in-emulated-host", "--runs", strconv.Itoa(f.runs),
+		"--kernel", "/kvmlab/kernel", "--initrd", "/kvmlab/initrd", "--mem", f.mem, "--append", f.appendLine,
+		"--vmms", strings.Join(peers, ","), "--console-bytes", strconv.Itoa(f.consoleBytes), "--timeout", f.timeout.String()}
+	if f.jsonOut {
+		argv = append(argv, "--json")
+	}
+	for _, p := range peers {
+		switch p {
+		case "qemu-q35", "qemu-microvm":
+			if argvHas(argv, "--qemu") {
+				continue
+			}
+			qf, err := harness.Programs(f.qemu)
+			if err != nil {
+				return usagef("bench: %v: install QEMU (apt-get install qemu-system-x86) or leave qemu out with --vmms", err)
+			}
+			files = append(files, qf...)
+			for _, fw := range qemuFirmware {
+				p := findFirmware(f.firmware, fw)
+				if p == "" {
+					return usagef("bench: QEMU firmware %s is not in %s or Debian's seabios/ipxe directories: install qemu-system-x86 and seabios, or pass --qemu-firmware DIR", fw, f.firmware)
+				}
+				files = append(files, harness.File{HostPath: p, Path: "/kvmlab/qemu-fw/" + fw, Mode: 0o644})
+			}
+			argv = append(argv, "--qemu", qf[0].Path, "--qemu-firmware", "/kvmlab/qemu-fw")
+		case "gokvm":
+			bin := f.goKV
+			if bin == "" {
+				if bin, err = buildGokvm(); err != nil {
+					return err
+				}
+			}
+			files = append(files, harness.File{HostPath: bin, Path: "/kvmlab/gokvm", Mode: 0o755})
+			argv = append(argv, "--gokvm", "/kvmlab/gokvm")
+		}
+	}
+	spec := harness.Spec{
+		Files: files, Argv: argv, MemMB: max(2048, memMiB+1536), CPUs: 2,
+		Timeout: time.Duration(f.runs*len(peers))*f.timeout + 5*time.Minute,
+		Output:  os.Stdout,
+	}
+	res, err := harness.Run(context.Background(), spec)
+	if err != nil {
+		return fmt.Errorf("emulated host: %w", err)
+	}
+	if res.ExitCode != 0 {
+		return exitError{res.ExitCode}
+	}
+	return nil
+}
+
+// findFirmware looks for a QEMU firmware file in dir, then where Debian's
+// seabios and ipxe packages put theirs (QEMU searches those too).
+func findFirmware(dir, name string) string {
+	for _, d := range []string{dir, "/usr/share/seabios", "/usr/lib/ipxe/qemu"} {
+		p := filepath.Join(d, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+func argvHas(argv []string, s string) bool {
+	for _, a := range argv {
+		if a == s {
+			return true
+		}
+	}
+	return false
+}
+
+// benchHere runs the benchmark on this machine's /dev/kvm.
+func benchHere(f *benchFlags, names []string, memMiB int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	host := "/dev/kvm on this machine"
+	if f.inHost {
+		host = "the emulated host (QEMU " + runtime.GOARCH + " TCG -cpu max, nested SVM, 2 vCPUs)"
+		// KVM's per-VM statistics live in debugfs.
+		_ = os.MkdirAll("/sys/kernel/debug", 0o755)
+		_ = mountDebugfs()
+	}
+	var peers []peer
+	for _, n := range names {
+		p, err := makePeer(n, self, f)
+		if err != nil {
+			return err
+		}
+		peers = append(peers, p)
+	}
+	cmdline := fmt.Sprintf("%s kvmlab.run=kvmlab-console,%d", f.appendLine, f.consoleBytes)
+	fmt.Fprintf(os.Stderr, "kvmlab bench: %d boot(s) each of %s, interleaved, on %s\n", f.runs, strings.Join(names, ", "), host)
+	fmt.Fprintf(os.Stderr, "kvmlab bench: guest %s + %s, %d MiB, 1 vCPU, command line %q\n", f.kernel, f.initrd, memMiB, cmdline)
+	var all []sample
+	for r := 1; r <= f.runs; r++ {
+		for _, p := range peers {
+			s := runPeer(context.Background(), p, f.kernel, f.initrd, cmdline, memMiB, f.timeout)
+			s.consoleBytes = f.consoleBytes
+			all = append(all, s)
+			if s.failure != "" {
+				fmt.Fprintf(os.Stderr, "kvmlab bench: run %d %s FAILED: %s\n", r, p.name, s.failure)
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "kvmlab bench: run %d %-12s user space %6.2fs, console %6.2fs, exit %s\n",
+				r, p.name, s.toUser.Seconds(), s.console.Seconds(), durOrNA(s.toExit))
+		}
+	}
+	rep := summarize(all, names, f, host, memMiB, cmdline)
+	if f.jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	rep.print(os.Stdout)
+	return nil
+}
+
+func durOrNA(d time.Duration) string {
+	if d == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+// makePeer builds the command line of each VMM. Every VMM gets the same
+// kernel, initramfs, command line, RAM and one vCPU, its console on
+// standard output.
+func makePeer(name, self string, f *benchFlags) (peer, error) {
+	switch name {
+	case "kvmlab":
+		return peer{name: name, exits: true, argv: func(k, i, c string, m int) []string {
+			return []string{self, "run", "--quiet", "--kernel", k, "--initrd", i, "--mem", fmt.Sprintf("%dM", m), "--append", c}
+		}}, nil
+	case "qemu-q35", "qemu-microvm":
+		q, err := exec.LookPath(f.qemu)
+		if err != nil {
+			return peer{}, usagef("bench: %s: %v: install qemu-system-x86 or leave it out with --vmms", f.qemu, err)
+		}
+		machine := strings.TrimPrefix(name, "qemu-")
+		return peer{name: name, exits: true, argv: func(k, i, c string, m int) []string {
+			return []string{q, "-machine", machine + ",accel=kvm", "-cpu", "host", "-m", fmt.Sprintf("%dM", m), "-smp", "1",
+				"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-L", f.firmware,
+				"-kernel", k, "-initrd", i, "-append", c}
+		}}, nil
+	case "gokvm":
+		bin := f.goKV
+		if bin == "" {
+			var err error
+			if bin, err = buildGokvm(); err != nil {
+				return peer{}, err
+			}
+		}
+		p := peer{name: name, exits: false, argv: func(k, i, c string, m int) []string {
+			return []string{bin, "boot", "-k", k, "-i", i, "-m", fmt.Sprintf("%dM", m), "-c", "1", "-p", c}
+		}}
+		if f.inHost {
+			// gokvm's guest cannot calibrate its TSC under nested
+			// SVM in TCG (it offers no KVM clock or TSC frequency);
+			// tell the kernel instead.
+			p.extraCmdline = "notsc tsc_early_khz=2000"
+		}
+		return p, nil
+	}
+	return peer{}, usagef("bench: unknown VMM %q", name)
+}
+
+// figure is one row of the report: one measured quantity for one VMM.
+type figure struct {
+	VMM     string  `json:"vmm"`
+	Figure  string  `json:"figure"`
+	Unit    string  `json:"unit"`
+	N       int     `json:"n"`
+	Median  float64 `json:"median"`
+	Min     float64 `json:"min"`
+	Max     float64 `json:"max"`
+	Ratio   float64 `json:"ratio_to_kvmlab,omitempty"`
+	Missing string  `json:"missing,omitempty"`
+}
+
+type benchReport struct {
+	Host     string            `json:"host"`
+	Kernel   string            `json:"kernel"`
+	Initrd   string            `json:"initrd"`
+	MemMiB   int               `json:"mem_mib"`
+	Cmdline  string            `json:"cmdline"`
+	Runs     int               `json:"runs"`
+	Figures  []figure          `json:"figures"`
+	Failures map[string]int    `json:"failures"`
+	Notes    map[string]string `json:"failure_reasons,omitempty"`
+}
+
+// metric names one figure and reads it from a sample (ok false: not
+// measured in that run).
+type metric struct {
+	name, unit string
+	get        func(s sample) (float64, bool)
+}
+
+var metrics = []metric{
+	{"start -> user space", "s", func(s sample) (float64, bool) { return s.toUser.Seconds(), s.toUser > 0 }},
+	{"start -> VMM exit after poweroff", "s", func(s sample) (float64, bool) { return s.toExit.Seconds(), s.toExit > 0 }},
+	{"poweroff -> VMM exit", "ms", func(s sample) (float64, bool) { return float64(s.poweroffToExit.Microseconds()) / 1000, s.toExit > 0 }},
+	{"console write", "ms", func(s sample) (float64, bool) { return float64(s.console.Microseconds()) / 1000, s.console > 0 }},
+	{"console per KiB", "ms", func(s sample) (float64, bool) {
+		return float64(s.console.Microseconds()) / 1000 / (float64(s.consoleBytes) / 1024), s.console > 0 && s.consoleBytes > 0
+	}},
+	{"peak RSS", "MiB", func(s sample) (float64, bool) { return mib(s.peakRSS), s.peakRSS > 0 }},
+	{"RSS outside guest RAM", "MiB", func(s sample) (float64, bool) { return mib(s.rssAtEnd - s.guestRAM), s.haveMem }},
+	{"guest RAM resident", "MiB", func(s sample) (float64, bool) { return mib(s.guestRAM), s.haveMem }},
+	{"exits during boot (all)", "", func(s sample) (float64, bool) { return float64(s.bootExits.exits), s.haveCounter }},
+	{"port+MMIO exits during boot", "", func(s sample) (float64, bool) { return float64(s.bootExits.io + s.bootExits.mmio), s.haveCounter }},
+	{"exits for the console write (all)", "", func(s sample) (float64, bool) {
+		return float64(s.consoleExits.exits), s.haveCounter && s.allExits != (kvmCounters{})
+	}},
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+func summarize(all []sample, names []string, f *benchFlags, host string, memMiB int, cmdline string) benchReport {
+	rep := benchReport{Host: host, Kernel: f.kernel, Initrd: f.initrd, MemMiB: memMiB, Cmdline: cmdline, Runs: f.runs,
+		Failures: map[string]int{}, Notes: map[string]string{}}
+	base := map[string]float64{}
+	for _, m := range metrics {
+		for _, n := range names {
+			var v []float64
+			for _, s := range all {
+				if s.peer != n || s.failure != "" {
+					continue
+				}
+				if x, ok := m.get(s); ok {
+					v = append(v, x)
+				}
+			}
+			sp := spreadOf(v)
+			fg := figure{VMM: n, Figure: m.name, Unit: m.unit, N: sp.n, Median: sp.median, Min: sp.min, Max: sp.max}
+			if sp.n == 0 {
+				fg.Missing = "n/a"
+			}
+			if n == "kvmlab" && sp.n > 0 {
+				base[m.name] = sp.median
+			}
+			if b, ok := base[m.name]; ok && b != 0 && sp.n > 0 {
+				fg.Ratio = sp.median / b
+			}
+			rep.Figures = append(rep.Figures, fg)
+		}
+	}
+	for _, s := range all {
+		if s.failure != "" {
+			rep.Failures[s.peer]++
+			rep.Notes[s.peer] = s.failure
+		}
+	}
+	return rep
+}
+
+func (r benchReport) print(w io.Writer) {
+	fmt.Fprintf(w, "\n=== kvmlab bench: %d boot(s) per VMM on %s ===\n", r.Runs, r.Host)
+	fmt.Fprintf(w, "guest: %s + %s, %d MiB, 1 vCPU\ncommand line: %s\n\n", r.Kernel, r.Initrd, r.MemMiB, r.Cmdline)
+	fmt.Fprintf(w, "%-36s %-13s %10s %10s %10s %9s\n", "figure", "VMM", "median", "min", "max", "×kvmlab")
+	last := ""
+	for _, f := range r.Figures {
+		name := f.Figure
+		if f.Unit != "" {
+			name += " (" + f.Unit + ")"
+		}
+		if f.Figure == last {
+			name = ""
+		} else if last != "" {
+			fmt.Fprintln(w)
+		}
+		last = f.Figure
+		if f.Missing != "" {
+			fmt.Fprintf(w, "%-36s %-13s %10s %10s %10s %9s\n", name, f.VMM, "n/a", "", "", "")
+			continue
+		}
+		ratio := ""
+		if f.Ratio != 0 && f.VMM != "kvmlab" {
+			ratio = fmt.Sprintf("%.2f", f.Ratio)
+		}
+		fmt.Fprintf(w, "%-36s %-13s %10s %10s %10s %9s\n", name, f.VMM, num(f.Median), num(f.Min), num(f.Max), ratio)
+	}
+	fmt.Fprintln(w)
+	for _, n := range sortedKeys(r.Failures) {
+		fmt.Fprintf(w, "%s: %d of %d boot(s) failed; the last: %s\n", n, r.Failures[n], r.Runs, r.Notes[n])
+	}
+}
+
+func num(v float64) string {
+	switch {
+	case v >= 1000:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func sortedKeys(m map[string]int) []string {
+	var k []string
+	for n := range m {
+		k = append(k, n)
+	}
+	sort.Strings(k)
+	return k
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSmaps(t *testing.T) {
+	const mem = 512 << 20
+	smaps := `55d4c0000000-55d4c0200000 r-xp 00000000 08:01 123 /usr/bin/qemu
+Size:               2048 kB
+Rss:                1024 kB
+7f0000000000-7f0020000000 rw-p 00000000 00:00 0
+Size:             524288 kB
+Rss:              102400 kB
+7f1000000000-7f1000021000 rw-p 00000000 00:00 0 [heap]
+Size:                132 kB
+Rss:                  60 kB
+VmFlags: rd wr mr mw me ac
+`
+	rss, guest, ok := parseSmaps(strings.NewReader(smaps), mem)
+	if !ok || rss != (1024+102400+60)<<10 || guest != 102400<<10 {
+		t.Errorf("parseSmaps = %d, %d, %v; want %d, %d, true", rss, guest, ok, (1024+102400+60)<<10, 102400<<10)
+	}
+	for _, bad := range []string{"", "zz-yy rw-p 0 0 0\nRss: 4 kB\n", "1000-2000 rw-p\nRss: x kB\n"} {
+		if _, _, ok := parseSmaps(strings.NewReader(bad), mem); ok {
+			t.Errorf("parseSmaps(%q) ok, want not ok", bad)
+		}
+	}
+}
+
+func TestSpreadOf(t *testing.T) {
+	tests := []struct {
+		in   []float64
+		want spread
+	}{
+		{nil, spread{}},
+		{[]float64{3}, spread{1, 3, 3, 3}},
+		{[]float64{5, 1, 3}, spread{3, 3, 1, 5}},
+		{[]float64{4, 1, 2, 8}, spread{4, 3, 1, 8}},
+	}
+	for _, tc := range tests {
+		if got := spreadOf(tc.in); got != tc.want {
+			t.Errorf("spreadOf(%v) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestGokvmVersionPinned keeps the version the bench builds equal to the one
+// go.mod pins.
+func TestGokvmVersionPinned(t *testing.T) {
+	b, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "github.com/bobuhiro11/gokvm "+gokvmVersion) {
+		t.Errorf("go.mod does not pin gokvm %s", gokvmVersion)
+	}
+}
+
+func TestSummarizeRatios(t *testing.T) {
+	s := func(p string, user time.Duration, fail string) sample {
+		return sample{peer: p, toUser: user, failure: fail}
+	}
+	all := []sample{
+		s("kvmlab", 2*time.Second, ""), s("gokvm", 6*time.Second, ""),
+		s("kvmlab", 4*time.Second, ""), s("gokvm", 0, "timed out"),
+	}
+	rep := summarize(all, []string{"kvmlab", "gokvm"}, &benchFlags{runs: 2}, "test", 512, "x")
+	var k, g figure
+	for _, f := range rep.Figures {
+		if f.Figure == "start -> user space" {
+			if f.VMM == "kvmlab" {
+				k = f
+			} else {
+				g = f
+			}
+		}
+	}
+	if k.N != 2 || k.Median != 3 || g.N != 1 || g.Median != 6 || g.Ratio != 2 {
+		t.Errorf("kvmlab %+v, gokvm %+v; want medians 3 and 6, ratio 2", k, g)
+	}
+	if rep.Failures["gokvm"] != 1 || rep.Failures["kvmlab"] != 0 {
+		t.Errorf("failures %v, want gokvm:1", rep.Failures)
+	}
+	var out strings.Builder
+	rep.print(&out)
+	for _, want := range []string{"start -> user space (s)", "gokvm: 1 of 2 boot(s) failed; the last: timed out", "2.00"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}

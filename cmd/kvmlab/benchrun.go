@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The guest half of the benchmark is /bin/kvmlab-console in the kvmlab
+// initramfs (guest/uinit): it prints these markers around the console
+// payload. Each VMM's standard output is the guest's serial console, so the
+// host sees the markers as they leave the emulated UART, whichever VMM runs.
+const (
+	markUser     = "KVMLAB-BENCH userspace"
+	markStart    = "KVMLAB-BENCH console-start"
+	markEnd      = "KVMLAB-BENCH console-end"
+	markPoweroff = "KVMLAB-BENCH poweroff"
+)
+
+// peer is one VMM under test: how to start it on a kernel, initramfs and
+// command line.
+type peer struct {
+	name string
+	argv func(kernel, initrd, cmdline string, memMiB int) []string
+	// extraCmdline is appended to the guest command line for this peer
+	// only (gokvm's guest needs a TSC hint in the emulated host).
+	extraCmdline string
+	// exits says whether the VMM process ends when the guest powers off.
+	exits bool
+}
+
+// sample is what one boot of one peer measured. A zero duration is "not
+// reached".
+type sample struct {
+	peer                 string
+	toUser, toExit       time.Duration
+	poweroffToExit       time.Duration
+	console              time.Duration
+	consoleBytes         int
+	peakRSS              uint64 // bytes, getrusage of the child
+	rssAtEnd, guestRAM   uint64 // bytes, /proc/PID/smaps at the end marker
+	bootExits, allExits  kvmCounters
+	consoleExits         kvmCounters
+	failure              string // why the run failed, "" when it did not
+	stderrTail           string
+	haveMem, haveCounter bool
+}
+
+// kvmCounters are KVM's per-VM exit statistics, read from debugfs
+// (/sys/kernel/debug/kvm/PID-FD/): every exit, and the port and MMIO exits
+// (KVM counts every I/O intercept in io_exits, also those it completes in the
+// kernel; mmio_exits are the MMIO accesses it hands to user space).
+type kvmCounters struct {
+	exits, io, mmio uint64
+}
+
+func (c kvmCounters) sub(d kvmCounters) kvmCounters {
+	return kvmCounters{c.exits - d.exits, c.io - d.io, c.mmio - d.mmio}
+}
+
+// runPeer boots the guest once under p and measures it. The guest runs
+// kvmlab-console and powers off; a VMM that cannot exit (gokvm) is killed
+// once the guest has said it is powering off.
+func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB int, timeout time.Duration) sample {
+	s := sample{peer: p.name}
+	line := cmdline
+	if p.extraCmdline != "" {
+		line += " " + p.extraCmdline
+	}
+	argv := p.argv(kernel, initrd, line, memMiB)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdin = nil // /dev/null: no VMM here reads a terminal
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		s.failure = err.Error()
+		return s
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		s.failure = fmt.Sprintf("starting %s: %v", argv[0], err)
+		return s
+	}
+	pid := cmd.Process.Pid
+	var bootC, endC kvmCounters
+	var tStart, tEnd, tOff time.Time
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var seen strings.Builder // the last lines, for a failure report
+	for sc.Scan() {
+		l := sc.Text()
+		now := time.Now()
+		if len(l) < 200 {
+			seen.WriteString(l + "\n")
+			if seen.Len() > 4000 {
+				t := seen.String()
+				seen.Reset()
+				seen.WriteString(t[len(t)-2000:])
+			}
+		}
+		switch {
+		case strings.Contains(l, markUser) && s.toUser == 0:
+			s.toUser = now.Sub(start)
+			bootC, s.haveCounter = readKVMCounters(pid)
+		case strings.Contains(l, markStart):
+			tStart = now
+		case strings.Contains(l, markEnd):
+			tEnd = now
+			if c, ok := readKVMCounters(pid); ok && s.haveCounter {
+				endC = c
+			}
+			if rss, guest, ok := readSmaps(pid, uint64(memMiB)<<20); ok {
+				s.rssAtEnd, s.guestRAM, s.haveMem = rss, guest, true
+			}
+		case strings.Contains(l, markPoweroff):
+			tOff = now
+			if !p.exits {
+				_ = cmd.Process.Kill()
+			}
+		}
+	}
+	werr := cmd.Wait()
+	end := time.Now()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		s.peakRSS = uint64(ru.Maxrss) << 10 // Linux reports KiB
+	}
+	if !tStart.IsZero() && !tEnd.IsZero() {
+		s.console = tEnd.Sub(tStart)
+	}
+	if s.haveCounter {
+		s.bootExits = bootC
+		if endC != (kvmCounters{}) {
+			s.allExits = endC
+			s.consoleExits = endC.sub(bootC)
+		}
+	}
+	if !tOff.IsZero() && p.exits && werr == nil {
+		s.toExit = end.Sub(start)
+		s.poweroffToExit = end.Sub(tOff)
+	}
+	s.stderrTail = tailLines(stderr.String(), 6)
+	switch {
+	case ctx.Err() != nil:
+		s.failure = fmt.Sprintf("timed out after %v (last console lines: %s)", timeout, tailLines(seen.String(), 3))
+	case s.toUser == 0:
+		s.failure = fmt.Sprintf("the guest never reached user space (%v); last console lines: %s; stderr: %s",
+			exitStatusText(werr), tailLines(seen.String(), 3), s.stderrTail)
+	case tOff.IsZero():
+		s.failure = fmt.Sprintf("the guest stopped before powering off (%v); last console lines: %s; stderr: %s",
+			exitStatusText(werr), tailLines(seen.String(), 3), s.stderrTail)
+	case p.exits && werr != nil:
+		s.failure = fmt.Sprintf("the VMM exited with %v after the guest's poweroff; stderr: %s", werr, s.stderrTail)
+	}
+	return s
+}
+
+func exitStatusText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+func tailLines(s string, n int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return strings.Join(ls, " | ")
+}
+
+// readSmaps sums the resident set of a process from /proc/PID/smaps and the
+// part of it that is guest RAM. Guest RAM is recognised by size: every VMM
+// here maps a guest's RAM (below 3 GiB) as one region of exactly its size,
+// give or take alignment, and nothing else in these processes is that big.
+func readSmaps(pid int, mem uint64) (rss, guest uint64, ok bool) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	defer f.Close()
+	return parseSmaps(f, mem)
+}
+
+// parseSmaps is readSmaps on the file's contents.
+func parseSmaps(r io.Reader, mem uint64) (rss, guest uint64, ok bool) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var size uint64
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		if strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			// A mapping's header: "start-end perms offset dev inode [path]".
+			lo, hi, found := strings.Cut(f[0], "-")
+			a, err1 := strconv.ParseUint(lo, 16, 64)
+			b, err2 := strconv.ParseUint(hi, 16, 64)
+			if !found || err1 != nil || err2 != nil || b < a {
+				return 0, 0, false
+			}
+			size = b - a
+			continue
+		}
+		if f[0] == "Rss:" && len(f) >= 2 {
+			kb, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				return 0, 0, false
+			}
+			rss += kb << 10
+			if size >= mem && size <= mem+mem/4 {
+				guest += kb << 10
+			}
+			ok = true
+		}
+	}
+	return rss, guest, ok && sc.Err() == nil
+}
+
+// readKVMCounters reads KVM's debugfs statistics of the VM that process pid
+// created: the directory /sys/kernel/debug/kvm/PID-FD. It needs root and a
+// mounted debugfs; ok is false otherwise.
+func readKVMCounters(pid int) (kvmCounters, bool) {
+	const root = "/sys/kernel/debug/kvm"
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return kvmCounters{}, false
+	}
+	prefix := strconv.Itoa(pid) + "-"
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		d := filepath.Join(root, e.Name())
+		var c kvmCounters
+		for _, v := range []struct {
+			file string
+			dst  *uint64
+		}{{"exits", &c.exits}, {"io_exits", &c.io}, {"mmio_exits", &c.mmio}} {
+			b, err := os.ReadFile(filepath.Join(d, v.file))
+			if err != nil {
+				return kvmCounters{}, false
+			}
+			n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+			if err != nil {
+				return kvmCounters{}, false
+			}
+			*v.dst = n
+		}
+		return c, true
+	}
+	return kvmCounters{}, false
+}
+
+// spread is the median, minimum and maximum of some figures.
+type spread struct {
+	n                int
+	median, min, max float64
+}
+
+func spreadOf(v []float64) spread {
+	if len(v) == 0 {
+		return spread{}
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return spread{n: len(s), median: m, min: s[0], max: s[len(s)-1]}
+}
+
+// mountDebugfs mounts debugfs where KVM publishes its statistics (inside the
+// emulated host, whose init mounts only /proc, /sys and /dev).
+func mountDebugfs() error {
+	if _, err := os.Stat("/sys/kernel/debug/kvm"); err == nil {
+		return nil
+	}
+	return unix.Mount("debugfs", "/sys/kernel/debug", "debugfs", 0, "")
+}
