@@ -81,6 +81,11 @@ func TestContainer(t *testing.T) {
 					t.Fatalf("no cgroup version in --verbose output:\n%s", stderr)
 				}
 				t.Logf("cgroup %s", m[1])
+				if os.Getenv(inHostEnv) == "1" && m[1] != "v2" {
+					// The emulated host mounts a pure cgroup2
+					// hierarchy: the v2 code must be the one used.
+					t.Errorf("inside the emulated host the container used cgroup %s, want v2", m[1])
+				}
 				for _, want := range []string{"pids.max=64", map[string]string{"v1": "cpu.cfs_quota_us=50000", "v2": "cpu.max=50000 100000"}[m[1]]} {
 					if !strings.Contains(stderr, want) {
 						t.Errorf("--verbose output does not show %s:\n%s", want, stderr)

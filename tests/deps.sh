@@ -16,6 +16,9 @@ command -v iasl >/dev/null || need+=(acpica-tools) # the ACPI tests disassemble 
 # namespace (the tools are copied into the emulated host).
 command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null || need+=(e2fsprogs)
 command -v ip >/dev/null || need+=(iproute2)
+# The container tests also run the same root file system under runc, a
+# production OCI runtime, for comparison.
+command -v runc >/dev/null || need+=(runc)
 if ((${#need[@]})); then
 	# map tool names to packages
 	pkgs=()

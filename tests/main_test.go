@@ -165,6 +165,7 @@ var testGroups = []string{
 	"TestRebootAndPanic|TestInteractiveTerminal",
 	"TestTraceAndStat|TestChromeTrace|TestStats|TestStepScript|TestStepDebug",
 	"TestVirtioDisk|TestVirtioDiskSurvivesKill|TestVirtioNet|TestVirtioDebian",
+	"TestContainer",
 }
 
 // virtioTools are host programs the virtio tests run (e2fsprogs to make and
