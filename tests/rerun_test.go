@@ -5,11 +5,12 @@ import (
 	"testing"
 )
 
-// TestGuestCrashOnly checks the rule that decides which failed tests the
-// emulated-host runner reruns (see guestCrashOnly): only tests whose own
-// output shows a guest triple fault, and nothing when any failure has another
-// cause or the failing test expects a triple fault.
-func TestGuestCrashOnly(t *testing.T) {
+// TestEmulatorFault checks the rule that decides which failed tests the
+// emulated-host runner reruns (see emulatorFault): all of them after an oops
+// of the emulated host's kernel; otherwise only tests whose own output shows
+// a guest triple fault, and nothing when any failure has another cause or the
+// failing test expects a triple fault.
+func TestEmulatorFault(t *testing.T) {
 	const tf = "        kvmlab: vCPU 0: triple fault (KVM_EXIT_SHUTDOWN): the guest hit a fault while handling a double fault\n"
 	tests := []struct {
 		name string
@@ -24,11 +25,13 @@ func TestGuestCrashOnly(t *testing.T) {
 		{"triple fault in a passing test only", "=== RUN   TestA\n" + tf + "--- PASS: TestA (3.00s)\n=== RUN   TestB\n    wrong\n--- FAIL: TestB (1.00s)\nFAIL\n", nil},
 		{"expected triple fault", "=== RUN   TestTinyGuestTripleFault\n" + tf + "--- FAIL: TestTinyGuestTripleFault (3.00s)\nFAIL\n", nil},
 		{"no RUN line", tf + "--- FAIL: TestA (3.00s)\nFAIL\n", nil},
+		{"host kernel oops: every failure is rerun", "=== RUN   TestA\n[  488.778656] BUG: TASK stack guard page was hit at 000000006b861acb\n    a_test.go:9: the guest shell did not answer\n--- FAIL: TestA (240.00s)\n=== RUN   TestB\n    b_test.go:3: timeout\n--- FAIL: TestB (1.00s)\nFAIL\n", []string{"TestA", "TestB"}},
+		{"oops text inside a guest console line is not the host's", "=== RUN   TestA\n        [    1.0] BUG: guest\n--- FAIL: TestA (1.00s)\nFAIL\n", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := guestCrashOnly(tc.out); !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("guestCrashOnly = %q, want %q", got, tc.want)
+			if got := emulatorFault(tc.out); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("emulatorFault = %q, want %q", got, tc.want)
 			}
 		})
 	}
