@@ -1,6 +1,7 @@
 // Package guest holds what kvmlab boots inside its virtual machines: the
 // initramfs, built with u-root (https://u-root.org) at the version pinned in
-// go.mod, and (later) the probe programs that report what the guest can see.
+// go.mod, with kvmlab's own guest programs in it: uinit (guest/uinit), the
+// isolation probe (guest/probe) and the console benchmark writer.
 //
 // An initramfs is a cpio archive the kernel unpacks into a RAM file system
 // and runs /init from (Documentation/filesystems/ramfs-rootfs-initramfs.rst).

@@ -22,6 +22,15 @@
 // figure: `kvmlab-console N` prints a start marker, N bytes of text and an
 // end marker, so the host can time the bytes between the markers as they
 // come out of the VMM's serial port, for kvmlab and its peers alike.
+//
+// And it is /bin/kvmlab-probe, the isolation probe (package guest/probe):
+// it prints what it can see of the machine as one JSON line, the same
+// binary in a VM and in a container, for `kvmlab compare`.
+//
+// `kvmlab.run=kvmlab-crash` panics the guest kernel on purpose through sysrq
+// (the blast-radius row of `kvmlab compare`). It is not a program in PATH,
+// only a word uinit itself understands on the kernel command line, and it
+// refuses to act unless the CPU says it is a virtual machine.
 package main
 
 import (
@@ -37,9 +46,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kvmlab/guest/probe"
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == probe.Name {
+		os.Exit(probe.Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	if filepath.Base(os.Args[0]) == "kvmlab-console" {
 		os.Exit(consoleBench(os.Args[1:]))
 	}
@@ -58,6 +72,9 @@ func main() {
 	}
 	if run == "" {
 		supervise()
+	}
+	if run == "kvmlab-crash" {
+		crashGuest()
 	}
 	// u-root's init hands uinit a pipe as standard output (it copies
 	// it to the console itself), so output still in that pipe is lost
@@ -147,4 +164,26 @@ func consoleBench(args []string) int {
 	fmt.Println("KVMLAB-BENCH poweroff")
 	drainConsole(os.Stdout)
 	return 0
+}
+
+// crashGuest writes 'c' to /proc/sysrq-trigger: the kernel dereferences a
+// NULL pointer on purpose and panics. With panic=-1 on the command line the
+// guest then resets, which ends the VMM; the host carries on. Guard: only
+// where /proc/cpuinfo shows the hypervisor flag, i.e. inside a VM.
+func crashGuest() {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	if !strings.Contains(" "+string(b)+" ", " hypervisor ") {
+		fmt.Fprintln(os.Stderr, "kvmlab-crash: no hypervisor flag in /proc/cpuinfo: not a VM, refusing to crash this kernel")
+		return
+	}
+	unix.Sync()
+	f, err := os.OpenFile("/proc/sysrq-trigger", os.O_WRONLY, 0)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kvmlab-crash: %v\n", err)
+		return
+	}
+	fmt.Fprintln(os.Stderr, "kvmlab-crash: writing c to /proc/sysrq-trigger")
+	drainConsole(os.Stderr)
+	_, err = f.Write([]byte("c"))
+	fmt.Fprintf(os.Stderr, "kvmlab-crash: still running after sysrq c: %v\n", err)
 }
