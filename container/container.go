@@ -73,10 +73,19 @@ type Config struct {
 	// CgroupRoot is where the cgroup file systems are mounted; empty means
 	// DefaultCgroupRoot.
 	CgroupRoot string
+	// CountSyscalls runs the workload under ptrace(2) and counts the
+	// system calls it and every process and thread it starts make into
+	// the kernel (Result.Syscalls). It slows the workload down: see
+	// syscalls.go. x86-64 only.
+	CountSyscalls bool
 
 	// noPivot makes init use the MS_MOVE and chroot fallback that hosts
 	// running from an initramfs need, so tests can exercise it anywhere.
 	noPivot bool
+	// sysrqProbe makes init run TrySysrqCrash's attempt on this file in
+	// place of a workload: /proc/sysrq-trigger, or another file when a
+	// test wants the whole path exercised on a kernel without SysRq.
+	sysrqProbe string
 }
 
 // Result is how a container ended, and what it used.
@@ -105,6 +114,12 @@ type Result struct {
 	Wall, Teardown time.Duration
 	// Cgroup says which cgroup version and files were used.
 	Cgroup CgroupReport
+	// Syscalls is the number of system calls the workload and the
+	// processes and threads it started made, from its execve on, and
+	// SyscallsByName the same by call ("syscall_N" where this package
+	// has no name for number N). Counted only with Config.CountSyscalls.
+	Syscalls       uint64
+	SyscallsByName map[string]uint64
 }
 
 // Container is a started container.
@@ -117,6 +132,8 @@ type Container struct {
 	cg         *cgroup
 	cmd        *exec.Cmd
 	statusDone chan struct{}
+	ready      chan struct{} // closed when init reports "ready" (sysrq probe)
+	gate       *os.File      // the sync pipe, kept open for the sysrq probe
 	waitOnce   sync.Once
 	result     Result // what Wait returns, every time
 	waitErr    error
@@ -126,6 +143,9 @@ type Container struct {
 	setupErr           string
 	exited             bool
 	exitCode, exitSig  int
+	syscalls           map[uint64]uint64
+	sysrqOutcome       string
+	sysrqDetail        string
 	statusReaderFailed error
 }
 
@@ -145,9 +165,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 // container's init, which starts the workload. Wait must be called to
 // collect the result and clean up.
 func Start(cfg Config) (*Container, error) {
-	c := &Container{cfg: cfg, start: time.Now(), statusDone: make(chan struct{})}
-	if len(cfg.Args) == 0 || cfg.Args[0] == "" {
+	c := &Container{cfg: cfg, start: time.Now(), statusDone: make(chan struct{}), ready: make(chan struct{})}
+	if (len(cfg.Args) == 0 || cfg.Args[0] == "") && cfg.sysrqProbe == "" {
 		return nil, fmt.Errorf("%w: no command to run", ErrSetup)
+	}
+	if cfg.CountSyscalls && !canCountSyscalls {
+		return nil, fmt.Errorf("%w: counting system calls is implemented for amd64 only", ErrSetup)
 	}
 	if cfg.Initrd != "" && cfg.Rootfs != "" {
 		return nil, fmt.Errorf("%w: both an initrd and a rootfs given: use one", ErrSetup)
@@ -248,7 +271,12 @@ func (c *Container) startInit() error {
 	if err != nil {
 		return err
 	}
-	defer syncW.Close()
+	if c.cfg.sysrqProbe != "" {
+		// Kept open: init waits on it for a second word (sysrq.go).
+		c.gate = syncW
+	} else {
+		defer syncW.Close()
+	}
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
 		syncR.Close()
@@ -299,7 +327,8 @@ func (c *Container) startInit() error {
 	if err := c.cg.addProcess(cmd.Process.Pid); err != nil {
 		return err
 	}
-	ic := initConfig{Rootfs: c.rootfs, Hostname: c.hostname(), Args: c.cfg.Args, Env: containerEnv(c.hostname()), NoPivot: c.cfg.noPivot}
+	ic := initConfig{Rootfs: c.rootfs, Hostname: c.hostname(), Args: c.cfg.Args, Env: containerEnv(c.hostname()), NoPivot: c.cfg.noPivot,
+		CountSyscalls: c.cfg.CountSyscalls, SysrqProbe: c.cfg.sysrqProbe}
 	if err := json.NewEncoder(syncW).Encode(ic); err != nil {
 		return fmt.Errorf("send config to init: %w", err)
 	}
@@ -342,12 +371,27 @@ func (c *Container) hostname() string {
 func (c *Container) readStatus(r *os.File) {
 	defer close(c.statusDone)
 	defer r.Close()
+	readyClosed := false
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		verb, rest, _ := strings.Cut(sc.Text(), " ")
 		switch verb {
 		case "started":
 			c.execAt = time.Now()
+		case "ready":
+			if !readyClosed {
+				close(c.ready)
+				readyClosed = true
+			}
+		case "syscalls":
+			// Counts by number, as JSON; a line that does not parse
+			// leaves them out.
+			var counts map[uint64]uint64
+			if json.Unmarshal([]byte(rest), &counts) == nil {
+				c.syscalls = counts
+			}
+		case "sysrq":
+			c.sysrqOutcome, c.sysrqDetail, _ = strings.Cut(rest, " ")
 		case "error":
 			c.setupErr = rest
 		case "exit":
@@ -409,6 +453,9 @@ func (c *Container) wait() (Result, error) {
 	default:
 		res.ExitCode = ws.ExitStatus()
 	}
+	if c.cfg.CountSyscalls && c.syscalls != nil {
+		res.SyscallsByName, res.Syscalls = namedCounts(c.syscalls)
+	}
 	mem := c.cg.memory()
 	res.MemoryPeak, res.MemoryCurrent, res.OOMKilled = mem.peak, mem.current, mem.oomKills > 0
 
@@ -438,6 +485,7 @@ func (c *Container) wait() (Result, error) {
 // temporary root. Each step runs even when an earlier one failed.
 func (c *Container) teardown() error {
 	var errs []error
+	c.closeGate()
 	if c.cmd != nil && c.cmd.ProcessState == nil {
 		// Start failed after init was started.
 		_ = c.cmd.Process.Kill()

@@ -361,10 +361,15 @@ func TestMemoryLimit(t *testing.T) {
 			}
 			// The peak is what the cgroup charged: at least the
 			// allocation (or, when killed, most of the limit), at most
-			// the limit.
+			// the limit, give or take a few pages: the kernel charges
+			// allocations that must not fail (and some made while
+			// reclaiming) past the limit, for a moment
+			// (try_charge_memcg in mm/memcontrol.c, its "force" path),
+			// and an OOM kill is exactly such a moment.
 			low := min(uint64(tc.allocMiB)<<20, tc.limit/2)
-			if res.MemoryPeak != 0 && (res.MemoryPeak < low || res.MemoryPeak > tc.limit) {
-				t.Errorf("memory peak %d KiB, want between %d and %d KiB", res.MemoryPeak>>10, low>>10, tc.limit>>10)
+			const slack = 256 << 10
+			if res.MemoryPeak != 0 && (res.MemoryPeak < low || res.MemoryPeak > tc.limit+slack) {
+				t.Errorf("memory peak %d KiB, want between %d and %d KiB (the limit + %d KiB)", res.MemoryPeak>>10, low>>10, (tc.limit+slack)>>10, slack>>10)
 			}
 			if res.MemoryPeak == 0 && slices.ContainsFunc(res.Cgroup.Read, func(r string) bool {
 				return strings.HasSuffix(r, "memory.peak") || strings.HasSuffix(r, "memory.max_usage_in_bytes")

@@ -32,12 +32,15 @@
 //	clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET) --> blocks reading the sync pipe
 //	write init's PID into cgroup.procs
 //	send the config, close the pipe ---------> private mounts, bind the root,
-//	                                           /proc /dev /sys /tmp, pivot_root,
+//	                                           /proc /dev /sys /tmp, parts of /proc
+//	                                           read-only, pivot_root,
 //	                                           hostname, loopback up,
-//	                                           start the workload
+//	                                           start the workload (under ptrace
+//	                                           with Config.CountSyscalls)
 //	                                <--------- "started"
 //	                                           reap children, forward signals
-//	                                <--------- "exit CODE SIGNAL", init exits
+//	                                <--------- "syscalls {...}" if counted,
+//	                                           "exit CODE SIGNAL", init exits
 //	read memory peak and OOM kills,
 //	kill leftovers, remove the cgroup
 //	and the temp dir
@@ -53,9 +56,17 @@
 //
 // This runtime is for learning and measuring, not a security boundary. Run as
 // root it does not use a user namespace, so the container's root is the
-// host's root: it keeps every capability, no seccomp filter limits its system
-// calls, /proc/sys stays writable, and a kernel bug
-// reachable from any system call reaches the host. Production runtimes add
-// all of those layers; a VM replaces them with a much smaller interface, the
-// virtual hardware.
+// host's root: it keeps every capability (enough to undo the read-only
+// mounts over /proc/sys and /proc/sysrq-trigger), no seccomp filter limits
+// its system calls, and a kernel bug reachable from any system call reaches
+// the host. Production runtimes add all of those layers; a VM replaces them
+// with a much smaller interface, the virtual hardware.
+//
+// # Measuring the boundary
+//
+// With [Config.CountSyscalls], init traces the workload with ptrace(2) and
+// counts every system call it and its descendants make into the host's
+// kernel ([Result.Syscalls]): the container's counterpart of a VM's exits.
+// [TrySysrqCrash] shows what stops a container from crashing the host's
+// kernel through /proc/sysrq-trigger, without ever writing to it.
 package container

@@ -14,15 +14,18 @@ package container
 //     tmpfs with a few host devices bind-mounted in, not the host's whole
 //     /dev with its disks), /sys read-only (it shows the network devices
 //     of our network namespace), and a tmpfs /tmp.
-//  4. pivot_root into the new root and detach the old one, so that the
+//  4. Make the parts of /proc that are the host's kernel itself, rather than
+//     a view of the container's namespaces, read-only (maskProc).
+//  5. pivot_root into the new root and detach the old one, so that the
 //     host's file tree is not merely hidden (as by chroot(2)) but gone from
 //     this mount namespace.
-//  5. Set the hostname: it lives in the UTS namespace, so the host's is
+//  6. Set the hostname: it lives in the UTS namespace, so the host's is
 //     untouched.
-//  6. Bring the loopback device up: a new network namespace has only "lo",
+//  7. Bring the loopback device up: a new network namespace has only "lo",
 //     and down.
 //
-// Then init starts the workload and stays, as a tiny PID 1, instead of
+// Then init starts the workload (under ptrace when it is to count the
+// workload's system calls: syscalls.go) and stays, as a tiny PID 1, instead of
 // exec'ing it. PID 1 is special (pid_namespaces(7)): orphaned processes are
 // re-parented to it and it must reap them, the kernel does not deliver it
 // signals it has no handler for (so a plain program as PID 1 ignores Ctrl-C
@@ -49,7 +52,7 @@ import (
 // File descriptors init inherits (cmd.ExtraFiles in startInit).
 const (
 	syncFD   = 3 // read: the config, sent once init is in its cgroup
-	statusFD = 4 // write: "started", "error MSG", "exit CODE SIG"
+	statusFD = 4 // write: "started", "error MSG", "syscalls JSON", "exit CODE SIG"
 )
 
 // initConfig is what the parent sends init, as JSON on the sync pipe.
@@ -59,6 +62,14 @@ type initConfig struct {
 	Args     []string `json:"args"`
 	Env      []string `json:"env"`
 	NoPivot  bool     `json:"no_pivot,omitempty"`
+	// CountSyscalls: trace the workload and report "syscalls
+	// {NR: COUNT, ...}" before "exit" (syscalls.go).
+	CountSyscalls bool `json:"count_syscalls,omitempty"`
+	// SysrqProbe, when set, is the file of the sysrq attempt: no
+	// workload; report "ready", wait for the parent's go-ahead on the
+	// sync pipe, make the attempt and report "sysrq OUTCOME DETAIL"
+	// (sysrq.go).
+	SysrqProbe string `json:"sysrq_probe,omitempty"`
 }
 
 // Init is the container's init (see the package doc): programs call it
@@ -81,18 +92,44 @@ func Init() int {
 	}
 	var cfg initConfig
 	syncPipe := os.NewFile(syncFD, "sync")
-	if err := json.NewDecoder(syncPipe).Decode(&cfg); err != nil {
+	dec := json.NewDecoder(syncPipe)
+	if err := dec.Decode(&cfg); err != nil {
 		return fail(fmt.Errorf("init: read config: %w", err))
 	}
-	syncPipe.Close()
+	if cfg.SysrqProbe == "" {
+		syncPipe.Close()
+	}
 	if err := enterContainer(cfg); err != nil {
 		return fail(err)
+	}
+	if cfg.SysrqProbe != "" {
+		// The parent checks our mount table, then sends "go" on the
+		// same pipe (through the same decoder, which may have read
+		// ahead).
+		fmt.Fprintln(status, "ready")
+		var word string
+		if err := dec.Decode(&word); err != nil || word != sysrqGo {
+			return fail(errors.New("sysrq: the runtime did not confirm the read-only mount: not tried"))
+		}
+		syncPipe.Close()
+		fmt.Fprintln(status, "started")
+		outcome, detail := sysrqAttempt(cfg.SysrqProbe)
+		fmt.Fprintf(status, "sysrq %s %s\n", outcome, strings.ReplaceAll(detail, "\n", "; "))
+		fmt.Fprintln(status, "exit 0 0")
+		return 0
 	}
 	// Signals are caught from now on, so none is lost between starting
 	// the workload and forwarding.
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH)
-	pid, err := startWorkload(cfg)
+	var pid int
+	var traced <-chan traceResult
+	var err error
+	if cfg.CountSyscalls {
+		pid, traced, err = startTraced(cfg)
+	} else {
+		pid, err = startWorkload(cfg, false)
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -102,12 +139,26 @@ func Init() int {
 			_ = unix.Kill(pid, s.(syscall.Signal))
 		}
 	}()
-	code, sig := reap(pid)
+	var code, sig int
+	if traced != nil {
+		tr := <-traced
+		if tr.err != nil {
+			return fail(fmt.Errorf("count system calls: %w", tr.err))
+		}
+		counts, err := json.Marshal(tr.counts)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(status, "syscalls %s\n", counts)
+		code, sig = tr.code, tr.sig
+	} else {
+		code, sig = reap(pid)
+	}
 	fmt.Fprintf(status, "exit %d %d\n", code, sig)
 	return code
 }
 
-// enterContainer does steps 1 to 6 of the file comment.
+// enterContainer does steps 1 to 7 of the file comment.
 func enterContainer(cfg initConfig) error {
 	root := cfg.Rootfs
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
@@ -135,6 +186,9 @@ func enterContainer(cfg initConfig) error {
 			return fmt.Errorf("mount %s on /%s: %w", m.fstype, m.target, err)
 		}
 	}
+	if err := maskProc(filepath.Join(root, "proc")); err != nil {
+		return err
+	}
 	if err := populateDev(filepath.Join(root, "dev")); err != nil {
 		return err
 	}
@@ -146,6 +200,55 @@ func enterContainer(cfg initConfig) error {
 	}
 	if err := loopbackUp(); err != nil {
 		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
+}
+
+// readOnlyProc are the files and directories of /proc that maskProc makes
+// read-only.
+var readOnlyProc = []string{"sys", "sysrq-trigger", "irq", "bus"}
+
+// maskProc makes parts of the container's /proc read-only.
+//
+// A new procfs shows the container's PID namespace, but much of /proc is not
+// per-namespace at all: it is the host's kernel itself, shared by every
+// container. Written to by the container's root (who, without a user
+// namespace, is the host's root with every capability):
+//
+//   - /proc/sys changes the host kernel's settings (sysctl), most of them
+//     global: kernel.panic, vm.overcommit_memory, kernel.core_pattern (a
+//     program the host runs as root on every crash);
+//   - /proc/sysrq-trigger takes commands for the kernel: "c" crashes it, "b"
+//     reboots the machine, "o" powers it off;
+//   - /proc/irq sets which CPUs take which hardware interrupts;
+//   - /proc/bus gives access to the host's PCI and USB devices.
+//
+// Each is bind-mounted onto itself and the bind remounted read-only, as
+// OCI runtimes do for the same paths. A write then fails with EROFS, even
+// for root. This protects against mistakes, not against an attacker: a
+// process holding CAP_SYS_ADMIN, as ours does, may unmount the bind or
+// remount it read-write. Production runtimes drop that capability, and a
+// user namespace makes these mounts "locked" (mount_namespaces(7)).
+//
+// A path the kernel does not have (no CONFIG_MAGIC_SYSRQ, say) is skipped:
+// there is nothing to protect.
+func maskProc(proc string) error {
+	for _, name := range readOnlyProc {
+		p := filepath.Join(proc, name)
+		if err := unix.Mount(p, p, "", unix.MS_BIND, ""); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return fmt.Errorf("bind-mount /proc/%s: %w", name, err)
+		}
+		// A bind mount takes the flags of the mount it comes from
+		// only at creation; read-only needs a remount of the bind.
+		// The remount sets all of its flags, so /proc's nosuid, nodev
+		// and noexec are repeated.
+		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+		if err := unix.Mount("", p, "", flags, ""); err != nil {
+			return fmt.Errorf("make /proc/%s read-only: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -241,13 +344,15 @@ func loopbackUp() error {
 }
 
 // startWorkload starts the command, with the container's
-// environment, in a new cgroup namespace.
+// environment, in a new cgroup namespace. With trace, the child asks to be
+// traced (PTRACE_TRACEME) just before its execve, so it stops right after
+// it; the caller must be on a locked OS thread, which becomes the tracer.
 //
 // The cgroup namespace is made here rather than with the other namespaces:
 // its root is the cgroup its creator is in at that moment, and only now is
 // init in the container's cgroup. The workload then sees its group as "/"
 // in /proc/self/cgroup, and nothing of the host's tree above it.
-func startWorkload(cfg initConfig) (int, error) {
+func startWorkload(cfg initConfig, trace bool) (int, error) {
 	// Init's environment becomes the container's, so that the PATH
 	// lookup happens in the container's PATH.
 	os.Clearenv()
@@ -271,7 +376,7 @@ func startWorkload(cfg initConfig) (int, error) {
 		Dir:   "/",
 		Env:   os.Environ(),
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
-		Sys:   &syscall.SysProcAttr{Unshareflags: unix.CLONE_NEWCGROUP},
+		Sys:   &syscall.SysProcAttr{Unshareflags: unix.CLONE_NEWCGROUP, Ptrace: trace},
 	})
 	if err != nil {
 		return 0, fmt.Errorf("start %s: %w", cfg.Args[0], err)

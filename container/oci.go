@@ -74,8 +74,9 @@ type (
 		Options     []string `json:"options,omitempty"`
 	}
 	ociLinux struct {
-		Namespaces []ociNamespace `json:"namespaces"`
-		Resources  *ociResources  `json:"resources,omitempty"`
+		Namespaces    []ociNamespace `json:"namespaces"`
+		ReadonlyPaths []string       `json:"readonlyPaths,omitempty"`
+		Resources     *ociResources  `json:"resources,omitempty"`
 	}
 	ociNamespace struct {
 		Type string `json:"type"`
@@ -134,6 +135,8 @@ func ociConfig(cfg Config, rootfs string) ociSpec {
 		},
 		Linux: ociLinux{
 			Namespaces: []ociNamespace{{"pid"}, {"mount"}, {"uts"}, {"ipc"}, {"network"}, {"cgroup"}},
+			// The same /proc paths our init makes read-only (init.go).
+			ReadonlyPaths: ociReadonlyPaths(),
 		},
 	}
 	l := cfg.Limits
@@ -187,6 +190,10 @@ func RunRunc(ctx context.Context, cfg Config) (res Result, err error) {
 	if len(cfg.Args) == 0 || cfg.Args[0] == "" {
 		return res, fmt.Errorf("%w: no command to run", ErrSetup)
 	}
+	if cfg.CountSyscalls {
+		// The tracer is our init (syscalls.go); runc has its own.
+		return res, fmt.Errorf("%w: counting system calls needs kvmlab's runtime, not runc", ErrSetup)
+	}
 	if err := cfg.Limits.validate(); err != nil {
 		return res, fmt.Errorf("%w: %w", ErrSetup, err)
 	}
@@ -214,7 +221,13 @@ func RunRunc(ctx context.Context, cfg Config) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
-	cmd := exec.CommandContext(ctx, runc, "run", "--bundle", bundle, id)
+	args := []string{"run", "--bundle", bundle}
+	if rootIsInitramfs() {
+		// pivot_root(2) cannot move the initial root file system away
+		// (see changeRoot); runc then needs its MS_MOVE fallback too.
+		args = append(args, "--no-pivot")
+	}
+	cmd := exec.CommandContext(ctx, runc, append(args, id)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = orStd(cfg)
 	// Killing runc itself would leave the container running: ask runc
 	// to kill the container instead, and runc run then returns.
@@ -252,4 +265,36 @@ func lookInRoot(rootfs, name string) string {
 		}
 	}
 	return name
+}
+
+// rootIsInitramfs reports whether this process's root is the kernel's
+// initial root file system (type "rootfs", unpacked from an initramfs), as
+// inside the emulated host.
+func rootIsInitramfs() bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		// ID parent major:minor root mountpoint options... - fstype source
+		if len(f) < 5 || f[4] != "/" {
+			continue
+		}
+		for i, x := range f {
+			if x == "-" && i+1 < len(f) {
+				return f[i+1] == "rootfs"
+			}
+		}
+	}
+	return false
+}
+
+// ociReadonlyPaths names readOnlyProc as absolute paths for config.json.
+func ociReadonlyPaths() []string {
+	var p []string
+	for _, n := range readOnlyProc {
+		p = append(p, "/proc/"+n)
+	}
+	return p
 }

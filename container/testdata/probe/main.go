@@ -12,6 +12,8 @@
 //	probe spin MS       burns CPU for MS ms of wall time, prints CPU time used
 //	probe sleep S       sleeps S seconds
 //	probe kill-self     sends itself SIGTERM
+//	probe openw PATH... opens each PATH for writing and closes it again,
+//	                    without writing; prints PATH=ok or PATH=the error
 package main
 
 import (
@@ -106,6 +108,18 @@ func main() {
 		fmt.Printf("wall_ms=%d\ncpu_ms=%d\n", time.Since(start).Milliseconds(), cpu.Milliseconds())
 	case "sleep":
 		time.Sleep(time.Duration(arg()) * time.Second)
+	case "openw":
+		// O_WRONLY alone: no O_CREAT, no O_TRUNC, and no write. Opening
+		// a /proc file has no effect; only writing would.
+		for _, p := range os.Args[2:] {
+			fd, err := syscall.Open(p, syscall.O_WRONLY|syscall.O_CLOEXEC, 0)
+			if err != nil {
+				fmt.Printf("%s=%v\n", p, err)
+				continue
+			}
+			syscall.Close(fd)
+			fmt.Printf("%s=ok\n", p)
+		}
 	case "kill-self":
 		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
 		time.Sleep(10 * time.Second)
