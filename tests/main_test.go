@@ -182,13 +182,14 @@ var testGroups = []string{
 	"TestRebootAndPanic|TestInteractiveTerminal",
 	"TestTraceAndStat|TestChromeTrace|TestStats|TestStepScript|TestStepDebug",
 	"TestVirtioDisk|TestVirtioDiskSurvivesKill|TestVirtioNet|TestVirtioDebian",
-	"TestContainer",
+	"TestContainer|TestCompare",
 }
 
-// virtioTools are host programs the virtio tests run (e2fsprogs to make and
-// read ext4 images, iproute2 for the TAP and the network namespace). The
-// emulated host has none of them, so they travel in with their libraries.
-var virtioTools = []string{"mkfs.ext4", "debugfs", "ip"}
+// hostTools are host programs the tests run inside the emulated host, which
+// has none of them: e2fsprogs to make and read ext4 images and iproute2 for
+// the TAP and the network namespace (virtio tests), runc for the container
+// comparison. They travel in with their libraries.
+var hostTools = []string{"mkfs.ext4", "debugfs", "ip", "runc"}
 
 // runOnce runs one emulated-host run and returns its exit status and the
 // inner run's console output.
@@ -211,9 +212,9 @@ func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, a
 		Timeout: 10 * time.Minute, // a group takes 1-2 min; a hung emulated host is retried
 		Output:  io.MultiWriter(os.Stdout, &console),
 	}
-	tools, err := harness.Programs(virtioTools...)
+	tools, err := harness.Programs(hostTools...)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "tests: %v: install e2fsprogs and iproute2 (apt-get install e2fsprogs iproute2)\n", err)
+		fmt.Fprintf(os.Stderr, "tests: %v: install them (bash tests/deps.sh)\n", err)
 		return 1, ""
 	}
 	if _, err := os.Stat("/etc/mke2fs.conf"); err == nil {

@@ -315,6 +315,9 @@ func makePeer(name, self string, f *benchFlags) (peer, error) {
 		return peer{name: name, exits: true, argv: func(k, i, c string, m int) []string {
 			return []string{q, "-machine", machine + ",accel=kvm", "-cpu", "host", "-m", fmt.Sprintf("%dM", m), "-smp", "1",
 				"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-L", f.firmware,
+				// A guest reset (triple fault) ends QEMU, as it ends kvmlab,
+				// instead of booting again unnoticed.
+				"-no-reboot",
 				"-kernel", k, "-initrd", i, "-append", c}
 		}}, nil
 	case "gokvm":

@@ -52,7 +52,7 @@ const minContainerPids = 16
 type containerFlags struct {
 	mem, cpus, initrd, rootfs, hostname string
 	pids                                int
-	runc, verbose                       bool
+	runc, verbose, countSyscalls        bool
 }
 
 func (f *containerFlags) register(fset *flag.FlagSet) {
@@ -63,6 +63,7 @@ func (f *containerFlags) register(fset *flag.FlagSet) {
 	fset.StringVar(&f.initrd, "initrd", "", "newc cpio archive to unpack as the root (default: the guest's, from 'make guest')")
 	fset.StringVar(&f.rootfs, "rootfs", "", "an already unpacked root directory, used as is (instead of --initrd)")
 	fset.BoolVar(&f.runc, "runc", false, "run it with runc (an OCI bundle) instead of kvmlab's own runtime, to compare")
+	fset.BoolVar(&f.countSyscalls, "count-syscalls", false, "count the system calls the workload makes into the host kernel (ptrace; slows it down) and print the most frequent on stderr")
 	fset.BoolVar(&f.verbose, "verbose", false, "afterwards, print the cgroup version and files used, memory peak and timings on stderr")
 }
 
@@ -164,6 +165,10 @@ func cmdContainer(args []string) error {
 	if err != nil {
 		return err
 	}
+	cfg.CountSyscalls = f.countSyscalls
+	if f.countSyscalls && f.runc {
+		return usagef("container: --count-syscalls works with kvmlab's runtime, not --runc: drop one of them")
+	}
 	if os.Geteuid() != 0 && (cfg.Limits != container.Limits{}) {
 		return usagef("container: limits (--mem, --cpus, --pids) need root to create a cgroup: run as root, or drop them")
 	}
@@ -185,6 +190,10 @@ func cmdContainer(args []string) error {
 	}
 	if f.verbose {
 		printContainerReport(res)
+	}
+	if f.countSyscalls {
+		fmt.Fprintf(os.Stderr, "kvmlab: container: the workload made %d system calls into the host kernel; most frequent: %s\n",
+			res.Syscalls, topSyscalls(res.SyscallsByName, 10))
 	}
 	if res.ExitCode != 0 {
 		return exitError{res.ExitCode}

@@ -40,6 +40,7 @@ Usage:
   kvmlab check           tell whether this host can run guests, and what to do if not
   kvmlab container [flags] -- CMD   run CMD in a container with the guest's userland, on this kernel
   kvmlab bench [flags]   boot the same guest under kvmlab, QEMU (q35, microvm) and gokvm; compare
+  kvmlab compare [flags] the same userland as a VM and as a container, measured side by side
   kvmlab help COMMAND    show a command's flags
 
 Run 'kvmlab run --help' for the flags of run.
@@ -72,6 +73,8 @@ func realMain(args []string) int {
 		return container.Init()
 	case "bench":
 		err = cmdBench(args[1:])
+	case "compare":
+		err = cmdCompare(args[1:])
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			return realMain([]string{args[1], "--help"})
