@@ -306,8 +306,11 @@ func compareHere(f *compareFlags, mem uint64) (*compareReport, error) {
 	}
 	hostAfter := probe.Collect(probe.Options{})
 	survived := hostAfter.BootID == hostBefore.BootID && hostAfter.BootID != ""
-	rep.VM.HostSurvived = survived
-	rep.Container.HostSurvived = survived
+	for _, s := range []*sideReport{&rep.VM, &rep.Container, rep.Runc} {
+		if s != nil {
+			s.HostSurvived = survived
+		}
+	}
 	rep.Rows = compareRows(rep)
 	return rep, nil
 }
