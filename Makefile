@@ -5,7 +5,7 @@ CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kvmlab
 BIN := bin/kvmlab
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.git/*') go.mod go.sum
 
-.PHONY: run test deps guest build unit integration fuzz lint bench clean
+.PHONY: run test deps guest build unit integration fuzz lint bench bench-go clean
 
 ## run: install what is missing, build the guest kernel and initramfs (cached),
 ## and boot the default guest on this terminal (via the emulated host when
@@ -61,10 +61,16 @@ fuzz:
 integration: build guest
 	KVMLAB_BIN=$(abspath $(BIN)) KVMLAB_GUEST_DIR=$(CACHE)/default CGO_ENABLED=0 go test -count=1 -v -timeout 75m ./tests/
 
-## bench: boot benchmark (time to user space, exits by reason, VMM memory);
-## on /dev/kvm or inside the emulated host. BENCHTIME=5x for more boots.
-BENCHTIME ?= 3x
+## bench: kvmlab vs QEMU (q35, microvm) vs gokvm on the same guest, interleaved:
+## boot, console, memory, exits (kvmlab bench; inside the emulated host when
+## there is no /dev/kvm). RUNS=5 for more boots per VMM.
+RUNS ?= 3
 bench: build guest
+	$(BIN) bench --runs $(RUNS)
+
+## bench-go: the Go benchmarks of the boot (BenchmarkBoot) and the exit path.
+BENCHTIME ?= 3x
+bench-go: build guest
 	KVMLAB_BIN=$(abspath $(BIN)) KVMLAB_GUEST_DIR=$(CACHE)/default CGO_ENABLED=0 go test -count=1 -v -run '^$$' -bench Boot -benchtime $(BENCHTIME) -timeout 60m ./tests/
 
 clean:

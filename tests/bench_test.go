@@ -15,7 +15,7 @@ import (
 // first console line that is not a kernel message), user-space VM exits during
 // the boot by reason, and the VMM's own memory (RSS outside guest RAM).
 //
-//	make bench-boot   (or: go test -run '^$' -bench Boot -benchtime 3x ./tests/)
+//	make bench-go   (or: go test -run '^$' -bench Boot -benchtime 3x ./tests/)
 func BenchmarkBoot(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		r := bootOnce(b)

@@ -38,6 +38,8 @@ type benchFlags struct {
 	qemu, firmware, goKV string
 	jsonOut              bool
 	emulated, inHost     bool
+	exitLoop             int
+	exitFloor            string
 }
 
 const benchUsage = `usage: kvmlab bench [flags]
@@ -76,6 +78,8 @@ func cmdBench(args []string) error {
 	fs.StringVar(&f.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
 	fs.StringVar(&f.firmware, "qemu-firmware", "/usr/share/qemu", "QEMU's firmware directory (-L)")
 	fs.StringVar(&f.goKV, "gokvm", "", "gokvm binary (default: build it with go into the cache)")
+	fs.IntVar(&f.exitLoop, "exit-loop", 100000, "exits for the exit-cost benchmark (a guest looping on `out`, under kvmlab and under a minimal C loop); 0 skips it")
+	fs.StringVar(&f.exitFloor, "exitfloor", "", "internal: the compiled C floor of the exit benchmark")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the figures as JSON instead of a table")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
 	fs.BoolVar(&f.inHost, "in-emulated-host", false, "internal: this is the run inside the emulated host")
@@ -84,6 +88,9 @@ func cmdBench(args []string) error {
 	}
 	if f.runs < 1 || f.runs > 100 {
 		return usagef("bench: --runs %d: give 1 to 100 boots per VMM", f.runs)
+	}
+	if f.exitLoop < 0 || f.exitLoop > 100_000_000 {
+		return usagef("bench: --exit-loop %d: give 0 (skip) to 100000000 exits", f.exitLoop)
 	}
 	if f.consoleBytes < 0 || f.consoleBytes > 16<<20 {
 		return usagef("bench: --console-bytes %d: give 0 to 16777216", f.consoleBytes)
@@ -175,6 +182,20 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 		"--vmms", strings.Join(peers, ","), "--console-bytes", strconv.Itoa(f.consoleBytes), "--timeout", f.timeout.String()}
 	if f.jsonOut {
 		argv = append(argv, "--json")
+	}
+	argv = append(argv, "--exit-loop", strconv.Itoa(f.exitLoop))
+	if f.exitLoop > 0 {
+		dir, err := os.MkdirTemp("", "kvmlab-exitfloor-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		floor, err := buildExitFloor(dir)
+		if err != nil {
+			return err
+		}
+		files = append(files, harness.File{HostPath: floor, Path: "/kvmlab/exitfloor", Mode: 0o755})
+		argv = append(argv, "--exitfloor", "/kvmlab/exitfloor")
 	}
 	for _, p := range peers {
 		switch p {
@@ -281,6 +302,22 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 		}
 	}
 	rep := summarize(all, names, f, host, memMiB, cmdline)
+	if f.exitLoop > 0 {
+		floor := f.exitFloor
+		if floor == "" {
+			dir, err := os.MkdirTemp("", "kvmlab-exitfloor-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			if floor, err = buildExitFloor(dir); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(os.Stderr, "kvmlab bench: exit loop: %d and %d exits, under kvmlab and the C floor, %d times\n", f.exitLoop, 2*f.exitLoop, f.runs)
+		el := runExitLoop(self, floor, uint32(f.exitLoop), f.runs)
+		rep.ExitLoop = &el
+	}
 	if f.jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -365,6 +402,7 @@ type benchReport struct {
 	Figures  []figure          `json:"figures"`
 	Failures map[string]int    `json:"failures"`
 	Notes    map[string]string `json:"failure_reasons,omitempty"`
+	ExitLoop *exitLoopResult   `json:"exit_loop,omitempty"`
 }
 
 // metric names one figure and reads it from a sample (ok false: not
@@ -459,6 +497,16 @@ func (r benchReport) print(w io.Writer) {
 		fmt.Fprintf(w, "%-36s %-13s %10s %10s %10s %9s\n", name, f.VMM, num(f.Median), num(f.Min), num(f.Max), ratio)
 	}
 	fmt.Fprintln(w)
+	if e := r.ExitLoop; e != nil {
+		if e.Error != "" {
+			fmt.Fprintf(w, "exit loop: failed: %s\n\n", e.Error)
+		} else {
+			fmt.Fprintf(w, "exit loop (one user-space KVM_EXIT_IO per iteration, medians of %d):\n", r.Runs)
+			fmt.Fprintf(w, "  C floor (ioctl KVM_RUN + switch)  %9.0f ns/exit  %10.0f exits/s\n", e.FloorNsPerExit, e.FloorExitsPerSecond)
+			fmt.Fprintf(w, "  kvmlab vCPU loop                  %9.0f ns/exit  %10.0f exits/s  (%.2f× the floor's time)\n\n",
+				e.KvmlabNsPerExit, e.KvmlabExitsPerSecond, e.KvmlabNsPerExit/e.FloorNsPerExit)
+		}
+	}
 	for _, n := range sortedKeys(r.Failures) {
 		fmt.Fprintf(w, "%s: %d of %d boot(s) failed; the last: %s\n", n, r.Failures[n], r.Runs, r.Notes[n])
 	}

@@ -1,0 +1,39 @@
+package boot
+
+import "encoding/binary"
+
+// TinyELFBase is where TinyELF loads its code and enters it: 1 MiB, the
+// usual load address of a kernel.
+const TinyELFBase = 0x100000
+
+// TinyELF wraps raw x86-64 code in the smallest ELF64 executable this
+// package's loader accepts: the 64-byte file header, one PT_LOAD program
+// header, and the code at file offset 0x1000, loaded at TinyELFBase and
+// entered there in 64-bit mode (see elf.go). Tests and benchmarks use it to
+// run a few hand-assembled instructions as a guest.
+func TinyELF(code []byte) []byte {
+	const off = 0x1000
+	b := make([]byte, off+len(code))
+	copy(b, "\x7fELF")
+	b[4], b[5], b[6] = 2, 1, 1 // ELFCLASS64, little-endian, version 1
+	le := binary.LittleEndian
+	le.PutUint16(b[16:], 2)           // ET_EXEC
+	le.PutUint16(b[18:], 0x3e)        // EM_X86_64
+	le.PutUint32(b[20:], 1)           // EV_CURRENT
+	le.PutUint64(b[24:], TinyELFBase) // e_entry
+	le.PutUint64(b[32:], 64)          // e_phoff: right after this header
+	le.PutUint16(b[52:], 64)          // e_ehsize
+	le.PutUint16(b[54:], 56)          // e_phentsize
+	le.PutUint16(b[56:], 1)           // e_phnum
+	ph := b[64:]
+	le.PutUint32(ph[0:], 1) // PT_LOAD
+	le.PutUint32(ph[4:], 5) // R+X
+	le.PutUint64(ph[8:], off)
+	le.PutUint64(ph[16:], TinyELFBase) // p_vaddr
+	le.PutUint64(ph[24:], TinyELFBase) // p_paddr
+	le.PutUint64(ph[32:], uint64(len(code)))
+	le.PutUint64(ph[40:], uint64(len(code)))
+	le.PutUint64(ph[48:], 0x1000) // p_align
+	copy(b[off:], code)
+	return b
+}
