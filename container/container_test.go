@@ -463,17 +463,7 @@ func TestKillFromOutside(t *testing.T) {
 			if err := unix.Kill(tc.target(c, pids), unix.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			done := make(chan struct{})
-			var res Result
-			go func() { res, err = c.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				t.Fatal("the container did not end within 30 s of SIGKILL")
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := waitEnd(t, c, "SIGKILL")
 			if res.Signal != syscall.SIGKILL || res.ExitCode != 137 {
 				t.Errorf("exit %d signal %d, want 137 and SIGKILL", res.ExitCode, res.Signal)
 			}
@@ -526,4 +516,25 @@ func TestStartErrors(t *testing.T) {
 			before.checkLeaks(t, res)
 		})
 	}
+}
+
+// waitEnd waits up to 30 s for a container to end after what (a signal,
+// say) and returns its result; on the deadline it kills the container and
+// fails the test.
+func waitEnd(t *testing.T, c *Container, what string) Result {
+	t.Helper()
+	done := make(chan struct{})
+	var res Result
+	var err error
+	go func() { res, err = c.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = c.Kill()
+		t.Fatalf("the container did not end within 30 s of %s", what)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }

@@ -182,18 +182,7 @@ func TestCountSyscallsKilled(t *testing.T) {
 			if err := tc.send(c, workload, tc.sig); err != nil {
 				t.Fatal(err)
 			}
-			done := make(chan struct{})
-			var res Result
-			go func() { res, err = c.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				_ = c.Kill()
-				t.Fatalf("the container did not end within 30 s of %v", tc.sig)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := waitEnd(t, c, tc.sig.String())
 			t.Logf("%d system calls before %v; top: %s", res.Syscalls, tc.sig, top(res.SyscallsByName, 6))
 			if res.Signal != tc.sig || res.ExitCode != 128+int(tc.sig) {
 				t.Errorf("exit %d signal %d, want %d and %v", res.ExitCode, res.Signal, 128+int(tc.sig), tc.sig)

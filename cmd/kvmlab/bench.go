@@ -6,11 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,16 +104,8 @@ func cmdBench(args []string) error {
 	if err != nil {
 		return err
 	}
-	if f.kernel == "" && f.initrd == "" {
-		f.kernel, f.initrd = defaultGuest()
-	}
-	for _, p := range []struct{ flag, path string }{{"--kernel", f.kernel}, {"--initrd", f.initrd}} {
-		if p.path == "" {
-			return usagef("bench: %s is missing: give both --kernel and --initrd, or neither for the default guest", p.flag)
-		}
-		if _, err := os.Stat(p.path); err != nil {
-			return usagef("bench: %s %s: %v (run 'make guest' for the default guest)", p.flag, p.path, err)
-		}
+	if err := resolveGuest("bench", &f.kernel, &f.initrd); err != nil {
+		return err
 	}
 	ok, why := harness.KVMUsable()
 	if f.inHost || (ok && !f.emulated) {
@@ -172,11 +165,7 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 	if err != nil {
 		return err
 	}
-	files := []harness.File{
-		{HostPath: self, Path: "/kvmlab/kvmlab", Mode: 0o755},
-		{HostPath: f.kernel, Path: "/kvmlab/kernel", Mode: 0o644},
-		{HostPath: f.initrd, Path: "/kvmlab/initrd", Mode: 0o644},
-	}
+	files := emulatedGuestFiles(self, f.kernel, f.initrd)
 	argv := []string{"/kvmlab/kvmlab", "bench", "--in-emulated-host", "--runs", strconv.Itoa(f.runs),
 		"--kernel", "/kvmlab/kernel", "--initrd", "/kvmlab/initrd", "--mem", f.mem, "--append", f.appendLine,
 		"--vmms", strings.Join(peers, ","), "--console-bytes", strconv.Itoa(f.consoleBytes), "--timeout", f.timeout.String()}
@@ -200,7 +189,7 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 	for _, p := range peers {
 		switch p {
 		case "qemu-q35", "qemu-microvm":
-			if argvHas(argv, "--qemu") {
+			if slices.Contains(argv, "--qemu") {
 				continue
 			}
 			qf, err := harness.Programs(f.qemu)
@@ -252,15 +241,6 @@ func findFirmware(dir, name string) string {
 		}
 	}
 	return ""
-}
-
-func argvHas(argv []string, s string) bool {
-	for _, a := range argv {
-		if a == s {
-			return true
-		}
-	}
-	return false
 }
 
 // benchHere runs the benchmark on this machine's /dev/kvm.
@@ -507,7 +487,7 @@ func (r benchReport) print(w io.Writer) {
 				e.KvmlabNsPerExit, e.KvmlabExitsPerSecond, e.KvmlabNsPerExit/e.FloorNsPerExit)
 		}
 	}
-	for _, n := range sortedKeys(r.Failures) {
+	for _, n := range slices.Sorted(maps.Keys(r.Failures)) {
 		fmt.Fprintf(w, "%s: %d of %d boot(s) failed; the last: %s\n", n, r.Failures[n], r.Runs, r.Notes[n])
 	}
 }
@@ -520,13 +500,4 @@ func num(v float64) string {
 		return strconv.FormatFloat(v, 'f', 1, 64)
 	}
 	return strconv.FormatFloat(v, 'f', 2, 64)
-}
-
-func sortedKeys(m map[string]int) []string {
-	var k []string
-	for n := range m {
-		k = append(k, n)
-	}
-	sort.Strings(k)
-	return k
 }

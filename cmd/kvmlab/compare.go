@@ -80,16 +80,8 @@ func cmdCompare(args []string) error {
 	if err != nil || mem < 128<<20 || mem > 3<<30 {
 		return usagef("compare: --mem %q: give 128M to 3G", f.mem)
 	}
-	if f.kernel == "" && f.initrd == "" {
-		f.kernel, f.initrd = defaultGuest()
-	}
-	for _, p := range []struct{ flag, path string }{{"--kernel", f.kernel}, {"--initrd", f.initrd}} {
-		if p.path == "" {
-			return usagef("compare: %s is missing: give both --kernel and --initrd, or neither for the default guest", p.flag)
-		}
-		if _, err := os.Stat(p.path); err != nil {
-			return usagef("compare: %s %s: %v (run 'make guest' for the default guest)", p.flag, p.path, err)
-		}
+	if err := resolveGuest("compare", &f.kernel, &f.initrd); err != nil {
+		return err
 	}
 	if f.html != "" {
 		if d := filepath.Dir(f.html); d != "" {
@@ -154,11 +146,7 @@ func compareEmulated(f *compareFlags) (*compareReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	files := []harness.File{
-		{HostPath: self, Path: "/kvmlab/kvmlab", Mode: 0o755},
-		{HostPath: f.kernel, Path: "/kvmlab/kernel", Mode: 0o644},
-		{HostPath: f.initrd, Path: "/kvmlab/initrd", Mode: 0o644},
-	}
+	files := emulatedGuestFiles(self, f.kernel, f.initrd)
 	argv := []string{"/kvmlab/kvmlab", "compare", "--in-emulated-host", "--kernel", "/kvmlab/kernel",
 		"--initrd", "/kvmlab/initrd", "--mem", f.mem, "--timeout", f.timeout.String()}
 	if !f.noRunc {
@@ -175,7 +163,12 @@ func compareEmulated(f *compareFlags) (*compareReport, error) {
 		argv = append(argv, "--no-runc")
 	}
 	var out bytes.Buffer
-	progress := &lineFilter{w: os.Stderr, drop: compareMarker}
+	// Progress goes to stderr as it comes, the report line aside.
+	progress := &consoleWatch{fn: func(line string, _ time.Time) {
+		if !strings.Contains(line, compareMarker) {
+			fmt.Fprintln(os.Stderr, line)
+		}
+	}}
 	spec := harness.Spec{Files: files, Argv: argv, MemMB: 3072, CPUs: 2, Timeout: 3*f.timeout + 3*time.Minute,
 		Output: io.MultiWriter(&out, progress)}
 	res, err := harness.Run(context.Background(), spec)
@@ -192,28 +185,6 @@ func compareEmulated(f *compareFlags) (*compareReport, error) {
 		}
 	}
 	return nil, fmt.Errorf("the run inside the emulated host printed no report (exit status %d)", res.ExitCode)
-}
-
-// lineFilter copies lines to w except those containing drop.
-type lineFilter struct {
-	w    io.Writer
-	drop string
-	buf  []byte
-}
-
-func (l *lineFilter) Write(p []byte) (int, error) {
-	l.buf = append(l.buf, p...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		line := l.buf[:i+1]
-		if !bytes.Contains(line, []byte(l.drop)) {
-			_, _ = l.w.Write(line)
-		}
-		l.buf = l.buf[i+1:]
-	}
 }
 
 // sideReport is what one way of running the userland showed.
@@ -279,9 +250,9 @@ func compareHere(f *compareFlags, mem uint64) (*compareReport, error) {
 	progress := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "kvmlab compare: "+format+"\n", a...) }
 
 	progress("booting the VM with the probe (%s, %s RAM)", filepath.Base(f.kernel), f.mem)
-	rep.VM = vmSide(f, mem)
+	rep.VM = vmSide(f)
 	progress("booting a VM that crashes its own kernel (sysrq c)")
-	rep.VM.Blast = vmCrash(f, mem)
+	rep.VM.Blast = vmCrash(f)
 
 	root, err := os.MkdirTemp("", "kvmlab-compare-root-")
 	if err != nil {
@@ -396,7 +367,7 @@ func bootVM(f *compareFlags, cmdline string, onLine func(m *vmm.Machine, line st
 	return out, watch.tail(), nil
 }
 
-func vmSide(f *compareFlags, mem uint64) sideReport {
+func vmSide(f *compareFlags) sideReport {
 	s := sideReport{Name: "VM (kvmlab)"}
 	start := time.Now()
 	var userAtStart, allAtStart uint64
@@ -436,7 +407,7 @@ func vmSide(f *compareFlags, mem uint64) sideReport {
 
 // vmCrash boots a VM whose guest crashes its own kernel through sysrq (the
 // guest's kvmlab-crash, guest/uinit) and reports what became of it.
-func vmCrash(f *compareFlags, mem uint64) string {
+func vmCrash(f *compareFlags) string {
 	var panicked string
 	out, tail, err := bootVM(f, "console=ttyS0 panic=-1 quiet kvmlab.run=kvmlab-crash", func(m *vmm.Machine, line string, at time.Time) {
 		if strings.Contains(line, "Kernel panic") && panicked == "" {

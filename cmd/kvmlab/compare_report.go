@@ -1,8 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 
 	"kvmlab/guest/probe"
@@ -201,25 +204,15 @@ func (rep *compareReport) print(w io.Writer) {
 
 // topSyscalls lists the n most frequent system calls.
 func topSyscalls(m map[string]uint64, n int) string {
-	type kv struct {
-		k string
-		v uint64
-	}
-	var all []kv
-	for k, v := range m {
-		all = append(all, kv{k, v})
-	}
-	for i := 1; i < len(all); i++ {
-		for j := i; j > 0 && (all[j].v > all[j-1].v || all[j].v == all[j-1].v && all[j].k < all[j-1].k); j-- {
-			all[j], all[j-1] = all[j-1], all[j]
+	names := slices.SortedFunc(maps.Keys(m), func(a, b string) int {
+		if c := cmp.Compare(m[b], m[a]); c != 0 {
+			return c
 		}
-	}
+		return strings.Compare(a, b)
+	})
 	var parts []string
-	for i, e := range all {
-		if i == n {
-			break
-		}
-		parts = append(parts, fmt.Sprintf("%s %d", e.k, e.v))
+	for _, k := range names[:min(n, len(names))] {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
 	}
 	return strings.Join(parts, ", ")
 }

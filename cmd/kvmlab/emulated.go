@@ -79,3 +79,32 @@ func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
 	}
 	return nil
 }
+
+// emulatedGuestFiles are what `bench` and `compare` carry into the emulated
+// host to run themselves there: this kvmlab binary, the kernel and the
+// initramfs, at the paths their inner runs are given.
+func emulatedGuestFiles(self, kernel, initrd string) []harness.File {
+	return []harness.File{
+		{HostPath: self, Path: "/kvmlab/kvmlab", Mode: 0o755},
+		{HostPath: kernel, Path: "/kvmlab/kernel", Mode: 0o644},
+		{HostPath: initrd, Path: "/kvmlab/initrd", Mode: 0o644},
+	}
+}
+
+// resolveGuest fills in the default guest when neither --kernel nor
+// --initrd was given, and checks both exist; cmd names the subcommand in
+// the one-line error.
+func resolveGuest(cmd string, kernel, initrd *string) error {
+	if *kernel == "" && *initrd == "" {
+		*kernel, *initrd = defaultGuest()
+	}
+	for _, p := range []struct{ flag, path string }{{"--kernel", *kernel}, {"--initrd", *initrd}} {
+		if p.path == "" {
+			return usagef("%s: %s is missing: give both --kernel and --initrd, or neither for the default guest", cmd, p.flag)
+		}
+		if _, err := os.Stat(p.path); err != nil {
+			return usagef("%s: %s %s: %v (run 'make guest' for the default guest)", cmd, p.flag, p.path, err)
+		}
+	}
+	return nil
+}
