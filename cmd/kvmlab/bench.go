@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -221,14 +220,7 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 		Timeout: time.Duration(f.runs*len(peers))*f.timeout + 5*time.Minute,
 		Output:  os.Stdout,
 	}
-	res, err := harness.Run(context.Background(), spec)
-	if err != nil {
-		return fmt.Errorf("emulated host: %w", err)
-	}
-	if res.ExitCode != 0 {
-		return exitError{res.ExitCode}
-	}
-	return nil
+	return runEmulatedSpec(spec)
 }
 
 // findFirmware looks for a QEMU firmware file in dir, then where Debian's
@@ -298,13 +290,7 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 		el := runExitLoop(self, floor, uint32(f.exitLoop), f.runs)
 		rep.ExitLoop = &el
 	}
-	if f.jsonOut {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	rep.print(os.Stdout)
-	return nil
+	return printReport(f.jsonOut, rep, rep.print)
 }
 
 func durOrNA(d time.Duration) string {

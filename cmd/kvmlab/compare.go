@@ -130,13 +130,7 @@ func renderCompare(rep *compareReport, f *compareFlags) error {
 		}
 		fmt.Fprintf(os.Stderr, "kvmlab compare: wrote %s\n", f.html)
 	}
-	if f.jsonOut {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	rep.print(os.Stdout)
-	return nil
+	return printReport(f.jsonOut, rep, rep.print)
 }
 
 // compareEmulated runs `kvmlab compare --in-emulated-host` inside the

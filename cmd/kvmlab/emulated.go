@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 
@@ -70,14 +72,7 @@ func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
 		Files: files, Argv: argv, MemMB: hostMB, CPUs: max(2, f.cpus),
 		Interactive: true, Output: os.Stdout,
 	}
-	res, err := harness.Run(context.Background(), spec)
-	if err != nil {
-		return fmt.Errorf("emulated host: %w", err)
-	}
-	if res.ExitCode != 0 {
-		return exitError{res.ExitCode}
-	}
-	return nil
+	return runEmulatedSpec(spec)
 }
 
 // emulatedGuestFiles are what `bench` and `compare` carry into the emulated
@@ -106,5 +101,29 @@ func resolveGuest(cmd string, kernel, initrd *string) error {
 			return usagef("%s: %s %s: %v (run 'make guest' for the default guest)", cmd, p.flag, p.path, err)
 		}
 	}
+	return nil
+}
+
+// runEmulatedSpec runs spec in the emulated host and passes the inner
+// command's exit status on as kvmlab's.
+func runEmulatedSpec(spec harness.Spec) error {
+	res, err := harness.Run(context.Background(), spec)
+	if err != nil {
+		return fmt.Errorf("emulated host: %w", err)
+	}
+	if res.ExitCode != 0 {
+		return exitError{res.ExitCode}
+	}
+	return nil
+}
+
+// printReport prints a report as indented JSON or as its table.
+func printReport(jsonOut bool, v any, table func(io.Writer)) error {
+	if jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	table(os.Stdout)
 	return nil
 }
