@@ -28,6 +28,7 @@ type guestConsole struct {
 	err    error
 	seen   int // offset in out already matched
 	start  time.Time
+	last   time.Time // when the console last produced output
 	cancel context.CancelFunc
 }
 
@@ -50,14 +51,18 @@ func guestFile(t testing.TB, name string) string {
 }
 
 type lockedWriter struct {
-	mu  *sync.Mutex
-	b   *bytes.Buffer
-	tee io.Writer
+	mu   *sync.Mutex
+	b    *bytes.Buffer
+	tee  io.Writer
+	last *time.Time // if set, the time of the latest write
 }
 
 func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.last != nil {
+		*w.last = time.Now()
+	}
 	if w.tee != nil {
 		_, _ = w.tee.Write(p)
 	}
@@ -77,8 +82,8 @@ func startGuestCmd(t *testing.T, timeout time.Duration, prefix []string, args ..
 	if os.Getenv("KVMLAB_TEST_ECHO") == "1" {
 		tee = os.Stdout
 	}
-	g.cmd.Stdout = lockedWriter{&g.mu, &g.out, tee}
-	g.cmd.Stderr = lockedWriter{&g.mu, &g.errb, tee}
+	g.cmd.Stdout = lockedWriter{&g.mu, &g.out, tee, &g.last}
+	g.cmd.Stderr = lockedWriter{&g.mu, &g.errb, tee, nil}
 	var err error
 	if g.stdin, err = g.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -180,7 +185,7 @@ func (g *guestConsole) tryWaitShell(timeout time.Duration) (time.Duration, error
 		case <-time.After(2 * time.Second):
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the guest shell did not answer within %v", timeout)
+			return 0, fmt.Errorf("the guest shell did not answer within %v%s", timeout, g.stallReport())
 		}
 	}
 }

@@ -109,7 +109,7 @@ func runInEmulatedHost() int {
 		if failed := emulatorFault(out); code != 0 && len(failed) > 0 {
 			// See emulatorFault: rerun just those tests, once, in a
 			// fresh emulated host, and say so loudly.
-			fmt.Printf("tests: RERUN: %s failed after a guest triple fault or an oops of the emulated host's kernel (QEMU's software SVM; see emulatorFault); running them once more in a fresh emulated host\n",
+			fmt.Printf("tests: RERUN: %s failed after a guest triple fault, a stalled guest or an oops of the emulated host's kernel (QEMU's software SVM; see emulatorFault); running them once more in a fresh emulated host\n",
 				strings.Join(failed, ", "))
 			rerun := append(append([]string{}, base...), "-test.run=^("+strings.Join(failed, "|")+")$")
 			code, _ = runOnce(ctx, hk, self, bin, guest, rerun)
@@ -137,7 +137,10 @@ var (
 //     TASK stack guard page was hit" in exc_general_protection, in the
 //     context of a kvmlab process): a user-space program cannot do that
 //     to a kernel; after it every failure in that host is suspect;
-//   - every failed test failed on a guest triple fault.
+//   - every failed test failed on a guest triple fault, or on a guest that
+//     stopped dead (stallReport: its console silent for a minute or more
+//     while the test waited; seen in CI mid-line in early boot, for a u-root
+//     and a Debian guest in the same run).
 //
 // Why a rerun at all: nested virtualisation under QEMU's TCG occasionally
 // corrupts a nested guest, and more often when the machine running QEMU is
@@ -166,7 +169,7 @@ func emulatorFault(out string) []string {
 		// The test's own output runs from its RUN line to its FAIL line.
 		start := strings.Index(out, "=== RUN   "+name+"\n")
 		end := strings.Index(out, "--- FAIL: "+name+" ")
-		if start < 0 || end < start || !strings.Contains(out[start:end], tripleLine) {
+		if start < 0 || end < start || !(strings.Contains(out[start:end], tripleLine) || strings.Contains(out[start:end], stallLine)) {
 			return nil
 		}
 	}

@@ -1,8 +1,13 @@
 package tests
 
 import (
+	"os/exec"
 	"reflect"
+	"regexp"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestEmulatorFault checks the rule that decides which failed tests the
@@ -25,6 +30,8 @@ func TestEmulatorFault(t *testing.T) {
 		{"triple fault in a passing test only", "=== RUN   TestA\n" + tf + "--- PASS: TestA (3.00s)\n=== RUN   TestB\n    wrong\n--- FAIL: TestB (1.00s)\nFAIL\n", nil},
 		{"expected triple fault", "=== RUN   TestTinyGuestTripleFault\n" + tf + "--- FAIL: TestTinyGuestTripleFault (3.00s)\nFAIL\n", nil},
 		{"no RUN line", tf + "--- FAIL: TestA (3.00s)\nFAIL\n", nil},
+		{"stalled guest", "=== RUN   TestA\n    a_test.go:9: the guest shell did not answer within 4m0s\n        " + stallLine + " for 3m50s; kvmlab's threads (pid 9):\n--- FAIL: TestA (240.00s)\nFAIL\n", []string{"TestA"}},
+		{"stall beside another failure", "=== RUN   TestA\n        " + stallLine + " for 3m50s\n--- FAIL: TestA (240.00s)\n=== RUN   TestB\n    wrong\n--- FAIL: TestB (1.00s)\nFAIL\n", nil},
 		{"host kernel oops: every failure is rerun", "=== RUN   TestA\n[  488.778656] BUG: TASK stack guard page was hit at 000000006b861acb\n    a_test.go:9: the guest shell did not answer\n--- FAIL: TestA (240.00s)\n=== RUN   TestB\n    b_test.go:3: timeout\n--- FAIL: TestB (1.00s)\nFAIL\n", []string{"TestA", "TestB"}},
 		{"oops text inside a guest console line is not the host's", "=== RUN   TestA\n        [    1.0] BUG: guest\n--- FAIL: TestA (1.00s)\nFAIL\n", nil},
 	}
@@ -34,5 +41,41 @@ func TestEmulatorFault(t *testing.T) {
 				t.Errorf("emulatorFault = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestStallReport checks the stall diagnosis on a stand-in process: a
+// console quiet for two minutes gets the STALL line and a line per thread,
+// and the process is sent SIGQUIT; a recently active one gets nothing.
+func TestStallReport(t *testing.T) {
+	t.Setenv(inHostEnv, "1")
+	start := func() *guestConsole {
+		g := &guestConsole{t: t, done: make(chan struct{}), start: time.Now()}
+		g.cmd = exec.Command("sleep", "60")
+		if err := g.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { g.err = g.cmd.Wait(); close(g.done) }()
+		t.Cleanup(func() { _ = g.cmd.Process.Kill(); <-g.done })
+		return g
+	}
+	g := start()
+	g.last = time.Now()
+	if r := g.stallReport(); r != "" {
+		t.Errorf("a console active just now was reported stalled: %q", r)
+	}
+	g = start()
+	g.last = time.Now().Add(-2 * time.Minute)
+	r := g.stallReport()
+	if !strings.Contains(r, stallLine+" for 2m") || !regexp.MustCompile(`tid \d+ sleep state [A-Z]`).MatchString(r) {
+		t.Errorf("stall report = %q, want the STALL line and the sleep thread's state", r)
+	}
+	select {
+	case <-g.done:
+		if ws, ok := g.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGQUIT {
+			t.Errorf("stalled process ended with %v, want SIGQUIT", g.cmd.ProcessState)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the stalled process was not sent SIGQUIT")
 	}
 }
