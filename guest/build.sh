@@ -5,7 +5,7 @@
 # line) and u-root's core commands, all in one busybox-style Go binary.
 #
 # Cached by the hash of go.sum, this script, the sources of uinit and of the
-# probe it includes, and the Go version. Prints the path of the cpio on its
+# probe and I/O benchmark it includes, and the Go version. Prints the path of the cpio on its
 # last line of standard output.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,7 +14,7 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/kvmlab/initramfs"
 log() { echo "guest: $*" >&2; }
 
 cd "$root"
-key="$( { grep u-root go.sum; cat "$here/build.sh" "$here"/uinit/*.go "$here"/probe/*.go; go version; } | sha256sum | cut -c1-16)"
+key="$( { grep u-root go.sum; cat "$here/build.sh" "$here"/uinit/*.go "$here"/probe/*.go "$here"/iobench/*.go; go version; } | sha256sum | cut -c1-16)"
 out="$cache/$key/initramfs.cpio"
 if [[ -s $out ]]; then
 	log "cached: $out"
@@ -29,7 +29,7 @@ log "building kvmlab's uinit"
 CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$work/uinit" ./guest/uinit
 log "building the initramfs (about a minute)"
 # u-root resolves its command packages relative to its own module.
-( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh -files "$work/uinit:bin/uinit" -files "$work/uinit:bin/reboot" -files "$work/uinit:bin/kvmlab-console" -files "$work/uinit:bin/kvmlab-probe" -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
+( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh -files "$work/uinit:bin/uinit" -files "$work/uinit:bin/reboot" -files "$work/uinit:bin/kvmlab-console" -files "$work/uinit:bin/kvmlab-probe" -files "$work/uinit:bin/kvmlab-io" -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
 	tail -20 "$work/u-root.log" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
 mv "$work/initramfs.cpio" "$out"

@@ -1,11 +1,11 @@
 package tests
 
 import (
+	"os"
 	"os/exec"
 	"reflect"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -44,6 +44,9 @@ func TestEmulatorFault(t *testing.T) {
 	}
 }
 
+// standInEnv makes the test binary a process that only sleeps (TestMain).
+const standInEnv = "KVMLAB_TEST_STAND_IN"
+
 // TestStallReport checks the stall diagnosis on a stand-in process: a
 // console quiet for two minutes gets the STALL line and a line per thread,
 // and the process is sent SIGQUIT; a recently active one gets nothing.
@@ -51,7 +54,13 @@ func TestStallReport(t *testing.T) {
 	t.Setenv(inHostEnv, "1")
 	start := func() *guestConsole {
 		g := &guestConsole{t: t, done: make(chan struct{}), start: time.Now()}
-		g.cmd = exec.Command("sleep", "60")
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.cmd = exec.Command(self)
+		g.cmd.Env = append(os.Environ(), standInEnv+"=1")
+		g.cmd.Stderr = &g.errb
 		if err := g.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -67,13 +76,14 @@ func TestStallReport(t *testing.T) {
 	g = start()
 	g.last = time.Now().Add(-2 * time.Minute)
 	r := g.stallReport()
-	if !strings.Contains(r, stallLine+" for 2m") || !regexp.MustCompile(`tid \d+ sleep state [A-Z]`).MatchString(r) {
-		t.Errorf("stall report = %q, want the STALL line and the sleep thread's state", r)
+	if !strings.Contains(r, stallLine+" for 2m") || !regexp.MustCompile(`tid \d+ \S+ state [A-Z]`).MatchString(r) {
+		t.Errorf("stall report = %q, want the STALL line and a thread's state", r)
 	}
 	select {
 	case <-g.done:
-		if ws, ok := g.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGQUIT {
-			t.Errorf("stalled process ended with %v, want SIGQUIT", g.cmd.ProcessState)
+		// A Go program answers SIGQUIT with its goroutine dump.
+		if !strings.Contains(g.errb.String(), "SIGQUIT: quit") || !strings.Contains(g.errb.String(), "goroutine ") {
+			t.Errorf("stalled process ended with %v and stderr %q, want a goroutine dump", g.cmd.ProcessState, tailStr(g.errb.String(), 300))
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("the stalled process was not sent SIGQUIT")

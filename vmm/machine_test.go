@@ -513,6 +513,22 @@ func TestAsyncWriter(t *testing.T) {
 			t.Errorf("wrote %d bytes, want %d in order", len(got), want.Len())
 		}
 	})
+	t.Run("a burst of one-byte writes reaches the output in a few chunks", func(t *testing.T) {
+		g := &gate{}
+		a := newAsyncWriter(g)
+		for i := 0; i < 200; i++ {
+			a.Write([]byte{'0' + byte(i%10)})
+		}
+		a.Close()
+		// 200 writes within microseconds, against a 2 ms window: a
+		// writer that woke per byte would write about 200 chunks.
+		if n := len(g.chunks); n == 0 || n > 50 {
+			t.Errorf("200 one-byte writes came out in %d chunks, want a few", n)
+		}
+		if got := strings.Join(g.chunks, ""); len(got) != 200 {
+			t.Errorf("wrote %d bytes, want 200", len(got))
+		}
+	})
 	t.Run("Close with nothing written returns", func(t *testing.T) {
 		g := &gate{}
 		newAsyncWriter(g).Close()

@@ -40,6 +40,8 @@ type benchFlags struct {
 	emulated, inHost     bool
 	exitLoop             int
 	exitFloor            string
+	io                   bool
+	ioMiB, ioOps, netMiB int
 }
 
 const benchUsage = `usage: kvmlab bench [flags]
@@ -55,7 +57,17 @@ the median, minimum and maximum of:
   - memory: peak RSS, RSS outside guest RAM, guest RAM resident at the end;
   - exits: all VM exits during the boot, and port/MMIO ones (KVM debugfs);
 
-and each peer's ratio to kvmlab. Without a usable /dev/kvm it runs inside
+and each peer's ratio to kvmlab.
+
+With --io it measures virtio devices instead: the guest gets a virtio-blk
+disk on a raw image and a virtio-net card on a TAP this command creates
+(root), and runs /bin/kvmlab-io: sequential 1 MiB writes and reads and
+random 4 KiB reads and writes with O_DIRECT (MB/s, IOPS), then a TCP stream
+to a sink on the host (MB/s), each with KVM's exits per MiB. VMMs: kvmlab,
+kvmlab-no-eventfds (kvmlab --no-eventfds) and qemu-q35 (virtio-blk-pci and
+virtio-net-pci).
+
+Without a usable /dev/kvm it runs inside
 the emulated host (QEMU TCG with nested SVM), carrying QEMU, its firmware
 and gokvm in. gokvm is built from the Go module proxy at the version
 go.mod pins (needs go).
@@ -80,6 +92,10 @@ func cmdBench(args []string) error {
 	fs.StringVar(&f.goKV, "gokvm", "", "gokvm binary (default: build it with go into the cache)")
 	fs.IntVar(&f.exitLoop, "exit-loop", 100000, "exits for the exit-cost benchmark (a guest looping on `out`, under kvmlab and under a minimal C loop); 0 skips it")
 	fs.StringVar(&f.exitFloor, "exitfloor", "", "internal: the compiled C floor of the exit benchmark")
+	fs.BoolVar(&f.io, "io", false, "measure virtio disk and network throughput instead of boot, console and memory")
+	fs.IntVar(&f.ioMiB, "io-mib", 32, "with --io: MiB for the sequential disk phases")
+	fs.IntVar(&f.ioOps, "io-ops", 1000, "with --io: 4 KiB requests in each random disk phase")
+	fs.IntVar(&f.netMiB, "net-mib", 16, "with --io: MiB the guest sends to the host; 0 leaves the network (and the TAP) out")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the figures as JSON instead of a table")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
 	fs.BoolVar(&f.inHost, "in-emulated-host", false, "internal: this is the run inside the emulated host")
@@ -95,11 +111,21 @@ func cmdBench(args []string) error {
 	if f.consoleBytes < 0 || f.consoleBytes > 16<<20 {
 		return usagef("bench: --console-bytes %d: give 0 to 16777216", f.consoleBytes)
 	}
+	if f.ioMiB < 1 || f.ioMiB > 1024 || f.ioOps < 0 || f.ioOps > 1_000_000 || f.netMiB < 0 || f.netMiB > 4096 {
+		return usagef("bench: --io-mib %d, --io-ops %d, --net-mib %d: give 1-1024 MiB, 0-1000000 requests, 0-4096 MiB", f.ioMiB, f.ioOps, f.netMiB)
+	}
+	if f.io {
+		vmmsSet := false
+		fs.Visit(func(fl *flag.Flag) { vmmsSet = vmmsSet || fl.Name == "vmms" })
+		if !vmmsSet {
+			f.vmms = "kvmlab,kvmlab-no-eventfds,qemu-q35"
+		}
+	}
 	mem, err := parseSize(f.mem)
 	if err != nil || mem < 64<<20 || mem > 3<<30 {
 		return usagef("bench: --mem %q: give 64M to 3G (one RAM region below the PCI hole, for every VMM)", f.mem)
 	}
-	peers, err := selectPeers(f.vmms)
+	peers, err := selectPeers(f.vmms, f.io)
 	if err != nil {
 		return err
 	}
@@ -118,13 +144,16 @@ func cmdBench(args []string) error {
 
 // selectPeers turns --vmms into peers, in the given order (kvmlab first
 // makes the ratios read naturally, but any order works).
-func selectPeers(list string) ([]string, error) {
-	known := map[string]bool{"kvmlab": true, "qemu-q35": true, "qemu-microvm": true, "gokvm": true}
+func selectPeers(list string, io bool) ([]string, error) {
+	known, choice := map[string]bool{"kvmlab": true, "qemu-q35": true, "qemu-microvm": true, "gokvm": true}, "kvmlab, qemu-q35, qemu-microvm, gokvm"
+	if io {
+		known, choice = map[string]bool{"kvmlab": true, "kvmlab-no-eventfds": true, "qemu-q35": true}, "kvmlab, kvmlab-no-eventfds, qemu-q35 (with --io)"
+	}
 	var out []string
 	for _, v := range strings.Split(list, ",") {
 		v = strings.TrimSpace(v)
 		if !known[v] {
-			return nil, usagef("bench: --vmms: unknown VMM %q: choose from kvmlab, qemu-q35, qemu-microvm, gokvm", v)
+			return nil, usagef("bench: --vmms: unknown VMM %q: choose from %s", v, choice)
 		}
 		out = append(out, v)
 	}
@@ -171,8 +200,11 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 	if f.jsonOut {
 		argv = append(argv, "--json")
 	}
+	if f.io {
+		argv = append(argv, "--io", "--io-mib", strconv.Itoa(f.ioMiB), "--io-ops", strconv.Itoa(f.ioOps), "--net-mib", strconv.Itoa(f.netMiB))
+	}
 	argv = append(argv, "--exit-loop", strconv.Itoa(f.exitLoop))
-	if f.exitLoop > 0 {
+	if f.exitLoop > 0 && !f.io {
 		dir, err := os.MkdirTemp("", "kvmlab-exitfloor-")
 		if err != nil {
 			return err
@@ -247,6 +279,9 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 		// KVM's per-VM statistics live in debugfs.
 		_ = os.MkdirAll("/sys/kernel/debug", 0o755)
 		_ = mountDebugfs()
+	}
+	if f.io {
+		return benchIOHere(f, names, memMiB, host)
 	}
 	var peers []peer
 	for _, n := range names {

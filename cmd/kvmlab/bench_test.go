@@ -93,3 +93,59 @@ func TestSummarizeRatios(t *testing.T) {
 		}
 	}
 }
+
+func TestIOFigures(t *testing.T) {
+	seq := ioPhase{bytes: 32 << 20, ops: 32, ns: 2e9, exits: kvmCounters{exits: 6400, mmio: 320}, haveExits: true}
+	if got := ioFigure(seq, "MB/s"); got < 16.77 || got > 16.78 {
+		t.Errorf("32 MiB in 2 s = %.3f MB/s, want 16.777 (10^6 bytes per MB)", got)
+	}
+	rnd := ioPhase{bytes: 1000 * 4096, ops: 1000, ns: 5e8}
+	if got := ioFigure(rnd, "IOPS"); got != 2000 {
+		t.Errorf("1000 requests in 0.5 s = %v IOPS, want 2000", got)
+	}
+	if got := ioFigure(ioPhase{}, "MB/s"); got != 0 {
+		t.Errorf("an empty phase = %v, want 0", got)
+	}
+	all := []ioSample{
+		{peer: "kvmlab", phases: map[string]ioPhase{"seqwrite": seq}},
+		{peer: "qemu-q35", phases: map[string]ioPhase{"seqwrite": {bytes: 32 << 20, ops: 32, ns: 1e9, exits: kvmCounters{exits: 3200}, haveExits: true}}},
+		{peer: "qemu-q35", failure: "timed out"},
+	}
+	rep := summarizeIO(all, []string{"kvmlab", "qemu-q35"}, &benchFlags{runs: 2}, "test", 512, "x")
+	find := func(vmm, fig string) figure {
+		for _, f := range rep.Figures {
+			if f.VMM == vmm && f.Figure == fig {
+				return f
+			}
+		}
+		t.Fatalf("no figure %q for %s", fig, vmm)
+		return figure{}
+	}
+	if f := find("qemu-q35", "seqwrite"); f.N != 1 || f.Ratio < 1.99 || f.Ratio > 2.01 {
+		t.Errorf("qemu seqwrite = %+v, want one sample at twice kvmlab's MB/s", f)
+	}
+	if f := find("kvmlab", "seqwrite: exits per MiB"); f.Median != 200 {
+		t.Errorf("kvmlab exits per MiB = %v, want 6400/32 = 200", f.Median)
+	}
+	if f := find("kvmlab", "seqwrite: user MMIO exits per MiB"); f.Median != 10 {
+		t.Errorf("kvmlab MMIO exits per MiB = %v, want 10", f.Median)
+	}
+	if f := find("kvmlab", "net"); f.Missing == "" {
+		t.Errorf("a phase no run measured = %+v, want n/a", f)
+	}
+	if rep.Failures["qemu-q35"] != 1 {
+		t.Errorf("failures = %v, want one for qemu-q35", rep.Failures)
+	}
+}
+
+func TestSelectPeersIO(t *testing.T) {
+	if _, err := selectPeers("kvmlab,gokvm", true); err == nil || !strings.Contains(err.Error(), "with --io") {
+		t.Errorf("gokvm with --io: %v, want a usage error naming the choices", err)
+	}
+	if p, err := selectPeers("kvmlab-no-eventfds,qemu-q35", true); err != nil || len(p) != 2 {
+		t.Errorf("selectPeers = %v, %v", p, err)
+	}
+	if _, err := selectPeers("kvmlab-no-eventfds", false); err == nil {
+		t.Error("kvmlab-no-eventfds without --io was accepted")
+	}
+}

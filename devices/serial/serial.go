@@ -92,6 +92,17 @@
 // transmitter raises it again a character time later; here both happen in
 // the same instant, but the edge is the same.
 //
+// With one exception. Linux's interrupt handler reads IIR and LSR and then
+// writes up to 16 bytes to THR in a row. A real 16550A takes those into its
+// FIFO and interrupts once, when the FIFO has drained; this model, sending
+// each byte at once, would pulse after every one of them, each pulse being
+// two KVM_IRQ_LINE calls on the vCPU thread and the later ones adding
+// nothing (the first edge is already latched in the interrupt controller
+// while the handler runs). So after a THR write has pulsed the line, further
+// THR writes pulse again only once the guest has looked at the UART: read
+// IIR or LSR, or written IER, FCR or MCR. A driver that polls LSR before
+// every byte still gets an edge per byte; Linux's gets one per FIFO load.
+//
 // Real PC boards also lose the IRQ in loopback mode, because the chip forces
 // its OUT2 pin inactive there. The model does not: OUT2 gates the line in
 // loopback too, so an interrupt-driven loopback self-test works.
@@ -227,6 +238,9 @@ type Stats struct {
 	RxBytes uint64
 	// Interrupts is the number of edges driven on the IRQ line.
 	Interrupts uint64
+	// CoalescedTHRE counts THR writes whose THRE edge was left out
+	// because an earlier one had not yet been looked at.
+	CoalescedTHRE uint64
 	// Overruns counts bytes lost to a full RX FIFO (loopback only).
 	Overruns uint64
 	// BadAccesses counts accesses with a bad width or offset.
@@ -260,6 +274,11 @@ type UART struct {
 	lsrErr      byte // sticky error bits of LSR, cleared by reading LSR
 	msrDelta    byte // MSR delta bits, cleared by reading MSR
 	threPending bool // THRE interrupt latched, cleared by IIR read or THR write
+	// threEdgeOwed is set when a THR write has pulsed the line and the
+	// guest has not yet looked at the UART (IIR or LSR read, IER, FCR or
+	// MCR write) since: further THR writes then add no edge (see
+	// "Interrupts" in the package comment).
+	threEdgeOwed bool
 	rx          [FIFOSize]byte
 	rxHead      int
 	rxLen       int
@@ -376,6 +395,7 @@ func (u *UART) readLocked(off uint64) (v byte, drained bool) {
 		}
 		return u.ier, false
 	case regIIR:
+		u.threEdgeOwed = false
 		id := u.iidLocked()
 		// Reading IIR while it reports THRE is what acknowledges the
 		// THRE interrupt; a lower-priority THRE stays latched.
@@ -388,6 +408,7 @@ func (u *UART) readLocked(off uint64) (v byte, drained bool) {
 	case regMCR:
 		return u.mcr, false
 	case regLSR:
+		u.threEdgeOwed = false
 		v := u.lsrLocked()
 		u.lsrErr = 0 // reading LSR clears the error bits and the LS interrupt
 		return v, false
@@ -436,11 +457,22 @@ func (u *UART) Write(off uint64, data []byte) error {
 		}
 		// The transmitter is idle again at once.
 		u.threPending = true
+		if !before && u.intrLocked() {
+			if u.threEdgeOwed {
+				// The guest has an edge for this burst it has
+				// not handled yet; a second one would only make
+				// it take a spurious interrupt.
+				before = true
+				u.stats.CoalescedTHRE++
+			}
+			u.threEdgeOwed = true
+		}
 	case regIER:
 		if dlab {
 			u.dlm = v
 			break
 		}
+		u.threEdgeOwed = false
 		old := u.ier
 		u.ier = v & ierMask
 		// Enabling ETBEI while THR is empty (always, here) raises a
@@ -449,10 +481,12 @@ func (u *UART) Write(off uint64, data []byte) error {
 			u.threPending = true
 		}
 	case regIIR:
+		u.threEdgeOwed = false
 		room = u.writeFCRLocked(v)
 	case regLCR:
 		u.lcr = v
 	case regMCR:
+		u.threEdgeOwed = false
 		room = u.writeMCRLocked(v)
 	case regLSR, regMSR:
 		// Read-only on a 16550A (the datasheet reserves writes for

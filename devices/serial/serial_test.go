@@ -346,8 +346,13 @@ func TestTransmitInterruptDriven(t *testing.T) {
 	if !bytes.Equal(r.out.Bytes(), msg) {
 		t.Fatalf("out = %q, want %q", r.out.Bytes(), msg)
 	}
-	if got, want := r.line.Edges(), 1+len(msg); got != want {
-		t.Errorf("edges = %d, want %d (ETBEI enable plus one per THR write)", got, want)
+	// ETBEI enable, then one per 16-byte load (three loads): the writes
+	// after the first of a load add no edge until IIR or LSR is read.
+	if got, want := r.line.Edges(), 1+(len(msg)+FIFOSize-1)/FIFOSize; got != want {
+		t.Errorf("edges = %d, want %d (ETBEI enable plus one per FIFO load)", got, want)
+	}
+	if got, want := r.u.Stats().CoalescedTHRE, uint64(len(msg)-3); got != want {
+		t.Errorf("CoalescedTHRE = %d, want %d", got, want)
 	}
 	r.want(regIIR, iirFIFOs|iirNone, "IIR when done")
 }
@@ -1023,5 +1028,49 @@ func runProgram(t testing.TB, prog []byte) {
 			t.Fatalf("step %d: TxBytes %d, out has %d", step, st.TxBytes, out.Len())
 		}
 		prevLevel = level
+	}
+}
+
+// TestTHRECoalescing checks when a THR write adds an edge: the first write
+// after the guest looked at the UART does, later ones in the same burst do
+// not, and each kind of look re-arms it.
+func TestTHRECoalescing(t *testing.T) {
+	tests := []struct {
+		name  string
+		look  func(r *rig)
+		edges int // after: enable, 4 writes, look, 4 writes
+	}{
+		{"no look between bursts", func(r *rig) {}, 2},
+		{"IIR read", func(r *rig) { r.in(regIIR) }, 3},
+		{"LSR read", func(r *rig) { r.in(regLSR) }, 3},
+		{"IER rewritten", func(r *rig) { r.outb(regIER, ierETBEI) }, 3},
+		{"FCR write", func(r *rig) { r.outb(regIIR, fcrEnable) }, 3},
+		{"MCR rewritten", func(r *rig) { r.outb(regMCR, mcrOUT2) }, 3},
+		{"scratch write is no look", func(r *rig) { r.outb(regSCR, 1) }, 2},
+		{"MSR read is no look", func(r *rig) { r.in(regMSR) }, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.outb(regMCR, mcrOUT2)
+			r.outb(regIER, ierETBEI) // edge 1
+			r.in(regIIR)             // the handler acknowledges it
+			for _, b := range []byte("abcd") {
+				r.outb(regData, b)
+			}
+			tc.look(r)
+			for _, b := range []byte("efgh") {
+				r.outb(regData, b)
+			}
+			if got := r.line.Edges(); got != tc.edges {
+				t.Errorf("edges = %d, want %d", got, tc.edges)
+			}
+			if got := r.out.String(); got != "abcdefgh" {
+				t.Errorf("out = %q", got)
+			}
+			if st := r.u.Stats(); st.Interrupts != uint64(tc.edges) || st.Interrupts+st.CoalescedTHRE != 9 {
+				t.Errorf("stats = %+v: want %d interrupts and 9 edges in all, counted or coalesced", st, tc.edges)
+			}
+		})
 	}
 }

@@ -27,6 +27,10 @@
 // it prints what it can see of the machine as one JSON line, the same
 // binary in a VM and in a container, for `kvmlab compare`.
 //
+// And /bin/kvmlab-io, the guest half of `kvmlab bench --io` (package
+// guest/iobench): sequential and random disk requests on /dev/vda and a TCP
+// stream to the host, between markers.
+//
 // `kvmlab.run=kvmlab-crash` panics the guest kernel on purpose through sysrq
 // (the blast-radius row of `kvmlab compare`). It is not a program in PATH,
 // only a word uinit itself understands on the kernel command line, and it
@@ -47,12 +51,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kvmlab/guest/iobench"
 	"kvmlab/guest/probe"
 )
 
 func main() {
 	if filepath.Base(os.Args[0]) == probe.Name {
 		os.Exit(probe.Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	if filepath.Base(os.Args[0]) == iobench.Name {
+		os.Exit(iobench.Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	if filepath.Base(os.Args[0]) == "kvmlab-console" {
 		os.Exit(consoleBench(os.Args[1:]))
