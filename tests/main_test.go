@@ -190,7 +190,7 @@ var testGroups = []string{
 	"TestBootDebianKernel|TestMem4G",
 	"TestRebootAndPanic|TestInteractiveTerminal",
 	"TestTraceAndStat|TestChromeTrace|TestStats|TestStepScript|TestStepDebug",
-	"TestVirtioDisk|TestVirtioDiskSurvivesKill|TestVirtioNet|TestVirtioDebian",
+	"TestVirtioDisk|TestVirtioDiskSurvivesKill|TestVirtioNet|TestVirtioDebian|TestVirtioIOWorkload",
 	"TestContainer|TestCompare",
 }
 
