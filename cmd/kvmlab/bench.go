@@ -60,10 +60,11 @@ the median, minimum and maximum of:
 and each peer's ratio to kvmlab.
 
 With --io it measures virtio devices instead: the guest gets a virtio-blk
-disk on a raw image and a virtio-net card on a TAP this command creates
-(root), and runs /bin/kvmlab-io: sequential 1 MiB writes and reads and
-random 4 KiB reads and writes with O_DIRECT (MB/s, IOPS), then a TCP stream
-to a sink on the host (MB/s), each with KVM's exits per MiB. VMMs: kvmlab,
+disk on a raw image (and, with --net-mib N, a virtio-net card on a TAP this
+command creates, which needs root) and runs /bin/kvmlab-io: sequential
+1 MiB writes and reads and random 4 KiB reads and writes with O_DIRECT
+(MB/s, IOPS), then the TCP stream to a sink on the host (MB/s), each with
+KVM's exits per MiB. VMMs: kvmlab,
 kvmlab-no-eventfds (kvmlab --no-eventfds) and qemu-q35 (virtio-blk-pci and
 virtio-net-pci).
 
@@ -95,7 +96,7 @@ func cmdBench(args []string) error {
 	fs.BoolVar(&f.io, "io", false, "measure virtio disk and network throughput instead of boot, console and memory")
 	fs.IntVar(&f.ioMiB, "io-mib", 32, "with --io: MiB for the sequential disk phases")
 	fs.IntVar(&f.ioOps, "io-ops", 1000, "with --io: 4 KiB requests in each random disk phase")
-	fs.IntVar(&f.netMiB, "net-mib", 16, "with --io: MiB the guest sends to the host; 0 leaves the network (and the TAP) out")
+	fs.IntVar(&f.netMiB, "net-mib", 0, "with --io: MiB the guest sends to a TCP sink on the host through a TAP this command creates (root); 0 leaves the network out")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the figures as JSON instead of a table")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
 	fs.BoolVar(&f.inHost, "in-emulated-host", false, "internal: this is the run inside the emulated host")

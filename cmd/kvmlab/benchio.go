@@ -71,7 +71,10 @@ func ioPeer(name, self string, f *benchFlags, img string) (peer, error) {
 	case "kvmlab", "kvmlab-no-eventfds":
 		return peer{name: name, exits: true, argv: func(k, i, c string, m int) []string {
 			a := []string{self, "run", "--quiet", "--kernel", k, "--initrd", i, "--mem", fmt.Sprintf("%dM", m), "--append", c,
-				"--disk", img, "--net", "tap=" + ioTap + ",mac=" + ioMAC}
+				"--disk", img}
+			if f.netMiB > 0 {
+				a = append(a, "--net", "tap="+ioTap+",mac="+ioMAC)
+			}
 			if name == "kvmlab-no-eventfds" {
 				a = append(a, "--no-eventfds")
 			}
@@ -83,14 +86,17 @@ func ioPeer(name, self string, f *benchFlags, img string) (peer, error) {
 			return peer{}, usagef("bench: %s: %v: install qemu-system-x86 or leave it out with --vmms", f.qemu, err)
 		}
 		return peer{name: name, exits: true, argv: func(k, i, c string, m int) []string {
-			return []string{q, "-machine", "q35,accel=kvm", "-cpu", "host", "-m", fmt.Sprintf("%dM", m), "-smp", "1",
+			a := []string{q, "-machine", "q35,accel=kvm", "-cpu", "host", "-m", fmt.Sprintf("%dM", m), "-smp", "1",
 				"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-L", f.firmware, "-no-reboot",
 				"-kernel", k, "-initrd", i, "-append", c,
 				// Host page cache, as kvmlab's pread/pwrite use.
 				"-drive", "file=" + img + ",format=raw,if=none,id=d0,cache=writeback",
-				"-device", "virtio-blk-pci,drive=d0,disable-legacy=on",
-				"-netdev", "tap,id=n0,ifname=" + ioTap + ",script=no,downscript=no",
-				"-device", "virtio-net-pci,netdev=n0,mac=" + ioMAC + ",disable-legacy=on,romfile="}
+				"-device", "virtio-blk-pci,drive=d0,disable-legacy=on"}
+			if f.netMiB > 0 {
+				a = append(a, "-netdev", "tap,id=n0,ifname="+ioTap+",script=no,downscript=no",
+					"-device", "virtio-net-pci,netdev=n0,mac="+ioMAC+",disable-legacy=on,romfile=")
+			}
+			return a
 		}}, nil
 	}
 	return peer{}, usagef("bench --io: --vmms: %q cannot take part; choose from kvmlab, kvmlab-no-eventfds, qemu-q35", name)
@@ -371,4 +377,3 @@ func removeTap(name string) {
 		_ = unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 0)
 	}
 }
-
