@@ -279,10 +279,10 @@ type UART struct {
 	// MCR write) since: further THR writes then add no edge (see
 	// "Interrupts" in the package comment).
 	threEdgeOwed bool
-	rx          [FIFOSize]byte
-	rxHead      int
-	rxLen       int
-	stats       Stats
+	rx           [FIFOSize]byte
+	rxHead       int
+	rxLen        int
+	stats        Stats
 }
 
 var (
