@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,35 +330,11 @@ func makeTap(name, addr string, bits int) error {
 	if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
 		return fmt.Errorf("TUNSETPERSIST: %w", err)
 	}
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(s)
-	ip := net.ParseIP(addr).To4()
-	if ip == nil {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || !ip.Is4() {
 		return fmt.Errorf("%q is not an IPv4 address", addr)
 	}
-	for _, step := range []struct {
-		req  uint
-		val  net.IP
-		name string
-	}{{unix.SIOCSIFADDR, ip, "SIOCSIFADDR"}, {unix.SIOCSIFNETMASK, net.IP(net.CIDRMask(bits, 32)), "SIOCSIFNETMASK"}} {
-		if err := ifr.SetInet4Addr(step.val); err != nil {
-			return err
-		}
-		if err := unix.IoctlIfreq(s, step.req, ifr); err != nil {
-			return fmt.Errorf("%s: %w", step.name, err)
-		}
-	}
-	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("SIOCGIFFLAGS: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("SIOCSIFFLAGS: %w", err)
-	}
-	return nil
+	return iobench.IfUp(name, netip.PrefixFrom(ip, bits))
 }
 
 // removeTap deletes a persistent TAP: attach to it and clear persistence;

@@ -124,7 +124,7 @@ func Run(c Config, out io.Writer) error {
 		}
 	}
 	if c.Iface != "" && c.NetMiB > 0 {
-		if err := ifUp(c.Iface, c.Addr); err != nil {
+		if err := IfUp(c.Iface, c.Addr); err != nil {
 			return fmt.Errorf("net: configure %s: %w", c.Iface, err)
 		}
 		if err := phase(c, out, "net", func() (int64, int, error) { return sendTo(c.Sink, c.NetMiB<<20) }); err != nil {
@@ -257,9 +257,10 @@ func diskPhases(c Config, out io.Writer) error {
 	return nil
 }
 
-// ifUp gives iface its address and brings it up, with the classic ioctls
-// (what ifconfig does), so the guest needs no ip tool.
-func ifUp(iface string, addr netip.Prefix) error {
+// IfUp gives iface its address and brings it up, with the classic ioctls
+// (what ifconfig does), so the guest needs no ip tool. The host half of
+// the benchmark uses it for its end of the TAP too.
+func IfUp(iface string, addr netip.Prefix) error {
 	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
