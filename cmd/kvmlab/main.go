@@ -47,6 +47,12 @@ Run 'kvmlab run --help' for the flags of run.
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "run" {
+		// Once, before anything is allocated: a Go heap without
+		// transparent huge pages (see trim.go). Here, not in realMain,
+		// so that tests calling realMain stay in their process.
+		reexecWithoutHeapTHP()
+	}
 	os.Exit(realMain(os.Args[1:]))
 }
 

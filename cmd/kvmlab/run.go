@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/term"
 
@@ -344,6 +345,9 @@ func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
 	// VMM's own footprint is what it needs to run, not what it loaded.
 	cfg.Kernel, cfg.Initrd = nil, nil
 	debug.FreeOSMemory()
+	// And drop the pages of kvmlab's own binary that start-up mapped, so
+	// only the code and tables the exit loop uses come back (trim.go).
+	trimImageAfter(2*time.Second, os.Stderr)
 	obs.start(m)
 	out := m.Run()
 	restore()

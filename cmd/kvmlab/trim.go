@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The VMM's own memory.
+//
+// kvmlab run aims to cost its host little beyond guest RAM: what a VMM
+// needs to decode exits and emulate a few devices is small, and the rest
+// of its resident set is accidents of how a Go program is loaded. Two of
+// those accidents are large enough to matter and are handled here.
+//
+// Transparent huge pages. On a host with THP "always" (Debian's default),
+// the kernel backs the Go heap's 2 MiB-aligned arena with huge pages: at
+// fault time, and later through khugepaged, which collapses a 2 MiB range
+// into one huge page even when only a few of its 4 KiB pages were in use.
+// The Go heap of kvmlab run holds under 1 MiB of live data after set-up,
+// yet was measured at 1.7, 3.6 and 5.8 MiB resident in three boots: one
+// huge page more or less each time. The Go runtime marks its heap mappings
+// MADV_NOHUGEPAGE when started with GODEBUG=disablethp=1, a setting it
+// reads only at start-up and that no //go:debug line can set. So kvmlab
+// run re-executes itself once with it (reexecWithoutHeapTHP). Guest RAM is
+// mapped by the VMM, not by the Go heap, and keeps whatever THP policy the
+// host has.
+//
+// The binary's pages. Trimming them is the job of trimImage, below.
+
+// heapTHPEnv is the setting the runtime must see at start-up.
+const heapTHPEnv = "disablethp=1"
+
+// reexecWithoutHeapTHP replaces the process with itself, same arguments,
+// GODEBUG plus disablethp=1, unless GODEBUG already says something about
+// disablethp (which includes the re-executed process). It returns only
+// when it did not exec: the caller goes on as before, merely bigger.
+func reexecWithoutHeapTHP() {
+	godebug := os.Getenv("GODEBUG")
+	if strings.Contains(godebug, "disablethp=") {
+		return
+	}
+	if godebug != "" {
+		godebug += ","
+	}
+	// Exactly one GODEBUG entry: with two, getenv in the new process
+	// would read the first and exec again, for ever.
+	env := []string{"GODEBUG=" + godebug + heapTHPEnv}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GODEBUG=") {
+			env = append(env, kv)
+		}
+	}
+	// /proc/self/exe is this very binary even when argv[0] is a bare
+	// name found through PATH or the file was replaced since.
+	_ = syscall.Exec("/proc/self/exe", os.Args, env)
+}
+
+// Trimming kvmlab's own image.
+//
+// A Go binary is mapped from the page cache: its text (r-xp) and read-only
+// data (r--p: the pclntab, type data, strings). Start-up runs every
+// package's init and touches code and tables all over the file, and on
+// each page fault the kernel maps not one page but the 64 KiB around it
+// ("fault-around", mm/memory.c do_fault_around). By the time the VMM
+// enters its exit loop, nearly the whole binary (about 6 MiB) is mapped
+// and counted in the process's RSS, although the loop runs a few hundred
+// KiB of it.
+//
+// trimImage undoes that once the set-up is over: MADV_DONTNEED drops the
+// mappings' page-table entries. The pages are clean copies of the file,
+// still in the page cache, so nothing is lost: the next instruction fetch
+// or load from one of them takes a minor fault and maps it again, with
+// the 64 KiB around it. (MADV_RANDOM does not turn fault-around off: it
+// was tried, and a probe of /proc/self/pagemap still showed 16 pages
+// mapped per touch, on 6.1 and 6.18.)
+//
+// What stays resident afterwards is the working set of the running VMM,
+// which is what "the VMM's memory" should mean. A private mapping with
+// anonymous (copy-on-write) pages is left alone: MADV_DONTNEED would throw
+// the written copies away. Go's static binaries have none in their
+// read-only segments, but a dynamically linked build's relocated
+// read-only data would.
+
+// imageMapping is one mapping of the executable file that may be trimmed.
+type imageMapping struct {
+	start, end uint64
+	perms      string
+	rssKiB     uint64
+	anonKiB    uint64
+}
+
+// trimImageAfter trims now and once more after d, when the vCPU threads
+// have been through their first exits: growing a goroutine's stack, the
+// first preemption and the first system calls of each thread walk the
+// runtime's function tables (pclntab) once, and those pages need not stay.
+// Errors are reported on report and are not fatal: an untrimmed VMM works.
+func trimImageAfter(d time.Duration, report io.Writer) {
+	if _, err := trimImage(); err != nil {
+		fmt.Fprintf(report, "kvmlab: %v (going on untrimmed)\n", err)
+		return
+	}
+	time.AfterFunc(d, func() {
+		if _, err := trimImage(); err != nil {
+			fmt.Fprintf(report, "kvmlab: %v\n", err)
+		}
+	})
+}
+
+// trimImage trims the read-only mappings of the running executable and
+// returns how many KiB of them were resident before.
+func trimImage() (uint64, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, fmt.Errorf("trim: %w", err)
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return 0, fmt.Errorf("trim: %w", err)
+	}
+	maps, err := parseImageMappings(f, exe)
+	f.Close()
+	if err != nil {
+		return 0, fmt.Errorf("trim: /proc/self/smaps: %w", err)
+	}
+	var before uint64
+	for _, m := range maps {
+		if m.anonKiB != 0 || strings.Contains(m.perms, "w") {
+			continue
+		}
+		n := m.end - m.start
+		// madvise takes the address as a number: no Go pointer is formed,
+		// so this needs no unsafe.
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(m.start), uintptr(n), unix.MADV_DONTNEED); e != 0 {
+			return before, fmt.Errorf("trim: madvise(MADV_DONTNEED, %#x+%#x): %w", m.start, n, e)
+		}
+		before += m.rssKiB
+	}
+	return before, nil
+}
+
+// parseImageMappings returns the mappings of file exe listed in an smaps
+// text, with their Rss and Anonymous figures.
+func parseImageMappings(r io.Reader, exe string) ([]imageMapping, error) {
+	var out []imageMapping
+	var cur *imageMapping
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		if !strings.HasSuffix(f[0], ":") {
+			// A mapping header: "start-end perms offset dev inode [path]".
+			cur = nil
+			if len(f) < 6 || f[5] != exe {
+				continue
+			}
+			lo, hi, ok := strings.Cut(f[0], "-")
+			if !ok {
+				return nil, fmt.Errorf("bad mapping line %q", sc.Text())
+			}
+			start, err1 := strconv.ParseUint(lo, 16, 64)
+			end, err2 := strconv.ParseUint(hi, 16, 64)
+			if err1 != nil || err2 != nil || end <= start {
+				return nil, fmt.Errorf("bad mapping range %q", f[0])
+			}
+			out = append(out, imageMapping{start: start, end: end, perms: f[1]})
+			cur = &out[len(out)-1]
+			continue
+		}
+		if cur == nil || len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "Rss:", "Anonymous:":
+			v, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("bad %s line %q", f[0], sc.Text())
+			}
+			if f[0] == "Rss:" {
+				cur.rssKiB = v
+			} else {
+				cur.anonKiB = v
+			}
+		}
+	}
+	return out, sc.Err()
+}

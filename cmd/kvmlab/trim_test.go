@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseImageMappings(t *testing.T) {
+	const exe = "/usr/bin/kvmlab"
+	smaps := `00400000-00700000 r-xp 00000000 08:01 42 /usr/bin/kvmlab
+Size:               3072 kB
+Rss:                2800 kB
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
+00700000-00a00000 r--p 00300000 08:01 42 /usr/bin/kvmlab
+Rss:                3000 kB
+Anonymous:             4 kB
+00a00000-00a20000 rw-p 00600000 08:01 42 /usr/bin/kvmlab
+Rss:                 100 kB
+Anonymous:            60 kB
+00b00000-00c00000 rw-p 00000000 00:00 0
+Rss:                 900 kB
+Anonymous:           900 kB
+7f0000000000-7f0000001000 r-xp 00000000 08:01 43 /usr/bin/kvmlab-other
+Rss:                   4 kB
+`
+	got, err := parseImageMappings(strings.NewReader(smaps), exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []imageMapping{
+		{0x400000, 0x700000, "r-xp", 2800, 0},
+		{0x700000, 0xa00000, "r--p", 3000, 4},
+		{0xa00000, 0xa20000, "rw-p", 100, 60},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d mappings %+v, want %d", len(got), got, len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("mapping %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	for _, bad := range []string{
+		"zz-00700000 r-xp 0 08:01 42 /usr/bin/kvmlab\n",
+		"00700000-00400000 r-xp 0 08:01 42 /usr/bin/kvmlab\n",
+		"00400000 r-xp 0 08:01 42 /usr/bin/kvmlab\n",
+		"00400000-00700000 r-xp 0 08:01 42 /usr/bin/kvmlab\nRss: many kB\n",
+	} {
+		if _, err := parseImageMappings(strings.NewReader(bad), exe); err == nil {
+			t.Errorf("parseImageMappings(%q): no error", bad)
+		}
+	}
+}
+
+// TestTrimImage trims the test binary itself: its read-only mappings must
+// hold fewer resident pages afterwards, and the code must go on running
+// (it is running this test).
+func TestTrimImage(t *testing.T) {
+	resident := func() uint64 {
+		exe, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = p
+		}
+		f, err := os.Open("/proc/self/smaps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		maps, err := parseImageMappings(f, exe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kib uint64
+		for _, m := range maps {
+			if !strings.Contains(m.perms, "w") {
+				kib += m.rssKiB
+			}
+		}
+		return kib
+	}
+	before := resident()
+	if before == 0 {
+		t.Fatal("no resident read-only mapping of the test binary found in /proc/self/smaps")
+	}
+	reported, err := trimImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := resident()
+	t.Logf("read-only image resident: %d KiB before, %d KiB after (trimImage saw %d KiB)", before, after, reported)
+	if reported == 0 {
+		t.Error("trimImage reported nothing resident")
+	}
+	if after*2 > before {
+		t.Errorf("after trimming %d KiB of %d KiB stay resident; want under half", after, before)
+	}
+}
+
+// TestReexecWithoutHeapTHP runs this test binary as a child that calls
+// reexecWithoutHeapTHP: the child must exec itself exactly once and come
+// back with disablethp=1 added to whatever GODEBUG it had, including an
+// empty GODEBUG (where a careless append loops for ever).
+func TestReexecWithoutHeapTHP(t *testing.T) {
+	if os.Getenv("KVMLAB_TEST_REEXEC") != "" {
+		reexecWithoutHeapTHP()
+		fmt.Printf("CHILD GODEBUG=%q\n", os.Getenv("GODEBUG"))
+		return
+	}
+	cases := []struct {
+		name, env, want string
+	}{
+		{"unset", "", "disablethp=1"},
+		{"empty", "GODEBUG=", "disablethp=1"},
+		{"other", "GODEBUG=madvdontneed=1", "madvdontneed=1,disablethp=1"},
+		{"given", "GODEBUG=disablethp=0", "disablethp=0"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestReexecWithoutHeapTHP$", "-test.count=1")
+			env := []string{"KVMLAB_TEST_REEXEC=1"}
+			for _, kv := range os.Environ() {
+				if !strings.HasPrefix(kv, "GODEBUG=") {
+					env = append(env, kv)
+				}
+			}
+			if c.env != "" {
+				env = append(env, c.env)
+			}
+			cmd.Env = env
+			out, err := cmd.CombinedOutput()
+			if ctx.Err() != nil {
+				t.Fatalf("child did not finish in 20 s (exec loop?); output:\n%s", out)
+			}
+			if err != nil {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			lines := 0
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.HasPrefix(l, "CHILD ") {
+					lines++
+					if want := fmt.Sprintf("CHILD GODEBUG=%q", c.want); l != want {
+						t.Errorf("got %s, want %s", l, want)
+					}
+				}
+			}
+			if lines != 1 {
+				t.Errorf("child printed %d CHILD lines, want 1 (the pre-exec process must not print):\n%s", lines, out)
+			}
+		})
+	}
+}
