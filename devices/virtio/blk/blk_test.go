@@ -974,3 +974,68 @@ func TestNotifyConcurrent(t *testing.T) {
 		t.Fatalf("%d used, stats %+v; want 32 reads", len(got), d.Stats())
 	}
 }
+
+// TestVectored drives vectored with an operation that moves at most a few
+// bytes per call, as a pwritev interrupted by a signal may: every byte
+// must land in order across the buffers, and an operation that moves
+// nothing must end the request with an error instead of looping.
+func TestVectored(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := &Device{f: f}
+	src := []byte("0123456789abcdefghij")
+	cases := []struct {
+		name    string
+		step    int // bytes moved per call; 0: nothing ever
+		bufs    []int
+		wantN   int
+		wantErr bool
+	}{
+		{"whole", 100, []int{5, 0, 7, 8}, 20, false},
+		{"three at a time", 3, []int{5, 0, 7, 8}, 20, false},
+		{"one at a time", 1, []int{1, 19}, 20, false},
+		{"stuck", 0, []int{4, 4}, 0, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var got []byte
+			calls := 0
+			op := func(fd int, iovs [][]byte, off int64) (int, error) {
+				calls++
+				if off != int64(len(got)) {
+					t.Fatalf("call %d at offset %d, want %d", calls, off, len(got))
+				}
+				if calls > 100 {
+					t.Fatal("vectored loops")
+				}
+				n := 0
+				for _, b := range iovs {
+					for _, x := range b {
+						if n == c.step {
+							return n, nil
+						}
+						got = append(got, x)
+						n++
+					}
+				}
+				return n, nil
+			}
+			var data span
+			at := 0
+			for _, l := range c.bufs {
+				data = append(data, src[at:at+l])
+				at += l
+			}
+			n, err := d.vectored(op, data, 0)
+			if n != c.wantN || (err != nil) != c.wantErr {
+				t.Fatalf("vectored = %d, %v; want %d, error %v", n, err, c.wantN, c.wantErr)
+			}
+			if !c.wantErr && !bytes.Equal(got, src[:at]) {
+				t.Errorf("moved %q, want %q", got, src[:at])
+			}
+		})
+	}
+}
