@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +148,50 @@ func TestSelectPeersIO(t *testing.T) {
 	}
 	if _, err := selectPeers("kvmlab-no-eventfds", false); err == nil {
 		t.Error("kvmlab-no-eventfds without --io was accepted")
+	}
+}
+
+// TestReadKVMCountersIn: the VM's debugfs directory is named after the
+// thread that created it, which need not be the process's main thread.
+func TestReadKVMCountersIn(t *testing.T) {
+	root := t.TempDir()
+	mk := func(dir string, exits, io, mmio string) {
+		d := filepath.Join(root, dir)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f, v := range map[string]string{"exits": exits, "io_exits": io, "mmio_exits": mmio} {
+			if v == "" {
+				continue
+			}
+			if err := os.WriteFile(filepath.Join(d, f), []byte(v+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mk("500-9", "1", "1", "1")          // another process's VM
+	mk("104-6", "35409", "1200", "300") // created on thread 104 of process 98
+	mk("77-3", "5", "", "1")            // a VM with a missing counter
+	cases := []struct {
+		name string
+		tids []string
+		want kvmCounters
+		ok   bool
+	}{
+		{"creating thread is not the main thread", []string{"98", "99", "104"}, kvmCounters{exits: 35409, io: 1200, mmio: 300}, true},
+		{"no thread of ours made a VM", []string{"98", "99"}, kvmCounters{}, false},
+		{"missing file", []string{"77"}, kvmCounters{}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tids := map[string]bool{}
+			for _, id := range c.tids {
+				tids[id] = true
+			}
+			got, ok := readKVMCountersIn(root, tids)
+			if got != c.want || ok != c.ok {
+				t.Errorf("got %+v, %v; want %+v, %v", got, ok, c.want, c.ok)
+			}
+		})
 	}
 }

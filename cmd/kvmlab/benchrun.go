@@ -234,17 +234,31 @@ func parseSmaps(r io.Reader, mem uint64) (rss, guest uint64, ok bool) {
 }
 
 // readKVMCounters reads KVM's debugfs statistics of the VM that process pid
-// created: the directory /sys/kernel/debug/kvm/PID-FD. It needs root and a
+// created: the directory /sys/kernel/debug/kvm/TID-FD. KVM names it after
+// the thread that called KVM_CREATE_VM (task_pid_nr(current)), which in a
+// Go VMM is whichever OS thread the goroutine ran on, not the process's
+// main thread, so every thread of pid is a candidate. It needs root and a
 // mounted debugfs; ok is false otherwise.
 func readKVMCounters(pid int) (kvmCounters, bool) {
-	const root = "/sys/kernel/debug/kvm"
+	tids := map[string]bool{strconv.Itoa(pid): true}
+	if tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); err == nil {
+		for _, t := range tasks {
+			tids[t.Name()] = true
+		}
+	}
+	return readKVMCountersIn("/sys/kernel/debug/kvm", tids)
+}
+
+// readKVMCountersIn is readKVMCounters on a debugfs directory root and the
+// thread IDs tids.
+func readKVMCountersIn(root string, tids map[string]bool) (kvmCounters, bool) {
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return kvmCounters{}, false
 	}
-	prefix := strconv.Itoa(pid) + "-"
 	for _, e := range ents {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
+		tid, _, ok := strings.Cut(e.Name(), "-")
+		if !e.IsDir() || !ok || !tids[tid] {
 			continue
 		}
 		d := filepath.Join(root, e.Name())
