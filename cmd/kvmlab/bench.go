@@ -96,7 +96,7 @@ func cmdBench(args []string) error {
 	fs.BoolVar(&f.io, "io", false, "measure virtio disk and network throughput instead of boot, console and memory")
 	fs.IntVar(&f.ioMiB, "io-mib", 32, "with --io: MiB for the sequential disk phases")
 	fs.IntVar(&f.ioOps, "io-ops", 1000, "with --io: 4 KiB requests in each random disk phase")
-	fs.IntVar(&f.netMiB, "net-mib", 0, "with --io: MiB the guest sends to a TCP sink on the host through a TAP this command creates (root); 0 leaves the network out")
+	fs.IntVar(&f.netMiB, "net-mib", 8, "with --io: MiB the guest sends to a TCP sink on the host through a TAP this command creates (root); 0 leaves the network out")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the figures as JSON instead of a table")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
 	fs.BoolVar(&f.inHost, "in-emulated-host", false, "internal: this is the run inside the emulated host")
