@@ -270,19 +270,30 @@ func TestVirtioNet(t *testing.T) {
 	t.Logf("virtio stats:\n%s", grepLines(g.stderr(), "virtio-"))
 }
 
-// TestVirtioDebian: Debian's stock kernel enumerates the same devices (its
-// virtio drivers are modules that u-root does not load, so this checks PCI
-// enumeration and IDs).
+// TestVirtioDebian: Debian's stock kernel enumerates the same devices, disk,
+// network and entropy (its virtio drivers are modules that u-root does not
+// load, so this checks PCI enumeration and IDs).
 func TestVirtioDebian(t *testing.T) {
 	k := os.Getenv("KVMLAB_DEBIAN_KERNEL")
 	if k == "" {
 		t.Fatal("KVMLAB_DEBIAN_KERNEL is not set (the emulated-host runner sets it)")
 	}
+	if os.Geteuid() != 0 {
+		t.Fatal("TestVirtioDebian needs root (a TAP for the network device); the emulated host runs it as root")
+	}
+	// A TAP in the emulated host's own namespace: nothing is sent on it,
+	// the guest only has to find the device behind it.
+	const tap = "kvmdeb0"
+	runTool(t, "ip", "tuntap", "add", tap, "mode", "tap")
+	t.Cleanup(func() { _ = exec.Command(tool(t, "ip"), "tuntap", "del", tap, "mode", "tap").Run() })
 	img := ext4Image(t, nil)
 	g := bootToShell(t, "run", "--quiet", "--kernel", k, "--initrd", guestFile(t, "initramfs.cpio"),
-		"--mem", "512M", "--append", quietCmdline, "--disk", img, "--rng")
-	if v := g.value("IDS", "cat /sys/bus/pci/devices/0000:00:01.0/vendor /sys/bus/pci/devices/0000:00:01.0/device /sys/bus/pci/devices/0000:00:02.0/device", cmdTimeout); v != "0x1af4 0x1042 0x1044" {
-		t.Errorf("Debian kernel sees virtio PCI IDs %q, want 0x1af4 0x1042 0x1044", v)
+		"--mem", "512M", "--append", quietCmdline, "--disk", img, "--net", "tap="+tap, "--rng")
+	// Slots in the order kvmlab adds them: disks, networks, entropy.
+	const ids = "cat /sys/bus/pci/devices/0000:00:01.0/vendor /sys/bus/pci/devices/0000:00:01.0/device " +
+		"/sys/bus/pci/devices/0000:00:02.0/device /sys/bus/pci/devices/0000:00:03.0/device"
+	if v := g.value("IDS", ids, cmdTimeout); v != "0x1af4 0x1042 0x1041 0x1044" {
+		t.Errorf("Debian kernel sees virtio PCI IDs %q, want 0x1af4 0x1042 0x1041 0x1044 (blk, net, rng)", v)
 	}
 	g.send("poweroff\n")
 	if code := g.wait(cmdTimeout); code != 0 {
