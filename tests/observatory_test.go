@@ -260,9 +260,16 @@ func TestStepScript(t *testing.T) {
 // CPUs of the emulated host lock up), so they run only on real /dev/kvm.
 func TestStepDebug(t *testing.T) {
 	if os.Getenv(inHostEnv) == "1" {
-		t.Skip("KVM_SET_GUEST_DEBUG locks up the emulated host (QEMU TCG SVM); runs on hosts with a real /dev/kvm (the GitHub Actions workflow)")
+		// QEMU's software SVM does not deliver these intercepts: #DB
+		// (single-step, debug registers) locks the emulated host up,
+		// and an INT3 is checked against the INTn intercept instead of
+		// the #BP exception intercept, so the guest gets its own #BP
+		// (seen: an "int3" oops at do_one_initcall+0x1). Real SVM and
+		// VT-x intercept both.
+		t.Skip("KVM_SET_GUEST_DEBUG intercepts do not work in the emulated host (QEMU TCG SVM); runs on hosts with a real /dev/kvm (the GitHub Actions workflow)")
 	}
-	lesson := "until device COM1\nregs\nstepi\nregs\nbreak do_one_initcall\ncontinue\nregs\ndelete\ncontinue\n"
+	lesson := "until device COM1\nregs\nstepi\nregs\nbreak do_one_initcall\ncontinue\nregs\ndelete\n" +
+		"sbreak do_one_initcall\ncontinue\ncontinue\ndelete\ncontinue\n"
 	out := runStepScript(t, lesson)
 	rips := regexp.MustCompile(`(?m)^[ *]RIP\s+([0-9a-f]+)`).FindAllStringSubmatch(out, -1)
 	if len(rips) < 3 {
@@ -275,6 +282,11 @@ func TestStepDebug(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^#\d+ vCPU\d KVM_EXIT_DEBUG .*<do_one_initcall\+0x0>`).MatchString(out) {
 		t.Errorf("breakpoint on do_one_initcall not hit:\n%s", tailStr(out, 3000))
+	}
+	// The software breakpoint is hit, lifted, planted again once the
+	// guest has moved on, and hit on the next call.
+	if n := strings.Count(out, "software breakpoint 1 hit"); n < 2 {
+		t.Errorf("software breakpoint on do_one_initcall hit %d times, want at least 2 (it must be re-armed):\n%s", n, tailStr(out, 3000))
 	}
 }
 

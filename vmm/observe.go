@@ -33,11 +33,17 @@ type Control struct {
 // VCPU is the stopped vCPU's index.
 func (c *Control) VCPU() int { return c.v.ID }
 
+// VCPUs is how many vCPUs the machine has.
+func (c *Control) VCPUs() int { return len(c.m.vcpus) }
+
 // Regs reads the general registers.
 func (c *Control) Regs() (kvm.Regs, error) { return c.v.GetRegs() }
 
 // Sregs reads segment and control registers.
 func (c *Control) Sregs() (kvm.Sregs, error) { return c.v.GetSregs() }
+
+// SetRegs writes the general registers.
+func (c *Control) SetRegs(r kvm.Regs) error { return c.v.SetRegs(r) }
 
 // ReadPhys copies guest-physical memory.
 func (c *Control) ReadPhys(gpa uint64, n int) ([]byte, error) {
@@ -46,6 +52,28 @@ func (c *Control) ReadPhys(gpa uint64, n int) ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// WritePhys stores into guest-physical memory, through the same checked
+// layer as every device (used to plant and remove INT3 breakpoints).
+func (c *Control) WritePhys(gpa uint64, p []byte) error {
+	return c.m.mem.WriteAt(p, memory.GPA(gpa))
+}
+
+// SetSWBreakpoints turns the interception of the guest's #BP exception on or
+// off (KVM_GUESTDBG_USE_SW_BP). With it on, an INT3 (0xCC) the debugger
+// wrote into guest code stops the vCPU with KVM_EXIT_DEBUG, exception 3,
+// instead of being delivered to the guest's own #BP handler (Intel SDM
+// Vol. 3 §6.15 "Interrupt 3", §26.2 "exception bitmap"; AMD APM Vol. 2
+// §15.12 "Exception intercepts"). Unlike single-step and the debug
+// registers, this needs no #DB intercept.
+func (c *Control) SetSWBreakpoints(on bool) error {
+	if on {
+		c.v.debug.Control |= kvm.GuestDebugEnable | kvm.GuestDebugUseSWBP
+	} else {
+		c.v.debug.Control &^= kvm.GuestDebugUseSWBP
+	}
+	return c.applyDebug()
 }
 
 // Translate maps a guest-virtual address through the guest's page tables.
@@ -112,7 +140,7 @@ func (c *Control) SetHWBreakpoints(addrs []uint64) error {
 
 func (c *Control) applyDebug() error {
 	d := c.v.debug
-	if d.Control&(kvm.GuestDebugSingleStep|kvm.GuestDebugUseHWBP) == 0 {
+	if d.Control&(kvm.GuestDebugSingleStep|kvm.GuestDebugUseHWBP|kvm.GuestDebugUseSWBP) == 0 {
 		d.Control = 0
 	}
 	return c.v.SetGuestDebug(d)

@@ -48,7 +48,7 @@ type stepper struct {
 	quit   func()
 	cons   *consoleBuffer
 	prev   *inspect.State
-	breaks []uint64
+	breaks []breakpoint
 
 	// What to do until the next prompt.
 	skip      int                     // exits to pass silently (next N)
@@ -133,6 +133,13 @@ func (s *stepper) Stop(c *vmm.Control, ev *trace.Event) {
 		return
 	}
 	isDebug := ev.Reason == exits.Debug.String()
+	swHit := 0
+	if isDebug {
+		swHit, _ = s.swHit(c, ev.RIP)
+	}
+	if swHit == 0 {
+		s.rearm(c, ev.RIP)
+	}
 	switch {
 	case s.stepsLeft > 0 && isDebug:
 		s.stepsLeft--
@@ -164,6 +171,9 @@ func (s *stepper) Stop(c *vmm.Control, ev *trace.Event) {
 		}
 	}
 	s.printf("%s\n", summary(ev, s.sym))
+	if swHit > 0 {
+		s.printf("software breakpoint %d hit (its INT3 is lifted while the instruction runs)\n", swHit)
+	}
 	s.prompt(c, ev)
 }
 
@@ -173,8 +183,9 @@ func (s *stepper) prompt(c *vmm.Control, ev *trace.Event) {
 		line, err := s.in.ReadLine()
 		if err != nil {
 			// End of the script or of standard input: let the guest
-			// run to its end.
+			// run to its end, without INT3s nobody would handle.
 			s.done = true
+			s.clearSoftware(c)
 			return
 		}
 		f := strings.Fields(line)
@@ -234,9 +245,9 @@ func (s *stepper) command(c *vmm.Control, ev *trace.Event, f []string) (resume b
 		}
 		s.stepsLeft = n
 		return true, nil
-	case "break", "b":
+	case "break", "b", "sbreak", "sb":
 		if len(f) < 2 {
-			return false, errors.New("break ADDR|SYMBOL")
+			return false, fmt.Errorf("%s ADDR|SYMBOL", f[0])
 		}
 		a, ok := s.sym.Lookup(f[1])
 		if !ok {
@@ -246,26 +257,39 @@ func (s *stepper) command(c *vmm.Control, ev *trace.Event, f []string) (resume b
 			}
 			a = v
 		}
-		if len(s.breaks) == 4 {
-			return false, errors.New("all four hardware breakpoints (DR0-DR3) are in use: delete one")
+		if f[0] == "sbreak" || f[0] == "sb" {
+			return false, s.addSoftware(c, a)
 		}
-		s.breaks = append(s.breaks, a)
-		if err := c.SetHWBreakpoints(s.breaks); err != nil {
+		if s.hwCount() == 4 {
+			return false, errors.New("all four hardware breakpoints (DR0-DR3) are in use: delete one, or use sbreak")
+		}
+		s.breaks = append(s.breaks, breakpoint{addr: a})
+		if err := c.SetHWBreakpoints(s.hwAddrs()); err != nil {
 			s.breaks = s.breaks[:len(s.breaks)-1]
 			return false, err
 		}
-		s.printf("breakpoint %d at %#x %s (hardware, DR%d)\n", len(s.breaks), a, s.sym.Describe(a), len(s.breaks)-1)
+		s.printf("breakpoint %d at %#x %s (hardware, DR%d)\n", len(s.breaks), a, s.sym.Describe(a), s.hwCount()-1)
 	case "delete", "d":
-		if len(f) == 1 {
-			s.breaks = nil
-		} else {
+		keep := []breakpoint{}
+		if len(f) > 1 {
 			n, err := arg(1, 1)
 			if err != nil || n > len(s.breaks) {
 				return false, fmt.Errorf("no breakpoint %s", f[1])
 			}
-			s.breaks = append(s.breaks[:n-1], s.breaks[n:]...)
+			keep = append(append(keep, s.breaks[:n-1]...), s.breaks[n:]...)
 		}
-		return false, c.SetHWBreakpoints(s.breaks)
+		for _, b := range s.breaks {
+			if b.sw && !containsBreak(keep, b) {
+				if err := s.disarm(c, b); err != nil {
+					return false, err
+				}
+			}
+		}
+		s.breaks = keep
+		if err := c.SetSWBreakpoints(s.swCount() > 0); err != nil {
+			return false, err
+		}
+		return false, c.SetHWBreakpoints(s.hwAddrs())
 	case "regs", "r":
 		st, err := state(c)
 		if err != nil {
