@@ -331,8 +331,8 @@ func TestIdentity(t *testing.T) {
 	if d.Type() != virtio.TypeNet {
 		t.Errorf("Type() = %v", d.Type())
 	}
-	if want := uint64(1<<5 | 1<<16); d.Features() != want {
-		t.Errorf("Features() = %#x, want MAC|STATUS %#x (§5.1.3)", d.Features(), want)
+	if want := uint64(1<<0 | 1<<5 | 1<<11 | 1<<12 | 1<<16); d.Features() != want {
+		t.Errorf("Features() = %#x, want CSUM|MAC|HOST_TSO4|HOST_TSO6|STATUS %#x (§5.1.3)", d.Features(), want)
 	}
 	if got := d.QueueSizes(); len(got) != 2 || got[0] != 256 || got[1] != 256 {
 		t.Errorf("QueueSizes() = %v, want [256 256]", got)
@@ -444,8 +444,25 @@ func TestTransmit(t *testing.T) {
 		mod(p)
 		return p
 	}
+	// off: features without any offload, as a driver that negotiated
+	// none; tso4: CSUM and HOST_TSO4 only.
+	const off = 1<<virtio.FeatureVersion1 | 1<<FeatureMAC | 1<<FeatureStatus
+	const tso4 = off | 1<<FeatureCsum | 1<<FeatureHostTSO4
+	// offload writes an offload header: flags, gso_type, hdr_len,
+	// gso_size, csum_start, csum_offset.
+	offload := func(flags, gso byte, hdrLen, gsoSize, start, offset uint16) []byte {
+		return hdr(func(p []byte) {
+			p[0], p[1] = flags, gso
+			binary.LittleEndian.PutUint16(p[2:], hdrLen)
+			binary.LittleEndian.PutUint16(p[4:], gsoSize)
+			binary.LittleEndian.PutUint16(p[6:], start)
+			binary.LittleEndian.PutUint16(p[8:], offset)
+		})
+	}
+	tcp4 := offload(hdrFlagNeedsCsum, hdrGSOTCPv4, 54, 1448, 34, 16)
 	cases := []struct {
 		name    string
+		feat    uint64 // negotiated features; 0: all the device offers
 		packet  []byte // header and frame as the driver puts them in RAM
 		split   []int  // buffer lengths (the rest in a last buffer)
 		send    []byte // what the backend must see, nil: dropped
@@ -459,13 +476,27 @@ func TestTransmit(t *testing.T) {
 		{name: "largest frame", packet: withHeader(big), split: []int{4096, 65536 - 4096}, send: withHeader(big)},
 		{name: "longer than MaxFrame", packet: withHeader(ethFrame(MaxFrame+1, 1)), dropped: true},
 		{name: "shorter than an Ethernet header", packet: withHeader(frame[:13]), dropped: true},
-		{name: "NEEDS_CSUM without CSUM", packet: hdr(func(p []byte) { p[0] = hdrFlagNeedsCsum }), dropped: true},
-		{name: "GSO without HOST_TSO4", packet: hdr(func(p []byte) { p[1] = 1 }), dropped: true},
+		{name: "NEEDS_CSUM without CSUM", feat: off, packet: offload(hdrFlagNeedsCsum, 0, 0, 0, 34, 16), dropped: true},
+		{name: "GSO without HOST_TSO4", feat: off, packet: tcp4, dropped: true},
+		{name: "partial checksum", packet: offload(hdrFlagNeedsCsum, 0, 0, 0, 34, 16), send: offload(hdrFlagNeedsCsum, 0, 0, 0, 34, 16)},
+		{name: "checksum field past the frame", packet: offload(hdrFlagNeedsCsum, 0, 0, 0, 90, 9), dropped: true},
+		{name: "TCP/IPv4 segment", feat: tso4, packet: tcp4, send: tcp4},
+		{name: "TCP/IPv6 segment without HOST_TSO6", feat: tso4, packet: offload(hdrFlagNeedsCsum, hdrGSOTCPv6, 74, 1428, 54, 16), dropped: true},
+		{name: "TCP/IPv6 segment", packet: offload(hdrFlagNeedsCsum, hdrGSOTCPv6, 74, 1428, 54, 16), send: offload(hdrFlagNeedsCsum, hdrGSOTCPv6, 74, 1428, 54, 16)},
+		{name: "segment without NEEDS_CSUM", packet: offload(0, hdrGSOTCPv4, 54, 1448, 34, 16), dropped: true},
+		{name: "segment size 0", packet: offload(hdrFlagNeedsCsum, hdrGSOTCPv4, 54, 0, 34, 16), dropped: true},
+		{name: "header length past the frame", packet: offload(hdrFlagNeedsCsum, hdrGSOTCPv4, 200, 1448, 34, 16), dropped: true},
+		{name: "UDP segmentation (not offered)", packet: offload(hdrFlagNeedsCsum, 3, 42, 1000, 34, 6), dropped: true},
+		{name: "ECN (not offered)", packet: offload(hdrFlagNeedsCsum, hdrGSOTCPv4|hdrGSOECN, 54, 1448, 34, 16), dropped: true},
+		{name: "stale offload fields zeroed", packet: offload(0, 0, 54, 1448, 34, 16), send: withHeader(frame)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			h.activate()
+			if tc.feat != 0 {
+				h.env.Features = tc.feat // read by the device at each transmit
+			}
 			copy(h.ram[dataBase:], tc.packet)
 			var segs []seg
 			addr, rest := dataBase, uint32(len(tc.packet))
@@ -1090,10 +1121,17 @@ func FuzzNetTX(f *testing.F) {
 				switch {
 				case e.fail || !inRAM || n < HeaderSize:
 					e.fail = true
-				case n > HeaderSize+MaxFrame || n < HeaderSize+minFrame || data[0]&1 != 0 || data[1] != 0:
+				case n > HeaderSize+MaxFrame || n < HeaderSize+minFrame:
 					e.drop = true
 				default:
-					e.frame = append(make([]byte, HeaderSize), data[HeaderSize:]...)
+					// The offload header rules are TestTransmit's
+					// table; here they only decide what to expect.
+					hdr := append([]byte(nil), data[:HeaderSize]...)
+					if txHeader(hdr, n-HeaderSize, h.env.Features) {
+						e.frame = append(hdr, data[HeaderSize:]...)
+					} else {
+						e.drop = true
+					}
 				}
 				h.tx.post(segs...)
 				want = append(want, e)

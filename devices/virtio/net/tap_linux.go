@@ -72,9 +72,12 @@ func OpenTAP(name string) (*TAP, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("virtio-net: TUNSETVNETLE on %s: %w", got, err)
 	}
-	// No offloads: the host stack must checksum and segment every frame
-	// before it reaches us, because the guest negotiated no offloads
-	// either. A persistent TAP may still have them from its last user.
+	// No receive offloads: the host stack must checksum and segment every
+	// frame before it reaches us, because the guest is offered none
+	// (GUEST_CSUM, GUEST_TSO*). A persistent TAP may still have them from
+	// its last user. Transmit offloads need no setting: a TAP with
+	// IFF_VNET_HDR takes a partial checksum or a TSO segment from the
+	// header it is written with.
 	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("virtio-net: TUNSETOFFLOAD 0 on %s: %w", got, err)
