@@ -435,41 +435,61 @@ var metrics = []metric{
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
 func summarize(all []sample, names []string, f *benchFlags, host string, memMiB int, cmdline string) benchReport {
-	rep := benchReport{Host: host, Kernel: f.kernel, Initrd: f.initrd, MemMiB: memMiB, Cmdline: cmdline, Runs: f.runs,
-		Failures: map[string]int{}, Notes: map[string]string{}}
-	base := map[string]float64{}
+	rep := newReport(f, host, memMiB, cmdline)
 	for _, m := range metrics {
-		for _, n := range names {
+		rep.addFigures(m.name, m.unit, names, func(peer string) []float64 {
 			var v []float64
 			for _, s := range all {
-				if s.peer != n || s.failure != "" {
+				if s.peer != peer || s.failure != "" {
 					continue
 				}
 				if x, ok := m.get(s); ok {
 					v = append(v, x)
 				}
 			}
-			sp := spreadOf(v)
-			fg := figure{VMM: n, Figure: m.name, Unit: m.unit, N: sp.n, Median: sp.median, Min: sp.min, Max: sp.max}
-			if sp.n == 0 {
-				fg.Missing = "n/a"
-			}
-			if n == "kvmlab" && sp.n > 0 {
-				base[m.name] = sp.median
-			}
-			if b, ok := base[m.name]; ok && b != 0 && sp.n > 0 {
-				fg.Ratio = sp.median / b
-			}
-			rep.Figures = append(rep.Figures, fg)
-		}
+			return v
+		})
 	}
 	for _, s := range all {
-		if s.failure != "" {
-			rep.Failures[s.peer]++
-			rep.Notes[s.peer] = s.failure
-		}
+		rep.noteFailure(s.peer, s.failure)
 	}
 	return rep
+}
+
+// newReport starts a report with what every figure in it shares.
+func newReport(f *benchFlags, host string, memMiB int, cmdline string) benchReport {
+	return benchReport{Host: host, Kernel: f.kernel, Initrd: f.initrd, MemMiB: memMiB, Cmdline: cmdline, Runs: f.runs,
+		Failures: map[string]int{}, Notes: map[string]string{}}
+}
+
+// addFigures adds one figure per VMM in names: the median, minimum and
+// maximum of values(VMM) over the runs, and the ratio of its median to
+// kvmlab's (kvmlab comes first in names when it takes part).
+func (r *benchReport) addFigures(name, unit string, names []string, values func(peer string) []float64) {
+	var base float64
+	for _, n := range names {
+		sp := spreadOf(values(n))
+		fg := figure{VMM: n, Figure: name, Unit: unit, N: sp.n, Median: sp.median, Min: sp.min, Max: sp.max}
+		if sp.n == 0 {
+			fg.Missing = "n/a"
+		}
+		if n == "kvmlab" && sp.n > 0 {
+			base = sp.median
+		}
+		if base != 0 && sp.n > 0 {
+			fg.Ratio = sp.median / base
+		}
+		r.Figures = append(r.Figures, fg)
+	}
+}
+
+// noteFailure counts a failed run of peer and keeps its reason ("" is a run
+// that did not fail).
+func (r *benchReport) noteFailure(peer, failure string) {
+	if failure != "" {
+		r.Failures[peer]++
+		r.Notes[peer] = failure
+	}
 }
 
 func (r benchReport) print(w io.Writer) {

@@ -259,8 +259,7 @@ func runIOPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memM
 // summarizeIO turns the samples into the bench report's rows: per phase the
 // figure, all exits per MiB moved, and MMIO exits to user space per MiB.
 func summarizeIO(all []ioSample, names []string, f *benchFlags, host string, memMiB int, cmdline string) benchReport {
-	rep := benchReport{Host: host, Kernel: f.kernel, Initrd: f.initrd, MemMiB: memMiB, Cmdline: cmdline, Runs: f.runs,
-		Failures: map[string]int{}, Notes: map[string]string{}}
+	rep := newReport(f, host, memMiB, cmdline)
 	type row struct {
 		name, unit string
 		get        func(ioPhase) (float64, bool)
@@ -273,11 +272,10 @@ func summarizeIO(all []ioSample, names []string, f *benchFlags, host string, mem
 			{ph.name + ": exits per MiB", "", func(p ioPhase) (float64, bool) { return perMiB(p.exits.exits, p), p.haveExits && p.bytes > 0 }},
 			{ph.name + ": user MMIO exits per MiB", "", func(p ioPhase) (float64, bool) { return perMiB(p.exits.mmio, p), p.haveExits && p.bytes > 0 }},
 		} {
-			var base float64
-			for _, n := range names {
+			rep.addFigures(r.name, r.unit, names, func(peer string) []float64 {
 				var v []float64
 				for _, s := range all {
-					if s.peer != n || s.failure != "" {
+					if s.peer != peer || s.failure != "" {
 						continue
 					}
 					if p, ok := s.phases[ph.name]; ok {
@@ -286,26 +284,12 @@ func summarizeIO(all []ioSample, names []string, f *benchFlags, host string, mem
 						}
 					}
 				}
-				sp := spreadOf(v)
-				fg := figure{VMM: n, Figure: r.name, Unit: r.unit, N: sp.n, Median: sp.median, Min: sp.min, Max: sp.max}
-				if sp.n == 0 {
-					fg.Missing = "n/a"
-				}
-				if n == "kvmlab" && sp.n > 0 {
-					base = sp.median
-				}
-				if base != 0 && sp.n > 0 {
-					fg.Ratio = sp.median / base
-				}
-				rep.Figures = append(rep.Figures, fg)
-			}
+				return v
+			})
 		}
 	}
 	for _, s := range all {
-		if s.failure != "" {
-			rep.Failures[s.peer]++
-			rep.Notes[s.peer] = s.failure
-		}
+		rep.noteFailure(s.peer, s.failure)
 	}
 	return rep
 }
