@@ -30,6 +30,7 @@ var qemuFirmware = []string{"bios-256k.bin", "bios-microvm.bin", "qboot.rom", "l
 
 type benchFlags struct {
 	runs                 int
+	warmup               int
 	kernel, initrd, mem  string
 	appendLine           string
 	vmms                 string
@@ -81,6 +82,7 @@ func cmdBench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), benchUsage); fs.PrintDefaults() }
 	fs.IntVar(&f.runs, "runs", 3, "boots per VMM")
+	fs.IntVar(&f.warmup, "warmup", 1, "rounds of boots (one per VMM) before the measured ones, not counted: the first boots on a fresh host run cold code (in the emulated host, code QEMU has not translated yet) and would penalise whichever VMM goes first")
 	fs.StringVar(&f.kernel, "kernel", "", "guest kernel, a bzImage (default: the kvmlab guest kernel)")
 	fs.StringVar(&f.initrd, "initrd", "", "initramfs with kvmlab's guest tools (default: the kvmlab initramfs); it must have /bin/kvmlab-console")
 	fs.StringVar(&f.mem, "mem", "512M", "guest RAM")
@@ -105,6 +107,9 @@ func cmdBench(args []string) error {
 	}
 	if f.runs < 1 || f.runs > 100 {
 		return usagef("bench: --runs %d: give 1 to 100 boots per VMM", f.runs)
+	}
+	if f.warmup < 0 || f.warmup > 10 {
+		return usagef("bench: --warmup %d: give 0 to 10 uncounted rounds", f.warmup)
 	}
 	if f.exitLoop < 0 || f.exitLoop > 100_000_000 {
 		return usagef("bench: --exit-loop %d: give 0 (skip) to 100000000 exits", f.exitLoop)
@@ -195,7 +200,7 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 		return err
 	}
 	files := emulatedGuestFiles(self, f.kernel, f.initrd)
-	argv := []string{"/kvmlab/kvmlab", "bench", "--in-emulated-host", "--runs", strconv.Itoa(f.runs),
+	argv := []string{"/kvmlab/kvmlab", "bench", "--in-emulated-host", "--runs", strconv.Itoa(f.runs), "--warmup", strconv.Itoa(f.warmup),
 		"--kernel", "/kvmlab/kernel", "--initrd", "/kvmlab/initrd", "--mem", f.mem, "--append", f.appendLine,
 		"--vmms", strings.Join(peers, ","), "--console-bytes", strconv.Itoa(f.consoleBytes), "--timeout", f.timeout.String()}
 	if f.jsonOut {
@@ -296,17 +301,20 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 	fmt.Fprintf(os.Stderr, "kvmlab bench: %d boot(s) each of %s, interleaved, on %s\n", f.runs, strings.Join(names, ", "), host)
 	fmt.Fprintf(os.Stderr, "kvmlab bench: guest %s + %s, %d MiB, 1 vCPU, command line %q\n", f.kernel, f.initrd, memMiB, cmdline)
 	var all []sample
-	for r := 1; r <= f.runs; r++ {
+	for r := 1 - f.warmup; r <= f.runs; r++ {
 		for _, p := range peers {
 			s := runPeer(context.Background(), p, f.kernel, f.initrd, cmdline, memMiB, f.timeout)
 			s.consoleBytes = f.consoleBytes
-			all = append(all, s)
+			label := runLabel(r)
+			if r > 0 {
+				all = append(all, s)
+			}
 			if s.failure != "" {
-				fmt.Fprintf(os.Stderr, "kvmlab bench: run %d %s FAILED: %s\n", r, p.name, s.failure)
+				fmt.Fprintf(os.Stderr, "kvmlab bench: %s %s FAILED: %s\n", label, p.name, s.failure)
 				continue
 			}
-			fmt.Fprintf(os.Stderr, "kvmlab bench: run %d %-12s user space %6.2fs, console %6.2fs, exit %s\n",
-				r, p.name, s.toUser.Seconds(), s.console.Seconds(), durOrNA(s.toExit))
+			fmt.Fprintf(os.Stderr, "kvmlab bench: %s %-12s user space %6.2fs, console %6.2fs, exit %s\n",
+				label, p.name, s.toUser.Seconds(), s.console.Seconds(), durOrNA(s.toExit))
 		}
 	}
 	rep := summarize(all, names, f, host, memMiB, cmdline)
@@ -433,6 +441,15 @@ var metrics = []metric{
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// runLabel names round r of a bench: "run 1" and on, "warm-up" for the
+// uncounted rounds before (r <= 0).
+func runLabel(r int) string {
+	if r <= 0 {
+		return "warm-up (not counted)"
+	}
+	return fmt.Sprintf("run %d", r)
+}
 
 func summarize(all []sample, names []string, f *benchFlags, host string, memMiB int, cmdline string) benchReport {
 	rep := newReport(f, host, memMiB, cmdline)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -193,5 +194,24 @@ func TestReadKVMCountersIn(t *testing.T) {
 				t.Errorf("got %+v, %v; want %+v, %v", got, ok, c.want, c.ok)
 			}
 		})
+	}
+}
+
+// TestBenchFlagsRefused: out-of-range counts are one usage line naming the
+// flag, before anything boots.
+func TestBenchFlagsRefused(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--runs", "0"}, "--runs 0"},
+		{[]string{"--warmup", "-1"}, "--warmup -1"},
+		{[]string{"--warmup", "11"}, "--warmup 11"},
+	} {
+		err := cmdBench(c.args)
+		var u usageError
+		if !errors.As(err, &u) || !strings.Contains(u.msg, c.want) {
+			t.Errorf("bench %v: %v, want a usage error naming %q", c.args, err, c.want)
+		}
 	}
 }

@@ -152,12 +152,14 @@ func benchIOHere(f *benchFlags, names []string, memMiB int, host string) error {
 	fmt.Fprintf(os.Stderr, "kvmlab bench --io: guest %s + %s, %d MiB, 1 vCPU, a %d MiB raw image, command line %q\n",
 		f.kernel, f.initrd, memMiB, f.ioMiB+1, cmdline)
 	var all []ioSample
-	for r := 1; r <= f.runs; r++ {
+	for r := 1 - f.warmup; r <= f.runs; r++ {
 		for _, p := range peers {
 			s := runIOPeer(context.Background(), p, f.kernel, f.initrd, cmdline, memMiB, f.timeout)
-			all = append(all, s)
+			if r > 0 {
+				all = append(all, s)
+			}
 			if s.failure != "" {
-				fmt.Fprintf(os.Stderr, "kvmlab bench --io: run %d %s FAILED: %s\n", r, p.name, s.failure)
+				fmt.Fprintf(os.Stderr, "kvmlab bench --io: %s %s FAILED: %s\n", runLabel(r), p.name, s.failure)
 				continue
 			}
 			var b strings.Builder
@@ -166,7 +168,7 @@ func benchIOHere(f *benchFlags, names []string, memMiB int, host string) error {
 					fmt.Fprintf(&b, " %s %s %s", ph.name, num(ioFigure(x, ph.unit)), ph.unit)
 				}
 			}
-			fmt.Fprintf(os.Stderr, "kvmlab bench --io: run %d %-18s%s\n", r, p.name, b.String())
+			fmt.Fprintf(os.Stderr, "kvmlab bench --io: %s %-18s%s\n", runLabel(r), p.name, b.String())
 		}
 	}
 	rep := summarizeIO(all, names, f, host, memMiB, cmdline)
