@@ -118,21 +118,9 @@ func trimImageAfter(d time.Duration, report io.Writer) {
 // trimImage trims the read-only mappings of the running executable and
 // returns how many KiB of them were resident before.
 func trimImage() (uint64, error) {
-	exe, err := os.Executable()
+	maps, err := readImageMappings()
 	if err != nil {
 		return 0, fmt.Errorf("trim: %w", err)
-	}
-	if p, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = p
-	}
-	f, err := os.Open("/proc/self/smaps")
-	if err != nil {
-		return 0, fmt.Errorf("trim: %w", err)
-	}
-	maps, err := parseImageMappings(f, exe)
-	f.Close()
-	if err != nil {
-		return 0, fmt.Errorf("trim: /proc/self/smaps: %w", err)
 	}
 	var before uint64
 	for _, m := range maps {
@@ -148,6 +136,28 @@ func trimImage() (uint64, error) {
 		before += m.rssKiB
 	}
 	return before, nil
+}
+
+// readImageMappings lists this process's mappings of its own executable,
+// from /proc/self/smaps.
+func readImageMappings() ([]imageMapping, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	maps, err := parseImageMappings(f, exe)
+	if err != nil {
+		return nil, fmt.Errorf("/proc/self/smaps: %w", err)
+	}
+	return maps, nil
 }
 
 // parseImageMappings returns the mappings of file exe listed in an smaps

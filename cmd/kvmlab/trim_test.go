@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,19 +63,7 @@ Rss:                   4 kB
 // (it is running this test).
 func TestTrimImage(t *testing.T) {
 	resident := func() uint64 {
-		exe, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p, err := filepath.EvalSymlinks(exe); err == nil {
-			exe = p
-		}
-		f, err := os.Open("/proc/self/smaps")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		maps, err := parseImageMappings(f, exe)
+		maps, err := readImageMappings()
 		if err != nil {
 			t.Fatal(err)
 		}
