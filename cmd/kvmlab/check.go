@@ -11,43 +11,6 @@ import (
 	"kvmlab/vmm/kvm"
 )
 
-// cpuVendor reads the host CPU's virtualisation extension from /proc/cpuinfo:
-// "vmx" is Intel VT-x, "svm" is AMD-V (SVM).
-func cpuVendor() (vendor, ext string, hypervisor bool) {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown", "", false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		switch k {
-		case "vendor_id":
-			if vendor == "" {
-				vendor = v
-			}
-		case "flags":
-			if ext != "" {
-				continue
-			}
-			for _, f := range strings.Fields(v) {
-				switch f {
-				case "vmx":
-					ext = "VT-x (vmx)"
-				case "svm":
-					ext = "AMD SVM (svm)"
-				case "hypervisor":
-					hypervisor = true
-				}
-			}
-		}
-	}
-	return vendor, ext, hypervisor
-}
-
 func nestedParam() string {
 	for _, m := range []string{"kvm_intel", "kvm_amd"} {
 		b, err := os.ReadFile("/sys/module/" + m + "/parameters/nested")
@@ -82,13 +45,16 @@ func cmdCheck(args []string) error {
 	}
 	info := func(what, detail string) { fmt.Printf("[info] %-22s %s\n", what, detail) }
 
-	vendor, ext, hyp := cpuVendor()
-	if ext == "" {
-		report(false, "CPU virtualisation", vendor+": no vmx or svm flag: enable VT-x/AMD-V in the firmware, or nested virtualisation on the VM host")
+	be := kvm.HostBackend()
+	if be.Extension == "" {
+		report(false, "CPU virtualisation", be.Vendor+": no vmx or svm flag: enable VT-x/AMD-V in the firmware, or nested virtualisation on the VM host")
 	} else {
-		report(true, "CPU virtualisation", vendor+", "+ext)
+		report(true, "CPU virtualisation", be.Vendor+", "+be.Extension)
 	}
-	if hyp {
+	if be.PVM {
+		info("kvm_pvm loaded", "a software KVM without VT-x/AMD-V: it answers the KVM API but cannot run an unmodified Linux guest; 'make run' and 'make test' use the emulated host instead")
+	}
+	if be.Hypervisor {
 		info("running in a VM", "yes: kvmlab guests will be nested; "+nestedParam())
 	} else {
 		info("running in a VM", "no (bare metal); "+nestedParam())

@@ -284,6 +284,16 @@ func cmdRun(args []string) error {
 	return runMachine(cfg, f.quiet, obs)
 }
 
+// checkBackend refuses a /dev/kvm without VT-x or AMD SVM behind it (see
+// kvm.Backend): a Linux boot there hangs or fails in ways that would only
+// puzzle, so say so at once.
+func checkBackend() error {
+	if ok, why := kvm.HostBackend().CanRunLinux(); !ok {
+		return usagef("%s: boot inside the emulated host instead (kvmlab run --emulated-host, as 'make run' does)", why)
+	}
+	return nil
+}
+
 // runMachine boots cfg on this terminal and maps the outcome to an exit
 // status.
 func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
@@ -295,6 +305,10 @@ func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
 	if err := sys.CheckRequired(); err != nil {
 		sys.Close()
 		return kvmError(err)
+	}
+	if err := checkBackend(); err != nil {
+		sys.Close()
+		return err
 	}
 	if max := sys.MaxVCPUs(); cfg.CPUs > max {
 		sys.Close()

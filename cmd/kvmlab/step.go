@@ -516,6 +516,9 @@ func cmdStep(args []string) error {
 	cfg.Console = st.cons
 	cfg.Input = nil
 	cfg.Log = os.Stderr
+	if err := checkBackend(); err != nil {
+		return err
+	}
 	m, err := vmm.New(cfg)
 	if err != nil {
 		return kvmError(err)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"kvmlab/vmm/kvm"
 )
 
 const (
@@ -14,8 +16,11 @@ const (
 )
 
 // KVMUsable reports whether this machine has a working /dev/kvm: the device
-// opens read-write and KVM_GET_API_VERSION returns 12. When it does not, the
-// string says why (and tests should fall back to the emulated host, [Run]).
+// opens read-write, KVM_GET_API_VERSION returns 12, and the CPU has VT-x or
+// AMD SVM behind it. When it does not, the string says why (and tests should
+// fall back to the emulated host, [Run]). The last check matters: a kvm_pvm
+// host passes the first two and hangs or fails a Linux boot (see
+// kvm.Backend).
 func KVMUsable() (bool, string) {
 	fd, err := unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -29,5 +34,9 @@ func KVMUsable() (bool, string) {
 	if v != kvmAPIVersion {
 		return false, fmt.Sprintf("KVM_GET_API_VERSION returned %d, want %d", v, kvmAPIVersion)
 	}
-	return true, fmt.Sprintf("/dev/kvm works (API version %d)", v)
+	be := kvm.HostBackend()
+	if ok, why := be.CanRunLinux(); !ok {
+		return false, why
+	}
+	return true, fmt.Sprintf("/dev/kvm works (API version %d, %s)", v, be.Extension)
 }
