@@ -4,7 +4,28 @@
 # kernel build tools, Debian's kernel source, cpio. Idempotent and quiet.
 set -euo pipefail
 need=()
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+
+# The emulated host needs QEMU 9.1 or newer. Older QEMUs emulate AMD SVM well
+# enough to boot nested guests, but not their debug intercepts: QEMU 7.2
+# (Debian 12's) loads the guest's DR7 at VMRUN without arming its breakpoints
+# and leaves stale ones armed after #VMEXIT, which locks the emulated host up
+# on the first single-step or hardware breakpoint; 9.1 fixed that ("disable/
+# enable breakpoints on vmentry/vmexit"). On Debian 12 a newer QEMU comes from
+# bookworm-backports, on the archive this machine already uses.
+qemu_new_enough() {
+	local v
+	v=$(qemu-system-x86_64 --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+	[[ -n $v ]] || return 1
+	set -- $v
+	(($1 > 9 || ($1 == 9 && $2 >= 1)))
+}
+backports=
+if ! qemu_new_enough; then
+	need+=(qemu-system-x86)
+	if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
+		backports=bookworm-backports
+	fi
+fi
 for t in make gcc flex bison bc cpio xz; do
 	command -v $t >/dev/null || need+=("$t")
 done
@@ -35,8 +56,27 @@ if ((${#need[@]})); then
 	fi
 	echo "deps: installing ${pkgs[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
+	if [[ -n $backports ]]; then
+		list=/etc/apt/sources.list.d/kvmlab-$backports.sources
+		if [[ ! -e $list ]]; then
+			# The same Debian archive as bookworm itself, its backports suite.
+			uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+			[[ -n $uri ]] || uri=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+			[[ -n $uri ]] || { echo "deps: no Debian archive found in /etc/apt to take $backports from: install QEMU 9.1 or newer by hand" >&2; exit 1; }
+			printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" "$backports" >"$list"
+			echo "deps: added $backports ($list) for QEMU 9.1 or newer" >&2
+		fi
+	fi
 	apt-get update -qq >&2
-	apt-get install -y -qq "${pkgs[@]}" >/dev/null
+	rest=()
+	for p in "${pkgs[@]}"; do
+		[[ -n $backports && $p == qemu-system-x86 ]] || rest+=("$p")
+	done
+	((${#rest[@]} == 0)) || apt-get install -y -qq "${rest[@]}" >/dev/null
+	if [[ -n $backports ]]; then
+		apt-get install -y -qq -t "$backports" qemu-system-x86 >/dev/null
+	fi
+	qemu_new_enough || { echo "deps: QEMU 9.1 or newer is needed for the emulated host; have: $(qemu-system-x86_64 --version 2>/dev/null | head -1)" >&2; exit 1; }
 fi
 # The comparison's HTML report is rendered in headless Chromium by a test.
 # Without its recommended packages it is 8 packages instead of about 100.

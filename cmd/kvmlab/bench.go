@@ -39,6 +39,7 @@ type benchFlags struct {
 	qemu, firmware, goKV string
 	jsonOut              bool
 	emulated, inHost     bool
+	smaps                bool
 	exitLoop             int
 	exitFloor            string
 	io                   bool
@@ -100,6 +101,7 @@ func cmdBench(args []string) error {
 	fs.IntVar(&f.ioOps, "io-ops", 1000, "with --io: 4 KiB requests in each random disk phase")
 	fs.IntVar(&f.netMiB, "net-mib", 8, "with --io: MiB the guest sends to a TCP sink on the host through a TAP this command creates (root); 0 leaves the network out")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the figures as JSON instead of a table")
+	fs.BoolVar(&f.smaps, "smaps", false, "after each boot, list the VMM's resident mappings at the console-end marker (where its memory goes)")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
 	fs.BoolVar(&f.inHost, "in-emulated-host", false, "internal: this is the run inside the emulated host")
 	if help, err := parseFlags(fs, args, false); help || err != nil {
@@ -206,6 +208,9 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 	if f.jsonOut {
 		argv = append(argv, "--json")
 	}
+	if f.smaps {
+		argv = append(argv, "--smaps")
+	}
 	if f.io {
 		argv = append(argv, "--io", "--io-mib", strconv.Itoa(f.ioMiB), "--io-ops", strconv.Itoa(f.ioOps), "--net-mib", strconv.Itoa(f.netMiB))
 	}
@@ -303,9 +308,12 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 	var all []sample
 	for r := 1 - f.warmup; r <= f.runs; r++ {
 		for _, p := range peers {
-			s := runPeer(context.Background(), p, f.kernel, f.initrd, cmdline, memMiB, f.timeout)
+			s := runPeer(context.Background(), p, f.kernel, f.initrd, cmdline, memMiB, f.timeout, f.smaps)
 			s.consoleBytes = f.consoleBytes
 			label := runLabel(r)
+			if s.smapsList != "" {
+				fmt.Fprintf(os.Stderr, "kvmlab bench: %s %s resident mappings at the console-end marker (KiB):\n%s", label, p.name, s.smapsList)
+			}
 			if r > 0 {
 				all = append(all, s)
 			}
@@ -431,8 +439,12 @@ var metrics = []metric{
 		return float64(s.console.Microseconds()) / 1000 / (float64(s.consoleBytes) / 1024), s.console > 0 && s.consoleBytes > 0
 	}},
 	{"peak RSS", "MiB", func(s sample) (float64, bool) { return mib(s.peakRSS), s.peakRSS > 0 }},
-	{"RSS outside guest RAM", "MiB", func(s sample) (float64, bool) { return mib(s.rssAtEnd - s.guestRAM), s.haveMem }},
-	{"guest RAM resident", "MiB", func(s sample) (float64, bool) { return mib(s.guestRAM), s.haveMem }},
+	{"RSS outside guest RAM", "MiB", func(s sample) (float64, bool) { return mib(s.mem.rss - s.mem.guest), s.haveMem }},
+	{"  in it: code+rodata (file)", "MiB", func(s sample) (float64, bool) { return mib(s.mem.image), s.haveMem }},
+	{"  in it: data (file)", "MiB", func(s sample) (float64, bool) { return mib(s.mem.data), s.haveMem }},
+	{"  in it: libraries", "MiB", func(s sample) (float64, bool) { return mib(s.mem.libs), s.haveMem }},
+	{"  in it: heap, stacks (anon)", "MiB", func(s sample) (float64, bool) { return mib(s.mem.anon), s.haveMem }},
+	{"guest RAM resident", "MiB", func(s sample) (float64, bool) { return mib(s.mem.guest), s.haveMem }},
 	{"exits during boot (all)", "", func(s sample) (float64, bool) { return float64(s.bootExits.exits), s.haveCounter }},
 	{"port+MMIO exits during boot", "", func(s sample) (float64, bool) { return float64(s.bootExits.io + s.bootExits.mmio), s.haveCounter }},
 	{"exits for the console write (all)", "", func(s sample) (float64, bool) {

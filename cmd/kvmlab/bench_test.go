@@ -1,6 +1,7 @@
 package main
 
 import (
+	"debug/elf"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,9 +12,19 @@ import (
 
 func TestParseSmaps(t *testing.T) {
 	const mem = 512 << 20
+	const exe = "/usr/bin/qemu"
 	smaps := `55d4c0000000-55d4c0200000 r-xp 00000000 08:01 123 /usr/bin/qemu
 Size:               2048 kB
 Rss:                1024 kB
+55d4c0200000-55d4c0300000 r--p 00200000 08:01 123 /usr/bin/qemu
+Size:               1024 kB
+Rss:                 512 kB
+55d4c0300000-55d4c0310000 rw-p 00300000 08:01 123 /usr/bin/qemu
+Size:                 64 kB
+Rss:                  16 kB
+7e0000000000-7e0000100000 r-xp 00000000 08:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6
+Size:               1024 kB
+Rss:                 800 kB
 7f0000000000-7f0020000000 rw-p 00000000 00:00 0
 Size:             524288 kB
 Rss:              102400 kB
@@ -21,13 +32,29 @@ Rss:              102400 kB
 Size:                132 kB
 Rss:                  60 kB
 VmFlags: rd wr mr mw me ac
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
+Size:                  8 kB
+Rss:                   4 kB
 `
-	rss, guest, ok := parseSmaps(strings.NewReader(smaps), mem)
-	if !ok || rss != (1024+102400+60)<<10 || guest != 102400<<10 {
-		t.Errorf("parseSmaps = %d, %d, %v; want %d, %d, true", rss, guest, ok, (1024+102400+60)<<10, 102400<<10)
+	want := memBreakdown{
+		rss:   (1024 + 512 + 16 + 800 + 102400 + 60 + 4) << 10,
+		guest: 102400 << 10,
+		image: (1024 + 512) << 10,
+		data:  16 << 10,
+		libs:  800 << 10,
+		anon:  (60 + 4) << 10,
 	}
-	for _, bad := range []string{"", "zz-yy rw-p 0 0 0\nRss: 4 kB\n", "1000-2000 rw-p\nRss: x kB\n"} {
-		if _, _, ok := parseSmaps(strings.NewReader(bad), mem); ok {
+	got, ok := parseSmaps(strings.NewReader(smaps), mem, exe)
+	if !ok || got != want {
+		t.Errorf("parseSmaps = %+v, %v; want %+v, true", got, ok, want)
+	}
+	// Without the executable's path its mappings count as other files.
+	got, ok = parseSmaps(strings.NewReader(smaps), mem, "")
+	if want := (memBreakdown{rss: want.rss, guest: want.guest, libs: (1024 + 512 + 16 + 800) << 10, anon: want.anon}); !ok || got != want {
+		t.Errorf("parseSmaps without exe = %+v, %v; want %+v, true", got, ok, want)
+	}
+	for _, bad := range []string{"", "zz-yy rw-p 0 0 0\nRss: 4 kB\n", "1000-2000 rw-p\nRss: x kB\n", "2000-1000 rw-p 0 0 0\nRss: 4 kB\n"} {
+		if _, ok := parseSmaps(strings.NewReader(bad), mem, exe); ok {
 			t.Errorf("parseSmaps(%q) ok, want not ok", bad)
 		}
 	}
@@ -213,5 +240,70 @@ func TestBenchFlagsRefused(t *testing.T) {
 		if !errors.As(err, &u) || !strings.Contains(u.msg, c.want) {
 			t.Errorf("bench %v: %v, want a usage error naming %q", c.args, err, c.want)
 		}
+	}
+}
+
+func TestFormatResident(t *testing.T) {
+	smaps := `00400000-00710000 r-xp 00000000 08:01 7 /kvmlab/kvmlab
+Size:               3136 kB
+Rss:                1536 kB
+Anonymous:             0 kB
+c000000000-c000400000 rw-p 00000000 00:00 0
+Size:               4096 kB
+Rss:                 940 kB
+Anonymous:           940 kB
+7f0000000000-7f0000001000 ---p 00000000 00:00 0
+Size:                  4 kB
+Rss:                   0 kB
+Anonymous:             0 kB
+`
+	want := "      1536 rss        0 anon  r-xp      3136 KiB  /kvmlab/kvmlab\n" +
+		"       940 rss      940 anon  rw-p      4096 KiB  \n"
+	if got := formatResident(strings.NewReader(smaps)); got != want {
+		t.Errorf("formatResident:\n%q\nwant\n%q", got, want)
+	}
+}
+
+// fakePagemap answers pagemap reads: present pages are those listed.
+type fakePagemap map[uint64]bool
+
+func (f fakePagemap) ReadAt(p []byte, off int64) (int, error) {
+	for i := range p {
+		p[i] = 0
+	}
+	if f[uint64(off)/8] {
+		p[7] = 0x80 // bit 63
+	}
+	return len(p), nil
+}
+
+func TestSectionsResident(t *testing.T) {
+	const ps = 4096
+	secs := []*elf.Section{
+		{SectionHeader: elf.SectionHeader{Name: ".text", Flags: elf.SHF_ALLOC | elf.SHF_EXECINSTR, Addr: 0x401000, Size: 3 * ps}},
+		// Shares its first page with the end of .text's last page in a
+		// real binary; here it starts mid-page.
+		{SectionHeader: elf.SectionHeader{Name: ".rodata", Flags: elf.SHF_ALLOC, Addr: 0x404800, Size: 2 * ps}},
+		{SectionHeader: elf.SectionHeader{Name: ".debug_info", Flags: 0, Addr: 0, Size: 10 * ps}},
+	}
+	pm := fakePagemap{0x401: true, 0x403: true, 0x404: true, 0x406: true}
+	got, err := sectionsResident(secs, pm, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []sectionResident{
+		{".text", 3 * ps, 2 * ps},            // pages 0x401 and 0x403
+		{".rodata", 2 * ps, ps/2 + ps/2 + 0}, // half of 0x404, none of 0x405, half of 0x406
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("section %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if s := formatSections(got); !strings.Contains(s, "8 KiB of       12 KiB  .text") {
+		t.Errorf("formatSections:\n%s", s)
 	}
 }

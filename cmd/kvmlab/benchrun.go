@@ -49,8 +49,9 @@ type sample struct {
 	poweroffToExit       time.Duration
 	console              time.Duration
 	consoleBytes         int
-	peakRSS              uint64 // bytes, getrusage of the child
-	rssAtEnd, guestRAM   uint64 // bytes, /proc/PID/smaps at the end marker
+	peakRSS              uint64       // bytes, getrusage of the child
+	mem                  memBreakdown // /proc/PID/smaps at the end marker
+	smapsList            string       // with --smaps: its resident mappings, one a line
 	bootExits, allExits  kvmCounters
 	consoleExits         kvmCounters
 	failure              string // why the run failed, "" when it did not
@@ -73,7 +74,7 @@ func (c kvmCounters) sub(d kvmCounters) kvmCounters {
 // runPeer boots the guest once under p and measures it. The guest runs
 // kvmlab-console and powers off; a VMM that cannot exit (gokvm) is killed
 // once the guest has said it is powering off.
-func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB int, timeout time.Duration) sample {
+func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB int, timeout time.Duration, listMaps bool) sample {
 	s := sample{peer: p.name}
 	line := cmdline
 	if p.extraCmdline != "" {
@@ -124,8 +125,12 @@ func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB
 			if c, ok := readKVMCounters(pid); ok && s.haveCounter {
 				endC = c
 			}
-			if rss, guest, ok := readSmaps(pid, uint64(memMiB)<<20); ok {
-				s.rssAtEnd, s.guestRAM, s.haveMem = rss, guest, true
+			s.mem, s.haveMem = readSmaps(pid, uint64(memMiB)<<20)
+			if listMaps {
+				s.smapsList = listResident(pid)
+				if rs, err := residentSections(pid); err == nil {
+					s.smapsList += "  the executable's resident pages by ELF section:\n" + formatSections(rs)
+				}
 			}
 		case strings.Contains(l, markPoweroff):
 			tOff = now
@@ -184,24 +189,43 @@ func tailLines(s string, n int) string {
 	return strings.Join(ls, " | ")
 }
 
-// readSmaps sums the resident set of a process from /proc/PID/smaps and the
-// part of it that is guest RAM. Guest RAM is recognised by size: every VMM
-// here maps a guest's RAM (below 3 GiB) as one region of exactly its size,
-// give or take alignment, and nothing else in these processes is that big.
-func readSmaps(pid int, mem uint64) (rss, guest uint64, ok bool) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
-	if err != nil {
-		return 0, 0, false
-	}
-	defer f.Close()
-	return parseSmaps(f, mem)
+// memBreakdown is a VMM process's resident set at one moment, by the kind
+// of mapping it lies in (/proc/PID/smaps). It answers "where does the
+// VMM's memory go": guest RAM is the guest's, the rest is the price of the
+// VMM itself, and that rest splits into the program's own file (code and
+// read-only tables, shared page cache), its writable data, shared
+// libraries, and anonymous memory (heap, thread stacks, the runtime).
+type memBreakdown struct {
+	rss, guest uint64 // all, and the guest RAM mapping
+	image      uint64 // the VMM's executable, read-only mappings (text, rodata)
+	data       uint64 // the VMM's executable, writable mappings (data; COW copies of it)
+	libs       uint64 // other files: shared libraries, firmware, locale data
+	anon       uint64 // anonymous, not guest RAM: heap, stacks, bss, runtime metadata
 }
 
-// parseSmaps is readSmaps on the file's contents.
-func parseSmaps(r io.Reader, mem uint64) (rss, guest uint64, ok bool) {
+// readSmaps reads the resident set of process pid, exe its executable's
+// path ("" when unknown) and mem the size of its guest RAM.
+func readSmaps(pid int, mem uint64) (memBreakdown, bool) {
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return memBreakdown{}, false
+	}
+	defer f.Close()
+	return parseSmaps(f, mem, exe)
+}
+
+// parseSmaps is readSmaps on the file's contents. Guest RAM is recognised
+// by size: every VMM here maps a guest's RAM (below 3 GiB) as one region
+// of exactly its size, give or take alignment, and nothing else in these
+// processes is that big.
+func parseSmaps(r io.Reader, mem uint64, exe string) (memBreakdown, bool) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var b memBreakdown
 	var size uint64
+	var perms, path string
+	ok := false
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		if len(f) == 0 {
@@ -211,26 +235,91 @@ func parseSmaps(r io.Reader, mem uint64) (rss, guest uint64, ok bool) {
 			// A mapping's header: "start-end perms offset dev inode [path]".
 			lo, hi, found := strings.Cut(f[0], "-")
 			a, err1 := strconv.ParseUint(lo, 16, 64)
-			b, err2 := strconv.ParseUint(hi, 16, 64)
-			if !found || err1 != nil || err2 != nil || b < a {
-				return 0, 0, false
+			e, err2 := strconv.ParseUint(hi, 16, 64)
+			if !found || err1 != nil || err2 != nil || e < a || len(f) < 2 {
+				return memBreakdown{}, false
 			}
-			size = b - a
+			size, perms, path = e-a, f[1], ""
+			if len(f) >= 6 {
+				path = strings.Join(f[5:], " ")
+			}
 			continue
 		}
-		if f[0] == "Rss:" && len(f) >= 2 {
-			kb, err := strconv.ParseUint(f[1], 10, 64)
-			if err != nil {
-				return 0, 0, false
-			}
-			rss += kb << 10
-			if size >= mem && size <= mem+mem/4 {
-				guest += kb << 10
-			}
-			ok = true
+		if f[0] != "Rss:" || len(f) < 2 {
+			continue
+		}
+		kb, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil {
+			return memBreakdown{}, false
+		}
+		n := kb << 10
+		b.rss += n
+		ok = true
+		switch {
+		case size >= mem && size <= mem+mem/4:
+			b.guest += n
+		case exe != "" && path == exe && strings.Contains(perms, "w"):
+			b.data += n
+		case exe != "" && path == exe:
+			b.image += n
+		case strings.HasPrefix(path, "/"):
+			b.libs += n
+		default: // anonymous, [heap], [stack], [vdso], [vvar]
+			b.anon += n
 		}
 	}
-	return rss, guest, ok && sc.Err() == nil
+	return b, ok && sc.Err() == nil
+}
+
+// listResident lists process pid's mappings that have resident pages, one a
+// line: Rss and the anonymous part of it in KiB, permissions, size in KiB,
+// and the file or kind ("" for anonymous memory).
+func listResident(pid int) string {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	return formatResident(f)
+}
+
+// formatResident is listResident on the file's contents.
+func formatResident(r io.Reader) string {
+	var b strings.Builder
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var head []string
+	var rss uint64
+	flush := func(anon uint64) {
+		if head == nil || rss == 0 {
+			return
+		}
+		lo, hi, _ := strings.Cut(head[0], "-")
+		a, _ := strconv.ParseUint(lo, 16, 64)
+		e, _ := strconv.ParseUint(hi, 16, 64)
+		name := ""
+		if len(head) >= 6 {
+			name = strings.Join(head[5:], " ")
+		}
+		fmt.Fprintf(&b, "  %8d rss %8d anon  %s %9d KiB  %s\n", rss, anon, head[1], (e-a)>>10, name)
+	}
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 {
+			continue
+		}
+		switch {
+		case strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			head, rss = f, 0
+		case f[0] == "Rss:":
+			rss, _ = strconv.ParseUint(f[1], 10, 64)
+		case f[0] == "Anonymous:":
+			anon, _ := strconv.ParseUint(f[1], 10, 64)
+			flush(anon)
+			head = nil
+		}
+	}
+	return b.String()
 }
 
 // readKVMCounters reads KVM's debugfs statistics of the VM that process pid

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -173,6 +174,21 @@ func printMemory(w io.Writer, m *vmm.Machine) {
 	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
 	fmt.Fprintf(w, "\n=== Memory ===\n  RSS %.1f MiB = guest RAM touched %.1f MiB (of %.0f MiB) + VMM %.1f MiB\n",
 		mib(st.RSS), mib(st.GuestResident), mib(st.GuestRAM), mib(st.VMMResident()))
+	// What the Go runtime holds of the VMM's own part (its view: memory
+	// it obtained from the kernel, whether or not all of it is resident).
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	threads := "?"
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+				threads = strings.TrimSpace(v)
+			}
+		}
+	}
+	fmt.Fprintf(w, "  Go runtime: heap live %.2f MiB (in spans %.2f, free but not returned %.2f), goroutine stacks %.2f MiB, runtime metadata %.2f MiB; %d goroutines on %s threads; %d GC cycles\n",
+		mib(ms.HeapAlloc), mib(ms.HeapInuse), mib(ms.HeapIdle-ms.HeapReleased), mib(ms.StackInuse),
+		mib(ms.MSpanInuse+ms.MCacheInuse+ms.BuckHashSys+ms.GCSys+ms.OtherSys), runtime.NumGoroutine(), threads, ms.NumGC)
 	if len(st.AccessesByDevice) > 0 {
 		type kv struct {
 			k string

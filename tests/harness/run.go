@@ -99,6 +99,11 @@ const (
 // uncompressed vmlinux, which boots several seconds faster under TCG.
 const BzImageEnv = "KVMLAB_HOST_BZIMAGE"
 
+// HostCPUEnv names the environment variable that replaces the emulated
+// host's CPU model ("max"): QEMU's -cpu argument, features included (for
+// example "max,la57=off").
+const HostCPUEnv = "KVMLAB_HOST_CPU"
+
 // silentHangTimeout is how long a booting host may print nothing at all
 // before it counts as hung. Under TCG, about 1 boot in 16 hangs early with
 // both CPUs busy and no output; a healthy boot prints within seconds.
@@ -294,9 +299,13 @@ func exitStatus(err error) string {
 // the serial port on stdout, nothing else attached. image is a bzImage or
 // an ELF kernel with a PVH entry point; -kernel takes both.
 func qemuArgs(image, initrd string, spec Spec) []string {
+	cpu := "max"
+	if c := os.Getenv(HostCPUEnv); c != "" {
+		cpu = c
+	}
 	return []string{
 		"-machine", "q35",
-		"-cpu", "max",
+		"-cpu", cpu,
 		"-smp", strconv.Itoa(spec.CPUs),
 		"-m", strconv.Itoa(spec.MemMB),
 		"-nodefaults", "-no-user-config",

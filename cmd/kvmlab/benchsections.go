@@ -1,0 +1,93 @@
+package main
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// Which parts of the VMM's own binary are resident.
+//
+// The resident set of a program's image is counted in whole pages, and the
+// kernel maps file pages 64 KiB at a time around each fault. Knowing that
+// "2 MiB of the binary is resident" does not say why; knowing that it is
+// 1.1 MiB of code, 0.7 MiB of the pclntab (the runtime's function tables,
+// read when it grows a stack, scans one for the garbage collector or
+// preempts a goroutine) and 0.2 MiB of type data does. residentSections
+// answers that from /proc/PID/pagemap (bit 63: the page is present) and the
+// executable's ELF section headers. It needs root: without CAP_SYS_ADMIN
+// pagemap still reports presence, but this is a benchmark for root anyway.
+
+// sectionResident is one ELF section's resident size.
+type sectionResident struct {
+	name           string
+	size, resident uint64 // bytes
+}
+
+// residentSections returns, for each allocated section of pid's executable,
+// how much of it is resident in pid's address space.
+func residentSections(pid int) ([]sectionResident, error) {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return nil, err
+	}
+	f, err := elf.Open(exe)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if f.Type != elf.ET_EXEC {
+		return nil, fmt.Errorf("%s is not a static executable (ELF type %v): its load address is not its link address", exe, f.Type)
+	}
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer pm.Close()
+	return sectionsResident(f.Sections, pm, os.Getpagesize())
+}
+
+// sectionsResident is residentSections on parsed section headers and an
+// open pagemap (8 bytes per page of the address space).
+func sectionsResident(secs []*elf.Section, pagemap io.ReaderAt, pageSize int) ([]sectionResident, error) {
+	var out []sectionResident
+	ps := uint64(pageSize)
+	entry := make([]byte, 8)
+	for _, s := range secs {
+		if s.Flags&elf.SHF_ALLOC == 0 || s.Size == 0 {
+			continue
+		}
+		r := sectionResident{name: s.Name, size: s.Size}
+		end := s.Addr + s.Size
+		for page := s.Addr &^ (ps - 1); page < end; page += ps {
+			if _, err := pagemap.ReadAt(entry, int64(page/ps*8)); err != nil {
+				return nil, fmt.Errorf("pagemap at %#x: %w", page, err)
+			}
+			if binary.LittleEndian.Uint64(entry)&(1<<63) == 0 {
+				continue
+			}
+			// Count the part of the page that belongs to this section.
+			lo, hi := max(page, s.Addr), min(page+ps, end)
+			r.resident += hi - lo
+		}
+		out = append(out, r)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].resident > out[j].resident })
+	return out, nil
+}
+
+// formatSections prints the sections with resident pages, largest first.
+func formatSections(rs []sectionResident) string {
+	var b strings.Builder
+	for _, r := range rs {
+		if r.resident == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "  %8d KiB of %8d KiB  %s\n", r.resident>>10, r.size>>10, r.name)
+	}
+	return b.String()
+}
