@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -305,5 +307,42 @@ func TestSectionsResident(t *testing.T) {
 	}
 	if s := formatSections(got); !strings.Contains(s, "8 KiB of       12 KiB  .text") {
 		t.Errorf("formatSections:\n%s", s)
+	}
+}
+
+func TestSplitPclntab(t *testing.T) {
+	h := make([]byte, 0x200)
+	binary.LittleEndian.PutUint32(h, 0xfffffff1)
+	h[7] = 8 // pointer size
+	for i, off := range []uint64{0x48, 0x60, 0x70, 0x80, 0x100} {
+		binary.LittleEndian.PutUint64(h[32+8*i:], off)
+	}
+	pcln := &elf.Section{SectionHeader: elf.SectionHeader{Name: ".gopclntab", Flags: elf.SHF_ALLOC, Addr: 0x1000, Size: 0x200}, ReaderAt: bytes.NewReader(h)}
+	text := &elf.Section{SectionHeader: elf.SectionHeader{Name: ".text", Addr: 0x400}}
+	got := splitPclntab([]*elf.Section{text, pcln})
+	want := []struct {
+		name       string
+		addr, size uint64
+	}{
+		{".text", 0x400, 0},
+		{".gopclntab header", 0x1000, 0x48},
+		{".gopclntab funcnames", 0x1048, 0x18},
+		{".gopclntab cutab", 0x1060, 0x10},
+		{".gopclntab filetab", 0x1070, 0x10},
+		{".gopclntab pctab", 0x1080, 0x80},
+		{".gopclntab functab+funcdata", 0x1100, 0x100},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d sections, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		if got[i].Name != w.name || got[i].Addr != w.addr || got[i].Size != w.size {
+			t.Errorf("section %d = %s %#x+%#x, want %s %#x+%#x", i, got[i].Name, got[i].Addr, got[i].Size, w.name, w.addr, w.size)
+		}
+	}
+	// A header that is not Go's is left alone.
+	bad := &elf.Section{SectionHeader: pcln.SectionHeader, ReaderAt: bytes.NewReader(make([]byte, 0x200))}
+	if got := splitPclntab([]*elf.Section{bad}); len(got) != 1 || got[0] != bad {
+		t.Errorf("an unknown header was split: %v", got)
 	}
 }

@@ -85,6 +85,9 @@ func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin = nil // /dev/null: no VMM here reads a terminal
+	if listMaps {
+		cmd.Env = append(os.Environ(), runtimeReportEnv+"=1")
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -159,6 +162,13 @@ func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB
 		s.poweroffToExit = end.Sub(tOff)
 	}
 	s.stderrTail = tailLines(stderr.String(), 6)
+	if listMaps {
+		for _, l := range strings.Split(stderr.String(), "\n") {
+			if strings.Contains(l, "Go runtime:") {
+				s.smapsList += "  at exit: " + strings.TrimSpace(l) + "\n"
+			}
+		}
+	}
 	switch {
 	case ctx.Err() != nil:
 		s.failure = fmt.Sprintf("timed out after %v (last console lines: %s)", timeout, tailLines(seen.String(), 3))

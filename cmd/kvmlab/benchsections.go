@@ -48,7 +48,47 @@ func residentSections(pid int) ([]sectionResident, error) {
 		return nil, err
 	}
 	defer pm.Close()
-	return sectionsResident(f.Sections, pm, os.Getpagesize())
+	return sectionsResident(splitPclntab(f.Sections), pm, os.Getpagesize())
+}
+
+// splitPclntab replaces .gopclntab by its tables, named after what reads
+// them: function names (tracebacks, runtime.FuncForPC), the compilation
+// unit and file tables (file:line), the pc-value tables (stack frame sizes
+// and stack maps, read when the runtime unwinds a stack: growing it,
+// scanning it for the GC, preempting a goroutine) and the function table
+// with its per-function data. The layout is the runtime's pcHeader (Go
+// 1.20 and later, src/runtime/symtab.go): seven offsets after a 16-byte
+// prefix, each relative to the start of the section. Anything unexpected
+// leaves the section whole.
+func splitPclntab(secs []*elf.Section) []*elf.Section {
+	var out []*elf.Section
+	for _, s := range secs {
+		if s.Name != ".gopclntab" {
+			out = append(out, s)
+			continue
+		}
+		var h [72]byte
+		if _, err := s.ReadAt(h[:], 0); err != nil || binary.LittleEndian.Uint32(h[:4]) != 0xfffffff1 || h[7] != 8 {
+			out = append(out, s)
+			continue
+		}
+		off := func(i int) uint64 { return binary.LittleEndian.Uint64(h[32+8*i:]) }
+		names := []string{"funcnames", "cutab", "filetab", "pctab", "functab+funcdata"}
+		bounds := []uint64{off(0), off(1), off(2), off(3), off(4), s.Size}
+		ok := true
+		for i := 0; i+1 < len(bounds); i++ {
+			ok = ok && bounds[i] <= bounds[i+1] && bounds[i+1] <= s.Size
+		}
+		if !ok {
+			out = append(out, s)
+			continue
+		}
+		out = append(out, &elf.Section{SectionHeader: elf.SectionHeader{Name: ".gopclntab header", Flags: s.Flags, Addr: s.Addr, Size: bounds[0]}})
+		for i, n := range names {
+			out = append(out, &elf.Section{SectionHeader: elf.SectionHeader{Name: ".gopclntab " + n, Flags: s.Flags, Addr: s.Addr + bounds[i], Size: bounds[i+1] - bounds[i]}})
+		}
+	}
+	return out
 }
 
 // sectionsResident is residentSections on parsed section headers and an

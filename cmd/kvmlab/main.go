@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 
 	"kvmlab/container"
 )
@@ -52,6 +53,11 @@ func main() {
 		// transparent huge pages (see trim.go). Here, not in realMain,
 		// so that tests calling realMain stay in their process.
 		reexecWithoutHeapTHP()
+		// No heap profile is ever written by kvmlab run, so no
+		// allocation needs sampling: each sample unwinds the stack
+		// through the runtime's function tables, which trimImage has
+		// just dropped (see trim.go). Set as early as main can.
+		runtime.MemProfileRate = 0
 	}
 	os.Exit(realMain(os.Args[1:]))
 }

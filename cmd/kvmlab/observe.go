@@ -174,21 +174,7 @@ func printMemory(w io.Writer, m *vmm.Machine) {
 	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
 	fmt.Fprintf(w, "\n=== Memory ===\n  RSS %.1f MiB = guest RAM touched %.1f MiB (of %.0f MiB) + VMM %.1f MiB\n",
 		mib(st.RSS), mib(st.GuestResident), mib(st.GuestRAM), mib(st.VMMResident()))
-	// What the Go runtime holds of the VMM's own part (its view: memory
-	// it obtained from the kernel, whether or not all of it is resident).
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	threads := "?"
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "Threads:"); ok {
-				threads = strings.TrimSpace(v)
-			}
-		}
-	}
-	fmt.Fprintf(w, "  Go runtime: heap live %.2f MiB (in spans %.2f, free but not returned %.2f), goroutine stacks %.2f MiB, runtime metadata %.2f MiB; %d goroutines on %s threads; %d GC cycles\n",
-		mib(ms.HeapAlloc), mib(ms.HeapInuse), mib(ms.HeapIdle-ms.HeapReleased), mib(ms.StackInuse),
-		mib(ms.MSpanInuse+ms.MCacheInuse+ms.BuckHashSys+ms.GCSys+ms.OtherSys), runtime.NumGoroutine(), threads, ms.NumGC)
+	fmt.Fprintf(w, "  %s\n", runtimeSummary())
 	if len(st.AccessesByDevice) > 0 {
 		type kv struct {
 			k string
@@ -205,6 +191,30 @@ func printMemory(w io.Writer, m *vmm.Machine) {
 		}
 	}
 }
+
+// runtimeSummary is one line on what the Go runtime holds of the VMM's own
+// memory, in its view: memory obtained from the kernel, whether or not all
+// of it is resident. kvmlab run prints it at exit with --stats, or when
+// KVMLAB_RUNTIME_REPORT is set (kvmlab bench --smaps sets it).
+func runtimeSummary() string {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	threads := "?"
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+				threads = strings.TrimSpace(v)
+			}
+		}
+	}
+	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
+	return fmt.Sprintf("Go runtime: heap live %.2f MiB (in spans %.2f, free but not returned %.2f), goroutine stacks %.2f MiB, runtime metadata %.2f MiB; %d goroutines on %s threads; %d GC cycles",
+		mib(ms.HeapAlloc), mib(ms.HeapInuse), mib(ms.HeapIdle-ms.HeapReleased), mib(ms.StackInuse),
+		mib(ms.MSpanInuse+ms.MCacheInuse+ms.BuckHashSys+ms.GCSys+ms.OtherSys), runtime.NumGoroutine(), threads, ms.NumGC)
+}
+
+// runtimeReportEnv asks kvmlab run for runtimeSummary at exit.
+const runtimeReportEnv = "KVMLAB_RUNTIME_REPORT"
 
 // cmdStat prints statistics from a saved JSON trace.
 func cmdStat(args []string) error {

@@ -368,6 +368,9 @@ func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
 	if err := obs.finish(m, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "kvmlab: trace: %v\n", err)
 	}
+	if os.Getenv(runtimeReportEnv) != "" {
+		fmt.Fprintf(os.Stderr, "kvmlab: %s\n", runtimeSummary())
+	}
 	nl := "\n"
 	if !out.Reason.Success() {
 		fmt.Fprintf(os.Stderr, "%skvmlab: %s%s", nl, out.Detail, nl)

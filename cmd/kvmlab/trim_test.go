@@ -95,7 +95,7 @@ func TestTrimImage(t *testing.T) {
 
 // TestReexecWithoutHeapTHP runs this test binary as a child that calls
 // reexecWithoutHeapTHP: the child must exec itself exactly once and come
-// back with disablethp=1 added to whatever GODEBUG it had, including an
+// back with disablethp=1,asyncpreemptoff=1 added to whatever GODEBUG it had, including an
 // empty GODEBUG (where a careless append loops for ever).
 func TestReexecWithoutHeapTHP(t *testing.T) {
 	if os.Getenv("KVMLAB_TEST_REEXEC") != "" {
@@ -106,9 +106,9 @@ func TestReexecWithoutHeapTHP(t *testing.T) {
 	cases := []struct {
 		name, env, want string
 	}{
-		{"unset", "", "disablethp=1"},
-		{"empty", "GODEBUG=", "disablethp=1"},
-		{"other", "GODEBUG=madvdontneed=1", "madvdontneed=1,disablethp=1"},
+		{"unset", "", heapTHPEnv},
+		{"empty", "GODEBUG=", heapTHPEnv},
+		{"other", "GODEBUG=madvdontneed=1", "madvdontneed=1," + heapTHPEnv},
 		{"given", "GODEBUG=disablethp=0", "disablethp=0"},
 	}
 	for _, c := range cases {
