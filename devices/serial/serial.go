@@ -457,7 +457,11 @@ func (u *UART) Write(off uint64, data []byte) error {
 		}
 		// The transmitter is idle again at once.
 		u.threPending = true
-		if !before && u.intrLocked() {
+		// Only a rise that THRE alone causes is coalesced. In loopback
+		// the byte comes back as received data, a condition of its
+		// own that the guest must be told about (found by FuzzUART:
+		// a second loopback byte raised INTR with no edge).
+		if !before && u.intrLocked() && u.iidLocked() == iirTHRE {
 			if u.threEdgeOwed {
 				// The guest has an edge for this burst it has
 				// not handled yet; a second one would only make
