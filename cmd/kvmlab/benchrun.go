@@ -128,9 +128,8 @@ func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB
 			if c, ok := readKVMCounters(pid); ok && s.haveCounter {
 				endC = c
 			}
-			s.mem, s.haveMem = readSmaps(pid, uint64(memMiB)<<20)
+			s.mem, s.smapsList, s.haveMem = readSmaps(pid, uint64(memMiB)<<20, listMaps)
 			if listMaps {
-				s.smapsList = listResident(pid)
 				if rs, err := residentSections(pid); err == nil {
 					s.smapsList += "  the executable's resident pages by ELF section:\n" + formatSections(rs)
 				}
@@ -213,121 +212,80 @@ type memBreakdown struct {
 	anon       uint64 // anonymous, not guest RAM: heap, stacks, bss, runtime metadata
 }
 
-// readSmaps reads the resident set of process pid, exe its executable's
-// path ("" when unknown) and mem the size of its guest RAM.
-func readSmaps(pid int, mem uint64) (memBreakdown, bool) {
+// readSmaps reads the resident set of process pid, whose guest RAM is mem
+// bytes: its breakdown and, with list, the listing of formatMappings.
+func readSmaps(pid int, mem uint64, list bool) (b memBreakdown, listing string, ok bool) {
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
-		return memBreakdown{}, false
+		return memBreakdown{}, "", false
 	}
 	defer f.Close()
-	return parseSmaps(f, mem, exe)
+	ms, err := parseMappings(f)
+	if err != nil || len(ms) == 0 {
+		return memBreakdown{}, "", false
+	}
+	if list {
+		listing = formatMappings(ms)
+	}
+	return breakdown(ms, mem, exe), listing, true
 }
 
-// parseSmaps is readSmaps on the file's contents. Guest RAM is recognised
-// by size: every VMM here maps a guest's RAM (below 3 GiB) as one region
-// of exactly its size, give or take alignment, and nothing else in these
-// processes is that big.
+// parseSmaps is the breakdown of an smaps text, exe the executable's path
+// ("" when unknown) and mem the size of guest RAM.
 func parseSmaps(r io.Reader, mem uint64, exe string) (memBreakdown, bool) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	ms, err := parseMappings(r)
+	if err != nil || len(ms) == 0 {
+		return memBreakdown{}, false
+	}
+	return breakdown(ms, mem, exe), true
+}
+
+// breakdown sorts the resident pages of mappings ms by kind. Guest RAM is
+// recognised by size: every VMM here maps a guest's RAM (below 3 GiB) as
+// one region of exactly its size, give or take alignment, and nothing else
+// in these processes is that big.
+func breakdown(ms []smapsMapping, mem uint64, exe string) memBreakdown {
 	var b memBreakdown
-	var size uint64
-	var perms, path string
-	ok := false
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		if strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			// A mapping's header: "start-end perms offset dev inode [path]".
-			lo, hi, found := strings.Cut(f[0], "-")
-			a, err1 := strconv.ParseUint(lo, 16, 64)
-			e, err2 := strconv.ParseUint(hi, 16, 64)
-			if !found || err1 != nil || err2 != nil || e < a || len(f) < 2 {
-				return memBreakdown{}, false
-			}
-			size, perms, path = e-a, f[1], ""
-			if len(f) >= 6 {
-				path = strings.Join(f[5:], " ")
-			}
-			continue
-		}
-		if f[0] != "Rss:" || len(f) < 2 {
-			continue
-		}
-		kb, err := strconv.ParseUint(f[1], 10, 64)
-		if err != nil {
-			return memBreakdown{}, false
-		}
-		n := kb << 10
+	for _, m := range ms {
+		n, size := m.rssKiB<<10, m.end-m.start
 		b.rss += n
-		ok = true
 		switch {
 		case size >= mem && size <= mem+mem/4:
 			b.guest += n
-		case exe != "" && path == exe && strings.Contains(perms, "w"):
+		case exe != "" && m.path == exe && strings.Contains(m.perms, "w"):
 			b.data += n
-		case exe != "" && path == exe:
+		case exe != "" && m.path == exe:
 			b.image += n
-		case strings.HasPrefix(path, "/"):
+		case strings.HasPrefix(m.path, "/"):
 			b.libs += n
 		default: // anonymous, [heap], [stack], [vdso], [vvar]
 			b.anon += n
 		}
 	}
-	return b, ok && sc.Err() == nil
+	return b
 }
 
-// listResident lists process pid's mappings that have resident pages, one a
-// line: Rss and the anonymous part of it in KiB, permissions, size in KiB,
-// and the file or kind ("" for anonymous memory).
-func listResident(pid int) string {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+// formatResident lists the mappings of an smaps text that have resident
+// pages (formatMappings); "" when the text does not parse.
+func formatResident(r io.Reader) string {
+	ms, err := parseMappings(r)
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
-	return formatResident(f)
+	return formatMappings(ms)
 }
 
-// formatResident is listResident on the file's contents.
-func formatResident(r io.Reader) string {
+// formatMappings lists the mappings that have resident pages, one a line:
+// Rss and the anonymous part of it in KiB, permissions, size in KiB, and
+// the file or kind ("" for anonymous memory).
+func formatMappings(ms []smapsMapping) string {
 	var b strings.Builder
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var head []string
-	var rss uint64
-	flush := func(anon uint64) {
-		if head == nil || rss == 0 {
-			return
-		}
-		lo, hi, _ := strings.Cut(head[0], "-")
-		a, _ := strconv.ParseUint(lo, 16, 64)
-		e, _ := strconv.ParseUint(hi, 16, 64)
-		name := ""
-		if len(head) >= 6 {
-			name = strings.Join(head[5:], " ")
-		}
-		fmt.Fprintf(&b, "  %8d rss %8d anon  %s %9d KiB  %s\n", rss, anon, head[1], (e-a)>>10, name)
-	}
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 2 {
+	for _, m := range ms {
+		if m.rssKiB == 0 {
 			continue
 		}
-		switch {
-		case strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
-			head, rss = f, 0
-		case f[0] == "Rss:":
-			rss, _ = strconv.ParseUint(f[1], 10, 64)
-		case f[0] == "Anonymous:":
-			anon, _ := strconv.ParseUint(f[1], 10, 64)
-			flush(anon)
-			head = nil
-		}
+		fmt.Fprintf(&b, "  %8d rss %8d anon  %s %9d KiB  %s\n", m.rssKiB, m.anonKiB, m.perms, (m.end-m.start)>>10, m.path)
 	}
 	return b.String()
 }

@@ -14,13 +14,14 @@ import (
 //
 // The resident set of a program's image is counted in whole pages, and the
 // kernel maps file pages 64 KiB at a time around each fault. Knowing that
-// "2 MiB of the binary is resident" does not say why; knowing that it is
-// 1.1 MiB of code, 0.7 MiB of the pclntab (the runtime's function tables,
-// read when it grows a stack, scans one for the garbage collector or
-// preempts a goroutine) and 0.2 MiB of type data does. residentSections
-// answers that from /proc/PID/pagemap (bit 63: the page is present) and the
-// executable's ELF section headers. It needs root: without CAP_SYS_ADMIN
-// pagemap still reports presence, but this is a benchmark for root anyway.
+// "2 MiB of the binary is resident" does not say why; knowing how much of
+// it is code, how much the pclntab (the runtime's function tables, read
+// when it grows a stack, scans one for the garbage collector or preempts a
+// goroutine) and how much type data does. residentSections answers that
+// from /proc/PID/pagemap (bit 63: the page is present) and the executable's
+// ELF section headers. Reading another process's pagemap takes the right
+// to trace it (root, as the bench runs in the emulated host); the present
+// bit itself needs no further privilege.
 
 // sectionResident is one ELF section's resident size.
 type sectionResident struct {

@@ -179,8 +179,32 @@ func readImageMappings() ([]imageMapping, error) {
 // parseImageMappings returns the mappings of file exe listed in an smaps
 // text, with their Rss and Anonymous figures.
 func parseImageMappings(r io.Reader, exe string) ([]imageMapping, error) {
+	all, err := parseMappings(r)
+	if err != nil {
+		return nil, err
+	}
 	var out []imageMapping
-	var cur *imageMapping
+	for _, m := range all {
+		if m.path == exe {
+			out = append(out, m.imageMapping)
+		}
+	}
+	return out, nil
+}
+
+// smapsMapping is one mapping of an smaps text: its range, permissions,
+// Rss and Anonymous figures, and the file or kind it maps ("" for
+// anonymous memory, "[heap]", "[stack]"...).
+type smapsMapping struct {
+	imageMapping
+	path string
+}
+
+// parseMappings reads every mapping of a /proc/PID/smaps text. It is the
+// one smaps reader of kvmlab: trimImage and the bench's memory figures and
+// listings all go through it.
+func parseMappings(r io.Reader) ([]smapsMapping, error) {
+	var out []smapsMapping
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
@@ -190,12 +214,8 @@ func parseImageMappings(r io.Reader, exe string) ([]imageMapping, error) {
 		}
 		if !strings.HasSuffix(f[0], ":") {
 			// A mapping header: "start-end perms offset dev inode [path]".
-			cur = nil
-			if len(f) < 6 || f[5] != exe {
-				continue
-			}
 			lo, hi, ok := strings.Cut(f[0], "-")
-			if !ok {
+			if !ok || len(f) < 2 {
 				return nil, fmt.Errorf("bad mapping line %q", sc.Text())
 			}
 			start, err1 := strconv.ParseUint(lo, 16, 64)
@@ -203,13 +223,19 @@ func parseImageMappings(r io.Reader, exe string) ([]imageMapping, error) {
 			if err1 != nil || err2 != nil || end <= start {
 				return nil, fmt.Errorf("bad mapping range %q", f[0])
 			}
-			out = append(out, imageMapping{start: start, end: end, perms: f[1]})
-			cur = &out[len(out)-1]
+			m := smapsMapping{imageMapping: imageMapping{start: start, end: end, perms: f[1]}}
+			if len(f) >= 6 {
+				// A path may hold spaces, and " (deleted)" follows
+				// one whose file was replaced.
+				m.path = strings.Join(f[5:], " ")
+			}
+			out = append(out, m)
 			continue
 		}
-		if cur == nil || len(f) < 2 {
+		if len(out) == 0 || len(f) < 2 {
 			continue
 		}
+		cur := &out[len(out)-1]
 		switch f[0] {
 		case "Rss:", "Anonymous:":
 			v, err := strconv.ParseUint(f[1], 10, 64)
