@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -42,6 +43,7 @@ type benchFlags struct {
 	smaps                bool
 	exitLoop             int
 	exitFloor            string
+	goVariants           bool
 	io                   bool
 	ioMiB, ioOps, netMiB int
 }
@@ -88,7 +90,7 @@ func cmdBench(args []string) error {
 	fs.StringVar(&f.initrd, "initrd", "", "initramfs with kvmlab's guest tools (default: the kvmlab initramfs); it must have /bin/kvmlab-console")
 	fs.StringVar(&f.mem, "mem", "512M", "guest RAM")
 	fs.StringVar(&f.appendLine, "append", "console=ttyS0 panic=-1 quiet", "kernel command line (the bench adds kvmlab.run=kvmlab-console,N)")
-	fs.StringVar(&f.vmms, "vmms", "kvmlab,qemu-q35,qemu-microvm,gokvm", "comma-separated VMMs to compare")
+	fs.StringVar(&f.vmms, "vmms", "kvmlab,qemu-q35,qemu-microvm,gokvm", "comma-separated VMMs to compare; none boots no guest and runs the exit loop only")
 	fs.IntVar(&f.consoleBytes, "console-bytes", 64<<10, "bytes the guest writes to its serial console for the console figure")
 	fs.DurationVar(&f.timeout, "timeout", 8*time.Minute, "limit for one boot")
 	fs.StringVar(&f.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
@@ -96,6 +98,7 @@ func cmdBench(args []string) error {
 	fs.StringVar(&f.goKV, "gokvm", "", "gokvm binary (default: build it with go into the cache)")
 	fs.IntVar(&f.exitLoop, "exit-loop", 100000, "exits for the exit-cost benchmark (a guest looping on `out`, under kvmlab and under a minimal C loop); 0 skips it")
 	fs.StringVar(&f.exitFloor, "exitfloor", "", "internal: the compiled C floor of the exit benchmark")
+	fs.BoolVar(&f.goVariants, "go-floor-variants", false, "exit loop: also run the Go floor without yielding to the scheduler and with RawSyscall (what the Go runtime's system-call bookkeeping costs)")
 	fs.BoolVar(&f.io, "io", false, "measure virtio disk and network throughput instead of boot, console and memory")
 	fs.IntVar(&f.ioMiB, "io-mib", 32, "with --io: MiB for the sequential disk phases")
 	fs.IntVar(&f.ioOps, "io-ops", 1000, "with --io: 4 KiB requests in each random disk phase")
@@ -104,8 +107,18 @@ func cmdBench(args []string) error {
 	fs.BoolVar(&f.smaps, "smaps", false, "after each boot, list the VMM's resident mappings at the console-end marker (where its memory goes)")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
 	fs.BoolVar(&f.inHost, "in-emulated-host", false, "internal: this is the run inside the emulated host")
+	goFloorN := fs.Uint("go-floor", 0, "internal: run the Go floor of the exit benchmark for N exits and print its time")
+	goFloorV := fs.String("go-floor-variant", string(goFloorPlain), "internal: how the Go floor enters the guest: syscall, no-yield or raw")
 	if help, err := parseFlags(fs, args, false); help || err != nil {
 		return err
+	}
+	if *goFloorN > 0 {
+		d, err := goFloor(uint32(*goFloorN), goFloorVariant(*goFloorV))
+		if err != nil {
+			return fmt.Errorf("go floor: %w", err)
+		}
+		fmt.Printf("exitfloor: %d exits in %d ns\n", *goFloorN, d.Nanoseconds())
+		return nil
 	}
 	if f.runs < 1 || f.runs > 100 {
 		return usagef("bench: --runs %d: give 1 to 100 boots per VMM", f.runs)
@@ -137,6 +150,9 @@ func cmdBench(args []string) error {
 	if err != nil {
 		return err
 	}
+	if len(peers) == 0 && f.exitLoop == 0 {
+		return usagef("bench: --vmms none --exit-loop 0 leaves nothing to measure: name a VMM or give --exit-loop N")
+	}
 	if err := resolveGuest("bench", &f.kernel, &f.initrd); err != nil {
 		return err
 	}
@@ -157,10 +173,16 @@ func selectPeers(list string, io bool) ([]string, error) {
 	if io {
 		known, choice = map[string]bool{"kvmlab": true, "kvmlab-no-eventfds": true, "qemu-q35": true}, "kvmlab, kvmlab-no-eventfds, qemu-q35 (with --io)"
 	}
+	if strings.TrimSpace(list) == "none" && !io {
+		return nil, nil // the exit loop only
+	}
 	var out []string
 	for _, v := range strings.Split(list, ",") {
 		v = strings.TrimSpace(v)
 		if !known[v] {
+			if !io {
+				choice += ", or none (the exit loop only)"
+			}
 			return nil, usagef("bench: --vmms: unknown VMM %q: choose from %s", v, choice)
 		}
 		out = append(out, v)
@@ -204,7 +226,7 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 	files := emulatedGuestFiles(self, f.kernel, f.initrd)
 	argv := []string{"/kvmlab/kvmlab", "bench", "--in-emulated-host", "--runs", strconv.Itoa(f.runs), "--warmup", strconv.Itoa(f.warmup),
 		"--kernel", "/kvmlab/kernel", "--initrd", "/kvmlab/initrd", "--mem", f.mem, "--append", f.appendLine,
-		"--vmms", strings.Join(peers, ","), "--console-bytes", strconv.Itoa(f.consoleBytes), "--timeout", f.timeout.String()}
+		"--vmms", cmp.Or(strings.Join(peers, ","), "none"), "--console-bytes", strconv.Itoa(f.consoleBytes), "--timeout", f.timeout.String()}
 	if f.jsonOut {
 		argv = append(argv, "--json")
 	}
@@ -215,6 +237,9 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 		argv = append(argv, "--io", "--io-mib", strconv.Itoa(f.ioMiB), "--io-ops", strconv.Itoa(f.ioOps), "--net-mib", strconv.Itoa(f.netMiB))
 	}
 	argv = append(argv, "--exit-loop", strconv.Itoa(f.exitLoop))
+	if f.goVariants {
+		argv = append(argv, "--go-floor-variants")
+	}
 	if f.exitLoop > 0 && !f.io {
 		dir, err := os.MkdirTemp("", "kvmlab-exitfloor-")
 		if err != nil {
@@ -260,10 +285,23 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 	}
 	spec := harness.Spec{
 		Files: files, Argv: argv, MemMB: max(2048, memMiB+1536), CPUs: 2,
-		Timeout: time.Duration(f.runs*len(peers))*f.timeout + 5*time.Minute,
+		Timeout: time.Duration(f.runs*len(peers))*f.timeout + 5*time.Minute + exitLoopLimit(f),
 		Output:  os.Stdout,
 	}
 	return runEmulatedSpec(spec)
+}
+
+// exitLoopLimit is the most the exit loop may take: two programs (N and
+// 2N exits) per side and round, each tried at most twice within --timeout.
+func exitLoopLimit(f *benchFlags) time.Duration {
+	if f.exitLoop == 0 || f.io {
+		return 0
+	}
+	sides := 3
+	if f.goVariants {
+		sides += 2
+	}
+	return time.Duration(f.runs*2*2*sides) * f.timeout
 }
 
 // findFirmware looks for a QEMU firmware file in dir, then where Debian's
@@ -303,8 +341,10 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 		peers = append(peers, p)
 	}
 	cmdline := fmt.Sprintf("%s kvmlab.run=kvmlab-console,%d", f.appendLine, f.consoleBytes)
-	fmt.Fprintf(os.Stderr, "kvmlab bench: %d boot(s) each of %s, interleaved, on %s\n", f.runs, strings.Join(names, ", "), host)
-	fmt.Fprintf(os.Stderr, "kvmlab bench: guest %s + %s, %d MiB, 1 vCPU, command line %q\n", f.kernel, f.initrd, memMiB, cmdline)
+	if len(names) > 0 {
+		fmt.Fprintf(os.Stderr, "kvmlab bench: %d boot(s) each of %s, interleaved, on %s\n", f.runs, strings.Join(names, ", "), host)
+		fmt.Fprintf(os.Stderr, "kvmlab bench: guest %s + %s, %d MiB, 1 vCPU, command line %q\n", f.kernel, f.initrd, memMiB, cmdline)
+	}
 	var all []sample
 	for r := 1 - f.warmup; r <= f.runs; r++ {
 		for _, p := range peers {
@@ -339,7 +379,7 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 			}
 		}
 		fmt.Fprintf(os.Stderr, "kvmlab bench: exit loop: %d and %d exits, under kvmlab and the C floor, %d times\n", f.exitLoop, 2*f.exitLoop, f.runs)
-		el := runExitLoop(self, floor, uint32(f.exitLoop), f.runs)
+		el := runExitLoop(self, floor, uint32(f.exitLoop), f.runs, f.timeout, f.goVariants)
 		rep.ExitLoop = &el
 	}
 	return printReport(f.jsonOut, rep, rep.print)
@@ -522,9 +562,13 @@ func (r *benchReport) noteFailure(peer, failure string) {
 }
 
 func (r benchReport) print(w io.Writer) {
-	fmt.Fprintf(w, "\n=== kvmlab bench: %d boot(s) per VMM on %s ===\n", r.Runs, r.Host)
-	fmt.Fprintf(w, "guest: %s + %s, %d MiB, 1 vCPU\ncommand line: %s\n\n", r.Kernel, r.Initrd, r.MemMiB, r.Cmdline)
-	fmt.Fprintf(w, "%-36s %-13s %10s %10s %10s %9s\n", "figure", "VMM", "median", "min", "max", "×kvmlab")
+	if len(r.Figures) == 0 {
+		fmt.Fprintf(w, "\n=== kvmlab bench: the exit loop on %s ===\n\n", r.Host)
+	} else {
+		fmt.Fprintf(w, "\n=== kvmlab bench: %d boot(s) per VMM on %s ===\n", r.Runs, r.Host)
+		fmt.Fprintf(w, "guest: %s + %s, %d MiB, 1 vCPU\ncommand line: %s\n\n", r.Kernel, r.Initrd, r.MemMiB, r.Cmdline)
+		fmt.Fprintf(w, "%-36s %-13s %10s %10s %10s %9s\n", "figure", "VMM", "median", "min", "max", "×kvmlab")
+	}
 	last := ""
 	for _, f := range r.Figures {
 		name := f.Figure
@@ -554,6 +598,18 @@ func (r benchReport) print(w io.Writer) {
 		} else {
 			fmt.Fprintf(w, "exit loop (one user-space KVM_EXIT_IO per iteration, medians of %d):\n", r.Runs)
 			fmt.Fprintf(w, "  C floor (ioctl KVM_RUN + switch)  %9.0f ns/exit  %10.0f exits/s\n", e.FloorNsPerExit, e.FloorExitsPerSecond)
+			for _, g := range []struct {
+				name string
+				ns   float64
+			}{
+				{"Go floor (the same loop in Go)", e.GoFloorNsPerExit},
+				{"  without yielding", e.GoFloorNoYieldNsPerExit},
+				{"  with RawSyscall", e.GoFloorRawNsPerExit},
+			} {
+				if g.ns > 0 {
+					fmt.Fprintf(w, "  %-32s %9.0f ns/exit  %10.0f exits/s  (%.2f× the floor's time)\n", g.name, g.ns, 1e9/g.ns, g.ns/e.FloorNsPerExit)
+				}
+			}
 			fmt.Fprintf(w, "  kvmlab vCPU loop                  %9.0f ns/exit  %10.0f exits/s  (%.2f× the floor's time)\n\n",
 				e.KvmlabNsPerExit, e.KvmlabExitsPerSecond, e.KvmlabNsPerExit/e.FloorNsPerExit)
 		}

@@ -170,6 +170,12 @@ func TestIOFigures(t *testing.T) {
 }
 
 func TestSelectPeersIO(t *testing.T) {
+	if p, err := selectPeers("none", false); err != nil || len(p) != 0 {
+		t.Errorf(`selectPeers("none") = %v, %v; want no peers`, p, err)
+	}
+	if _, err := selectPeers("none", true); err == nil {
+		t.Error(`selectPeers("none") with --io: no error`)
+	}
 	if _, err := selectPeers("kvmlab,gokvm", true); err == nil || !strings.Contains(err.Error(), "with --io") {
 		t.Errorf("gokvm with --io: %v, want a usage error naming the choices", err)
 	}
@@ -344,5 +350,51 @@ func TestSplitPclntab(t *testing.T) {
 	bad := &elf.Section{SectionHeader: pcln.SectionHeader, ReaderAt: bytes.NewReader(make([]byte, 0x200))}
 	if got := splitPclntab([]*elf.Section{bad}); len(got) != 1 || got[0] != bad {
 		t.Errorf("an unknown header was split: %v", got)
+	}
+}
+
+func TestGoPackage(t *testing.T) {
+	for _, tc := range []struct{ sym, want string }{
+		{"runtime.mallocgc", "runtime"},
+		{"kvmlab/vmm.(*Machine).Run", "kvmlab/vmm"},
+		{"golang.org/x/sys/unix.Syscall", "golang.org/x/sys/unix"},
+		{"kvmlab/devices/serial.(*UART).Write.func1", "kvmlab/devices/serial"},
+		{"type:.eq.[2]interface {}", "type:"},
+		{"_rt0_amd64_linux", "_rt0_amd64_linux"},
+	} {
+		if got := goPackage(tc.sym); got != tc.want {
+			t.Errorf("goPackage(%q) = %q, want %q", tc.sym, got, tc.want)
+		}
+	}
+}
+
+func TestTextByPackage(t *testing.T) {
+	const ps = 4096
+	fn := func(name string, addr, size uint64) elf.Symbol {
+		return elf.Symbol{Name: name, Info: elf.ST_INFO(elf.STB_GLOBAL, elf.STT_FUNC), Value: addr, Size: size}
+	}
+	syms := []elf.Symbol{
+		fn("runtime.a", 0x401000, 0x800),  // page 0x401, resident
+		fn("runtime.b", 0x401800, 0x1000), // half on 0x401, half on 0x402 (absent)
+		fn("kvmlab/vmm.c", 0x403000, 0x2000),
+		fn("kvmlab/vmm.d", 0x405000, 0x100),
+		{Name: "runtime.data", Info: elf.ST_INFO(elf.STB_GLOBAL, elf.STT_OBJECT), Value: 0x401000, Size: 0x1000},
+	}
+	pm := fakePagemap{0x401: true, 0x404: true, 0x405: true}
+	got, err := textByPackage(syms, pm, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []packageResident{{"kvmlab/vmm", 0x1000 + 0x100}, {"runtime", 0x800 + 0x800}}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("package %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if s := formatPackages(got, 1); !strings.Contains(s, "kvmlab/vmm") || !strings.Contains(s, "1 other packages") {
+		t.Errorf("formatPackages:\n%s", s)
 	}
 }

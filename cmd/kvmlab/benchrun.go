@@ -121,6 +121,16 @@ func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB
 		case strings.Contains(l, markUser) && s.toUser == 0:
 			s.toUser = now.Sub(start)
 			bootC, s.haveCounter = readKVMCounters(pid)
+			if listMaps {
+				// What the boot left mapped, to compare with what the
+				// console phase adds by the console-end marker.
+				if m, _, ok := readSmaps(pid, uint64(memMiB)<<20, false); ok {
+					s.smapsList += fmt.Sprintf("  at the user-space marker: %s outside guest RAM\n", m.outsideSummary())
+				}
+				if rs, err := residentSections(pid); err == nil {
+					s.smapsList += formatSections(rs)
+				}
+			}
 		case strings.Contains(l, markStart):
 			tStart = now
 		case strings.Contains(l, markEnd):
@@ -128,10 +138,15 @@ func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB
 			if c, ok := readKVMCounters(pid); ok && s.haveCounter {
 				endC = c
 			}
-			s.mem, s.smapsList, s.haveMem = readSmaps(pid, uint64(memMiB)<<20, listMaps)
+			var list string
+			s.mem, list, s.haveMem = readSmaps(pid, uint64(memMiB)<<20, listMaps)
 			if listMaps {
+				s.smapsList += "  at the console-end marker:\n" + list
 				if rs, err := residentSections(pid); err == nil {
 					s.smapsList += "  the executable's resident pages by ELF section:\n" + formatSections(rs)
+				}
+				if ps, err := residentTextByPackage(pid); err == nil {
+					s.smapsList += "  resident code by Go package:\n" + formatPackages(ps, 16)
 				}
 			}
 		case strings.Contains(l, markPoweroff):
@@ -210,6 +225,13 @@ type memBreakdown struct {
 	data       uint64 // the VMM's executable, writable mappings (data; COW copies of it)
 	libs       uint64 // other files: shared libraries, firmware, locale data
 	anon       uint64 // anonymous, not guest RAM: heap, stacks, bss, runtime metadata
+}
+
+// outsideSummary is one line of what lies outside guest RAM, in KiB.
+func (b memBreakdown) outsideSummary() string {
+	out := b.rss - b.guest
+	return fmt.Sprintf("%d KiB (code and read-only data %d, writable data %d, libraries %d, anonymous %d)",
+		out>>10, b.image>>10, b.data>>10, b.libs>>10, b.anon>>10)
 }
 
 // readSmaps reads the resident set of process pid, whose guest RAM is mem

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/term"
 
@@ -359,9 +358,11 @@ func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
 	// VMM's own footprint is what it needs to run, not what it loaded.
 	cfg.Kernel, cfg.Initrd = nil, nil
 	debug.FreeOSMemory()
-	// And drop the pages of kvmlab's own binary that start-up mapped, so
-	// only the code and tables the exit loop uses come back (trim.go).
-	trimImageAfter(2*time.Second, os.Stderr)
+	// And drop the pages of kvmlab's own binary that start-up mapped, now
+	// and every few seconds, so that only the code and tables the running
+	// VMM uses stay mapped (trim.go).
+	trim := startImageTrimmer(imageTrimPeriod, os.Stderr)
+	defer trim.Stop()
 	obs.start(m)
 	out := m.Run()
 	restore()
@@ -370,6 +371,7 @@ func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
 	}
 	if os.Getenv(runtimeReportEnv) != "" {
 		fmt.Fprintf(os.Stderr, "kvmlab: %s\n", runtimeSummary())
+		fmt.Fprintf(os.Stderr, "kvmlab: the machine ran for %d ns\n", out.Ran.Nanoseconds())
 	}
 	nl := "\n"
 	if !out.Reason.Success() {
