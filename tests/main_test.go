@@ -188,7 +188,7 @@ func emulatorFault(out string) []string {
 // host's kernel down (it does, now and then, under any QEMU tried), only
 // that group is booted again, so small groups lose little.
 var testGroups = []string{
-	"TestBadInput|TestCheck|TestTinyGuestTripleFault",
+	"TestBadInput|TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests",
 	"TestBootDefaultGuest|TestBootELF",
 	"TestBootDebianKernel|TestMem4G",
 	"TestRebootAndPanic|TestInteractiveTerminal",
