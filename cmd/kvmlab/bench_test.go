@@ -398,3 +398,17 @@ func TestTextByPackage(t *testing.T) {
 		t.Errorf("formatPackages:\n%s", s)
 	}
 }
+
+func TestGokvmTSCHint(t *testing.T) {
+	for _, tc := range []struct{ cpuinfo, want string }{
+		{"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu MHz\t\t: 2445.438\ncache size\t: 512 KB\n", "tsc_early_khz=2445438"},
+		{"processor\t: 0\ncpu MHz\t\t: 1000.000\nprocessor\t: 1\ncpu MHz\t\t: 3000.000\n", "tsc_early_khz=1000000"},
+		{"processor\t: 0\n", "notsc tsc_early_khz=2000"},
+		{"cpu MHz\t\t: unknown\n", "notsc tsc_early_khz=2000"},
+		{"", "notsc tsc_early_khz=2000"},
+	} {
+		if got := gokvmTSCHint(tc.cpuinfo); got != tc.want {
+			t.Errorf("gokvmTSCHint(%q) = %q, want %q", tc.cpuinfo, got, tc.want)
+		}
+	}
+}
