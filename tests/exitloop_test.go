@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,17 +19,8 @@ import (
 // guest.
 func TestExitLoopGuests(t *testing.T) {
 	const n = 3000
-	code := []byte{0xb9, 0, 0, 0, 0, // mov ecx, n
-		0xe6, 0x80, // 1: out 0x80, al
-		0xff, 0xc9, // dec ecx
-		0x75, 0xfa, // jnz 1b
-		0x66, 0xba, 0x04, 0x06, // mov dx, 0x604 (PM1a_CNT)
-		0x66, 0xb8, 0x00, 0x34, // mov ax, SLP_EN | 5<<10
-		0x66, 0xef, // out dx, ax
-		0xf4, 0xeb, 0xfd} // 2: hlt; jmp 2b
-	binary.LittleEndian.PutUint32(code[1:], n)
 	path := filepath.Join(t.TempDir(), "loop.elf")
-	if err := os.WriteFile(path, boot.TinyELF(code), 0o644); err != nil {
+	if err := os.WriteFile(path, boot.PortLoopELF(n), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("KVMLAB_RUNTIME_REPORT", "1")

@@ -545,10 +545,11 @@ func (m *Machine) kickAll() {
 // ticks stay at their fastest, 20 µs: the monitor wakes 50,000 times a
 // second and the vCPU thread pays for a stolen P on most exits
 // (strace of a 40,000-exit loop: 13,600 sleeps of 20 µs by the monitor).
-// Yielding once every few milliseconds resets the count, the monitor
-// backs off to sleeps of up to 10 ms, and the exit path is back to what a
-// C loop pays. A yield of a locked goroutine costs two thread hand-offs,
-// a few microseconds every vcpuYieldEvery.
+// Yielding once every few milliseconds resets the count, and the monitor
+// backs off to sleeps of up to 10 ms (420 of them in the same loop). A
+// yield of a locked goroutine costs two thread hand-offs, a few
+// microseconds every vcpuYieldEvery. kvmlab bench's exit loop measures the
+// rest of what a Go vCPU loop pays, against a C one (BENCHMARKS.md).
 const vcpuYieldEvery = 5 * time.Millisecond
 
 // yieldCheckExits is how many exits pass between two looks at the clock

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	_ "embed"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,22 +27,9 @@ import (
 //go:embed cfloor/exitfloor.c
 var exitFloorC []byte
 
-// exitLoopELF is a guest for kvmlab: 64-bit code at 1 MiB (kvmlab's ELF
-// loader enters it in long mode) that writes port 0x80 n times, which
-// kvmlab's POST-code device handles, then powers off through ACPI PM1a_CNT
-// (SLP_TYP=5, SLP_EN).
-func exitLoopELF(n uint32) []byte {
-	code := []byte{0xb9, 0, 0, 0, 0, // mov ecx, n
-		0xe6, 0x80, // 1: out 0x80, al
-		0xff, 0xc9, // dec ecx
-		0x75, 0xfa, // jnz 1b
-		0x66, 0xba, 0x04, 0x06, // mov dx, 0x604 (PM1a_CNT)
-		0x66, 0xb8, 0x00, 0x34, // mov ax, SLP_EN | 5<<10
-		0x66, 0xef, // out dx, ax
-		0xf4, 0xeb, 0xfd} // 2: hlt; jmp 2b
-	binary.LittleEndian.PutUint32(code[1:], n)
-	return boot.TinyELF(code)
-}
+// exitLoopELF is kvmlab's side's guest: n writes to port 0x80 in 64-bit
+// code, then a poweroff (boot.PortLoopELF). The floors run the same code.
+func exitLoopELF(n uint32) []byte { return boot.PortLoopELF(n) }
 
 // buildExitFloor compiles exitfloor.c, statically so that it runs inside
 // the emulated host too.

@@ -32,24 +32,36 @@ type sectionResident struct {
 // residentSections returns, for each allocated section of pid's executable,
 // how much of it is resident in pid's address space.
 func residentSections(pid int) ([]sectionResident, error) {
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		return nil, err
-	}
-	f, err := elf.Open(exe)
+	f, pm, err := openImage(pid)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	defer pm.Close()
+	return sectionsResident(splitPclntab(f.Sections), pm, os.Getpagesize())
+}
+
+// openImage opens pid's executable and its pagemap. The executable must
+// be static: only then are its link addresses its load addresses.
+func openImage(pid int) (*elf.File, *os.File, error) {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := elf.Open(exe)
+	if err != nil {
+		return nil, nil, err
+	}
 	if f.Type != elf.ET_EXEC {
-		return nil, fmt.Errorf("%s is not a static executable (ELF type %v): its load address is not its link address", exe, f.Type)
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is not a static executable (ELF type %v): its load address is not its link address", exe, f.Type)
 	}
 	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
 	if err != nil {
-		return nil, err
+		f.Close()
+		return nil, nil, err
 	}
-	defer pm.Close()
-	return sectionsResident(splitPclntab(f.Sections), pm, os.Getpagesize())
+	return f, pm, nil
 }
 
 // packageResident is the resident code of one Go package.
@@ -64,24 +76,16 @@ type packageResident struct {
 // the running VMM keeps in its working set, and which code merely sits
 // next to it within the kernel's 64 KiB fault-around window.
 func residentTextByPackage(pid int) ([]packageResident, error) {
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		return nil, err
-	}
-	f, err := elf.Open(exe)
+	f, pm, err := openImage(pid)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	defer pm.Close()
 	syms, err := f.Symbols()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w (a binary built with -ldflags=-s has no symbol table)", exe, err)
+		return nil, fmt.Errorf("symbol table: %w (a binary built with -ldflags=-s has none)", err)
 	}
-	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
-	if err != nil {
-		return nil, err
-	}
-	defer pm.Close()
 	return textByPackage(syms, pm, os.Getpagesize())
 }
 

@@ -49,7 +49,8 @@ import (
 // its loop, and those are preemption points of their own. The same re-exec
 // sets it, so it applies to kvmlab run only.
 //
-// The binary's pages. Trimming them is the job of trimImage, below.
+// The binary's pages. Trimming them is the job of trimImage and, while
+// the VMM runs, imageTrimmer, below.
 
 // heapTHPEnv is the setting the runtime must see at start-up: no huge
 // pages for the heap, no asynchronous preemption.

@@ -65,20 +65,25 @@ Rss:                   4 kB
 // TestTrimImage trims the test binary itself: its read-only mappings must
 // hold fewer resident pages afterwards, and the code must go on running
 // (it is running this test).
-func TestTrimImage(t *testing.T) {
-	resident := func() uint64 {
-		maps, err := readImageMappings()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var kib uint64
-		for _, m := range maps {
-			if !strings.Contains(m.perms, "w") {
-				kib += m.rssKiB
-			}
-		}
-		return kib
+// readOnlyResident is how many KiB of the test binary's read-only
+// mappings are resident.
+func readOnlyResident(t *testing.T) uint64 {
+	t.Helper()
+	maps, err := readImageMappings()
+	if err != nil {
+		t.Fatal(err)
 	}
+	var kib uint64
+	for _, m := range maps {
+		if !strings.Contains(m.perms, "w") {
+			kib += m.rssKiB
+		}
+	}
+	return kib
+}
+
+func TestTrimImage(t *testing.T) {
+	resident := func() uint64 { return readOnlyResident(t) }
 	before := resident()
 	if before == 0 {
 		t.Fatal("no resident read-only mapping of the test binary found in /proc/self/smaps")
@@ -101,17 +106,7 @@ func TestTrimImage(t *testing.T) {
 // once (here: template, JSON and regexp work) is mapped while in use and
 // gone a couple of periods later, and Stop ends the loop.
 func TestImageTrimmer(t *testing.T) {
-	resident := func() uint64 {
-		maps, err := readImageMappings()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var kib uint64
-		for _, m := range trimmable(maps) {
-			kib += m.rssKiB
-		}
-		return kib
-	}
+	resident := func() uint64 { return readOnlyResident(t) }
 	var report strings.Builder
 	tr := startImageTrimmer(100*time.Millisecond, &report)
 	if len(tr.ranges) == 0 {

@@ -37,3 +37,21 @@ func TinyELF(code []byte) []byte {
 	copy(b[off:], code)
 	return b
 }
+
+// PortLoopELF is a TinyELF guest that writes port 0x80 (the POST-code
+// port) n times, each write one KVM_EXIT_IO to user space, then powers the
+// machine off through kvmlab's ACPI PM1a control register (port 0x604,
+// SLP_TYP=5 with SLP_EN). It is the guest of kvmlab bench's exit-cost
+// loop, and of the test that runs it.
+func PortLoopELF(n uint32) []byte {
+	code := []byte{0xb9, 0, 0, 0, 0, // mov ecx, n
+		0xe6, 0x80, // 1: out 0x80, al
+		0xff, 0xc9, // dec ecx
+		0x75, 0xfa, // jnz 1b
+		0x66, 0xba, 0x04, 0x06, // mov dx, 0x604 (PM1a_CNT)
+		0x66, 0xb8, 0x00, 0x34, // mov ax, SLP_EN | 5<<10
+		0x66, 0xef, // out dx, ax
+		0xf4, 0xeb, 0xfd} // 2: hlt; jmp 2b
+	binary.LittleEndian.PutUint32(code[1:], n)
+	return TinyELF(code)
+}
