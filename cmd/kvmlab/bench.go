@@ -63,6 +63,11 @@ the median, minimum and maximum of:
 
 and each peer's ratio to kvmlab.
 
+Then the cost of one exit (--exit-loop N): a guest that writes a port N
+and 2N times, under a minimal C loop (ioctl KVM_RUN and a switch), the
+same loop in Go, and kvmlab's vCPU loop, all in the same VM; each prints
+its own loop time. --vmms none runs this part only.
+
 With --io it measures virtio devices instead: the guest gets a virtio-blk
 disk on a raw image (and, with --net-mib N, a virtio-net card on a TAP this
 command creates, which needs root) and runs /bin/kvmlab-io: sequential
@@ -96,7 +101,7 @@ func cmdBench(args []string) error {
 	fs.StringVar(&f.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
 	fs.StringVar(&f.firmware, "qemu-firmware", "/usr/share/qemu", "QEMU's firmware directory (-L)")
 	fs.StringVar(&f.goKV, "gokvm", "", "gokvm binary (default: build it with go into the cache)")
-	fs.IntVar(&f.exitLoop, "exit-loop", 100000, "exits for the exit-cost benchmark (a guest looping on `out`, under kvmlab and under a minimal C loop); 0 skips it")
+	fs.IntVar(&f.exitLoop, "exit-loop", 100000, "exits for the exit-cost benchmark (a guest looping on `out`, under a minimal C loop, the same loop in Go, and kvmlab); 0 skips it")
 	fs.StringVar(&f.exitFloor, "exitfloor", "", "internal: the compiled C floor of the exit benchmark")
 	fs.BoolVar(&f.goVariants, "go-floor-variants", false, "exit loop: also run the Go floor without yielding to the scheduler and with RawSyscall (what the Go runtime's system-call bookkeeping costs)")
 	fs.BoolVar(&f.io, "io", false, "measure virtio disk and network throughput instead of boot, console and memory")
@@ -378,7 +383,7 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 				return err
 			}
 		}
-		fmt.Fprintf(os.Stderr, "kvmlab bench: exit loop: %d and %d exits, under kvmlab and the C floor, %d times\n", f.exitLoop, 2*f.exitLoop, f.runs)
+		fmt.Fprintf(os.Stderr, "kvmlab bench: exit loop: %d and %d exits, under the C floor, the Go floor and kvmlab, %d times\n", f.exitLoop, 2*f.exitLoop, f.runs)
 		el := runExitLoop(self, floor, uint32(f.exitLoop), f.runs, f.timeout, f.goVariants)
 		rep.ExitLoop = &el
 	}
