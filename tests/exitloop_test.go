@@ -37,7 +37,7 @@ func TestExitLoopGuests(t *testing.T) {
 	}
 
 	floor := regexp.MustCompile(`^exitfloor: (\d+) exits in (\d+) ns\n$`)
-	for _, v := range []string{"syscall", "no-yield", "raw"} {
+	for _, v := range []string{"syscall", "no-yield", "raw", "pinned"} {
 		stdout, stderr, rc := runKvmlab(t, 3*time.Minute, "bench", "--go-floor", strconv.Itoa(n), "--go-floor-variant", v)
 		if rc != 0 {
 			t.Errorf("Go floor (%s): exit status %d\n%s", v, rc, stderr)

@@ -103,7 +103,7 @@ func cmdBench(args []string) error {
 	fs.StringVar(&f.goKV, "gokvm", "", "gokvm binary (default: build it with go into the cache)")
 	fs.IntVar(&f.exitLoop, "exit-loop", 100000, "exits for the exit-cost benchmark (a guest looping on `out`, under a minimal C loop, the same loop in Go, and kvmlab); 0 skips it")
 	fs.StringVar(&f.exitFloor, "exitfloor", "", "internal: the compiled C floor of the exit benchmark")
-	fs.BoolVar(&f.goVariants, "go-floor-variants", false, "exit loop: also run the Go floor without yielding to the scheduler and with RawSyscall (what the Go runtime's system-call bookkeeping costs)")
+	fs.BoolVar(&f.goVariants, "go-floor-variants", false, "exit loop: also run the Go floor without yielding to the scheduler, with RawSyscall (what the Go runtime's system-call bookkeeping costs) and pinned to one CPU")
 	fs.BoolVar(&f.io, "io", false, "measure virtio disk and network throughput instead of boot, console and memory")
 	fs.IntVar(&f.ioMiB, "io-mib", 32, "with --io: MiB for the sequential disk phases")
 	fs.IntVar(&f.ioOps, "io-ops", 1000, "with --io: 4 KiB requests in each random disk phase")
@@ -113,7 +113,7 @@ func cmdBench(args []string) error {
 	fs.BoolVar(&f.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
 	fs.BoolVar(&f.inHost, "in-emulated-host", false, "internal: this is the run inside the emulated host")
 	goFloorN := fs.Uint("go-floor", 0, "internal: run the Go floor of the exit benchmark for N exits and print its time")
-	goFloorV := fs.String("go-floor-variant", string(goFloorPlain), "internal: how the Go floor enters the guest: syscall, no-yield or raw")
+	goFloorV := fs.String("go-floor-variant", string(goFloorPlain), "internal: how the Go floor enters the guest: syscall, no-yield, raw or pinned")
 	if help, err := parseFlags(fs, args, false); help || err != nil {
 		return err
 	}
@@ -304,7 +304,7 @@ func exitLoopLimit(f *benchFlags) time.Duration {
 	}
 	sides := 3
 	if f.goVariants {
-		sides += 2
+		sides += 3
 	}
 	return time.Duration(f.runs*2*2*sides) * f.timeout
 }
@@ -640,6 +640,7 @@ func (r benchReport) print(w io.Writer) {
 				{"Go floor (the same loop in Go)", e.GoFloorNsPerExit},
 				{"  without yielding", e.GoFloorNoYieldNsPerExit},
 				{"  with RawSyscall", e.GoFloorRawNsPerExit},
+				{"  pinned to one CPU", e.GoFloorPinnedNsPerExit},
 			} {
 				if g.ns > 0 {
 					fmt.Fprintf(w, "  %-32s %9.0f ns/exit  %10.0f exits/s  (%.2f× the floor's time)\n", g.name, g.ns, 1e9/g.ns, g.ns/e.FloorNsPerExit)

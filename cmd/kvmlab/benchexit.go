@@ -63,6 +63,7 @@ type exitLoopResult struct {
 	// The Go floor's variants (benchgofloor.go).
 	GoFloorNoYieldNsPerExit float64 `json:"go_floor_no_yield_ns_per_exit"`
 	GoFloorRawNsPerExit     float64 `json:"go_floor_raw_ns_per_exit"`
+	GoFloorPinnedNsPerExit  float64 `json:"go_floor_pinned_ns_per_exit"`
 	KvmlabExitsPerSecond    float64 `json:"kvmlab_exits_per_second"`
 	FloorExitsPerSecond     float64 `json:"floor_exits_per_second"`
 	Error                   string  `json:"error,omitempty"`
@@ -154,10 +155,10 @@ func runExitLoop(self, floor string, n uint32, runs int, timeout time.Duration, 
 		kvmlabRun,
 	}
 	if variants {
-		sides = append(sides, goSide(goFloorNoYield), goSide(goFloorRaw))
+		sides = append(sides, goSide(goFloorNoYield), goSide(goFloorRaw), goSide(goFloorPinned))
 	}
 	per := make([][]float64, len(sides)) // ns per exit, by side, one per round
-	names := []string{"C floor", "Go floor", "kvmlab", "Go floor without yielding", "Go floor with RawSyscall"}
+	names := []string{"C floor", "Go floor", "kvmlab", "Go floor without yielding", "Go floor with RawSyscall", "Go floor pinned"}
 	for i := 0; i < runs; i++ {
 		var line []string
 		for j, side := range sides {
@@ -179,6 +180,7 @@ func runExitLoop(self, floor string, n uint32, runs int, timeout time.Duration, 
 	r.GoFloorNsPerExit = spreadOf(gv).median
 	if variants {
 		r.GoFloorNoYieldNsPerExit, r.GoFloorRawNsPerExit = spreadOf(per[3]).median, spreadOf(per[4]).median
+		r.GoFloorPinnedNsPerExit = spreadOf(per[5]).median
 	}
 	r.FloorNsPerExit, r.KvmlabNsPerExit = spreadOf(fv).median, spreadOf(kv).median
 	if r.FloorNsPerExit > 0 {

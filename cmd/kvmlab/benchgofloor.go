@@ -33,14 +33,19 @@ const (
 	// goFloorRaw enters with unix.RawSyscall: no scheduler bookkeeping
 	// at all (kvm.VCPU.RunOnceRaw; not safe in a VMM).
 	goFloorRaw goFloorVariant = "raw"
+	// goFloorPinned is goFloorPlain with the vCPU thread pinned to the
+	// last CPU (sched_setaffinity), so that the host's scheduler cannot
+	// move it between CPUs, which costs a nested vCPU a reload of its
+	// state on the new CPU.
+	goFloorPinned goFloorVariant = "pinned"
 )
 
 // goFloor runs n exits and returns how long the loop took.
 func goFloor(n uint32, variant goFloorVariant) (time.Duration, error) {
 	switch variant {
-	case goFloorPlain, goFloorNoYield, goFloorRaw:
+	case goFloorPlain, goFloorNoYield, goFloorRaw, goFloorPinned:
 	default:
-		return 0, fmt.Errorf("unknown variant %q: give %s, %s or %s", variant, goFloorPlain, goFloorNoYield, goFloorRaw)
+		return 0, fmt.Errorf("unknown variant %q: give %s, %s, %s or %s", variant, goFloorPlain, goFloorNoYield, goFloorRaw, goFloorPinned)
 	}
 	sys, err := kvm.Open()
 	if err != nil {
@@ -112,6 +117,13 @@ func goFloor(n uint32, variant goFloorVariant) (time.Duration, error) {
 	// kvm_run read in place: exit_reason at offset 8, io.port at 34.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	if variant == goFloorPinned {
+		var set unix.CPUSet
+		set.Set(runtime.NumCPU() - 1)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return 0, fmt.Errorf("sched_setaffinity: %w", err)
+		}
+	}
 	const kvmExitIO = 2
 	var exits uint32
 	start := time.Now()
