@@ -435,7 +435,8 @@ func makePeer(name, self string, f *benchFlags) (peer, error) {
 			// gokvm's guest cannot calibrate its TSC under nested
 			// SVM in TCG (it offers no KVM clock or TSC frequency);
 			// tell the kernel instead.
-			p.extraCmdline = gokvmTSCHint(readFileString("/proc/cpuinfo"))
+			cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
+			p.extraCmdline = gokvmTSCHint(string(cpuinfo))
 			fmt.Fprintf(os.Stderr, "kvmlab bench: gokvm's guest gets %q\n", p.extraCmdline)
 		}
 		return p, nil
@@ -464,12 +465,6 @@ func gokvmTSCHint(cpuinfo string) string {
 		break
 	}
 	return "notsc tsc_early_khz=2000"
-}
-
-// readFileString is the file's text, or "" when it cannot be read.
-func readFileString(path string) string {
-	b, _ := os.ReadFile(path)
-	return string(b)
 }
 
 // figure is one row of the report: one measured quantity for one VMM.

@@ -27,10 +27,6 @@ import (
 //go:embed cfloor/exitfloor.c
 var exitFloorC []byte
 
-// exitLoopELF is kvmlab's side's guest: n writes to port 0x80 in 64-bit
-// code, then a poweroff (boot.PortLoopELF). The floors run the same code.
-func exitLoopELF(n uint32) []byte { return boot.PortLoopELF(n) }
-
 // buildExitFloor compiles exitfloor.c, statically so that it runs inside
 // the emulated host too.
 func buildExitFloor(dir string) (string, error) {
@@ -85,7 +81,7 @@ func runExitLoop(self, floor string, n uint32, runs int, timeout time.Duration, 
 	elf := map[uint32]string{}
 	for _, k := range []uint32{n, 2 * n} {
 		p := filepath.Join(dir, fmt.Sprintf("loop%d.elf", k))
-		if err := os.WriteFile(p, exitLoopELF(k), 0o644); err != nil {
+		if err := os.WriteFile(p, boot.PortLoopELF(k), 0o644); err != nil {
 			r.Error = err.Error()
 			return r
 		}

@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kvmlab/vmm"
+	"kvmlab/vmm/boot"
 	"kvmlab/vmm/kvm"
 )
 
@@ -25,7 +27,7 @@ type goFloorVariant string
 
 const (
 	// goFloorPlain is kvmlab's way: unix.Syscall, and a yield to the
-	// scheduler every few milliseconds (vmm.vcpuYieldEvery).
+	// scheduler every few milliseconds (vmm.SchedYield).
 	goFloorPlain goFloorVariant = "syscall"
 	// goFloorNoYield never yields: the runtime's monitor then takes the
 	// P of the vCPU's thread on each of its ticks.
@@ -69,11 +71,9 @@ func goFloor(n uint32, variant goFloorVariant) (time.Duration, error) {
 		return 0, fmt.Errorf("mmap: %w", err)
 	}
 	defer unix.Munmap(mem)
-	// The guest of exitfloor.c, byte for byte: 64-bit code at 0x1000, a
-	// GDT at 0x500, and an identity map of the first 2 MiB.
-	code := []byte{0xb9, 0, 0, 0, 0, 0xe6, 0x80, 0xff, 0xc9, 0x75, 0xfa, 0xe6, 0x81, 0xf4, 0xeb, 0xfd}
-	binary.LittleEndian.PutUint32(code[1:], n)
-	copy(mem[0x1000:], code)
+	// The guest of exitfloor.c and of kvmlab's side: boot.PortLoopCode at
+	// 0x1000, a GDT at 0x500, and an identity map of the first 2 MiB.
+	copy(mem[0x1000:], boot.PortLoopCode(n))
 	for i, d := range []uint64{0, 0x00af9a000000ffff, 0x00cf92000000ffff} {
 		binary.LittleEndian.PutUint64(mem[0x500+8*i:], d)
 	}
@@ -112,9 +112,10 @@ func goFloor(n uint32, variant goFloorVariant) (time.Duration, error) {
 	}
 
 	// The loop: kvmlab's vCPU loop without kvmlab. The thread is locked
-	// and yields every few milliseconds, as kvmlab's does and for the same
-	// reason (vmm.vcpuYieldEvery); the rest is exitfloor.c's switch, on
-	// kvm_run read in place: exit_reason at offset 8, io.port at 34.
+	// and yields to the scheduler as kvmlab's does (vmm.SchedYield); the
+	// rest is exitfloor.c's switch, on kvm_run read in place: exit_reason
+	// at offset 8, io.port at 34. The guest's poweroff write to PM1a_CNT
+	// (port 0x604) ends it.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if variant == goFloorPinned {
@@ -125,19 +126,16 @@ func goFloor(n uint32, variant goFloorVariant) (time.Duration, error) {
 		}
 	}
 	const kvmExitIO = 2
-	var exits uint32
-	start := time.Now()
-	lastYield := start
 	enter := vc.RunOnce
 	if variant == goFloorRaw {
 		enter = vc.RunOnceRaw
 	}
-	for i := uint(0); ; i++ {
-		if i%16 == 0 && variant != goFloorNoYield {
-			if now := time.Now(); now.Sub(lastYield) >= 5*time.Millisecond {
-				lastYield = now
-				runtime.Gosched()
-			}
+	var yield vmm.SchedYield
+	var exits uint32
+	start := time.Now()
+	for {
+		if variant != goFloorNoYield {
+			yield.Exit()
 		}
 		if err := enter(); err != nil {
 			if errors.Is(err, unix.EINTR) {
@@ -147,15 +145,14 @@ func goFloor(n uint32, variant goFloorVariant) (time.Duration, error) {
 		}
 		reason := binary.LittleEndian.Uint32(vc.Run[8:])
 		port := binary.LittleEndian.Uint16(vc.Run[34:])
-		switch {
-		case reason == kvmExitIO && port == 0x80:
+		if reason == kvmExitIO && port == 0x80 {
 			exits++
 			continue
-		case reason == kvmExitIO && port == 0x81:
-		default:
-			return 0, fmt.Errorf("unexpected exit %d (port %#x)", reason, port)
 		}
-		break
+		if reason == kvmExitIO && port == 0x604 {
+			break
+		}
+		return 0, fmt.Errorf("unexpected exit %d (port %#x)", reason, port)
 	}
 	d := time.Since(start)
 	if exits != n {

@@ -55,7 +55,7 @@ func main() {
 		reexecWithoutHeapTHP()
 		// No heap profile is ever written by kvmlab run, so no
 		// allocation needs sampling: each sample unwinds the stack
-		// through the runtime's function tables, which trimImage has
+		// through the runtime's function tables, which the image trim has
 		// just dropped (see trim.go). Set as early as main can.
 		runtime.MemProfileRate = 0
 	}

@@ -42,15 +42,15 @@ import (
 // runtime's own code). In the emulated host, where a thread easily sits
 // descheduled for 10 ms while counted as running, those look-ups landed
 // all over the tables, and each pulled 64 KiB of them back in after
-// trimImage had dropped them: 1.7 MiB of .gopclntab resident at the end of
+// the trim had dropped them: 1.7 MiB of .gopclntab resident at the end of
 // a boot, 0.8 MiB with asyncpreemptoff=1 (kvmlab bench --smaps; VMM RSS
 // outside guest RAM 6.2 -> 5.2 MiB). The VMM's goroutines do not need it:
 // each of them makes a system call or blocks on a channel in every turn of
 // its loop, and those are preemption points of their own. The same re-exec
 // sets it, so it applies to kvmlab run only.
 //
-// The binary's pages. Trimming them is the job of trimImage and, while
-// the VMM runs, imageTrimmer, below.
+// The binary's pages. Trimming them, at start and then every few seconds,
+// is the job of imageTrimmer, below.
 
 // heapTHPEnv is the setting the runtime must see at start-up: no huge
 // pages for the heap, no asynchronous preemption.
@@ -92,7 +92,7 @@ func reexecWithoutHeapTHP() {
 // and counted in the process's RSS, although the loop runs a few hundred
 // KiB of it.
 //
-// trimImage undoes that once the set-up is over: MADV_DONTNEED drops the
+// A trim undoes that once the set-up is over: MADV_DONTNEED drops the
 // mappings' page-table entries. The pages are clean copies of the file,
 // still in the page cache, so nothing is lost: the next instruction fetch
 // or load from one of them takes a minor fault and maps it again, with
@@ -139,9 +139,8 @@ type imageTrimmer struct {
 // on report and are not fatal: an untrimmed VMM works, merely bigger.
 func startImageTrimmer(period time.Duration, report io.Writer) *imageTrimmer {
 	t := &imageTrimmer{stop: make(chan struct{}), done: make(chan struct{})}
-	maps, err := readImageMappings()
-	if err == nil {
-		t.ranges = trimmable(maps)
+	var err error
+	if t.ranges, err = imageRanges(); err == nil {
 		_, err = trimRanges(t.ranges)
 	}
 	if err != nil {
@@ -181,14 +180,14 @@ func (t *imageTrimmer) Stop() {
 	}
 }
 
-// trimImage trims the read-only mappings of the running executable and
-// returns how many KiB of them were resident before.
-func trimImage() (uint64, error) {
+// imageRanges lists the running executable's mappings that may be
+// trimmed.
+func imageRanges() ([]imageMapping, error) {
 	maps, err := readImageMappings()
 	if err != nil {
-		return 0, fmt.Errorf("trim: %w", err)
+		return nil, err
 	}
-	return trimRanges(trimmable(maps))
+	return trimmable(maps), nil
 }
 
 // trimmable keeps the mappings that MADV_DONTNEED may drop without losing
@@ -267,7 +266,7 @@ type smapsMapping struct {
 }
 
 // parseMappings reads every mapping of a /proc/PID/smaps text. It is the
-// one smaps reader of kvmlab: trimImage and the bench's memory figures and
+// one smaps reader of kvmlab: the trim and the bench's memory figures and
 // listings all go through it.
 func parseMappings(r io.Reader) ([]smapsMapping, error) {
 	var out []smapsMapping

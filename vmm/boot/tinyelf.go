@@ -38,12 +38,14 @@ func TinyELF(code []byte) []byte {
 	return b
 }
 
-// PortLoopELF is a TinyELF guest that writes port 0x80 (the POST-code
-// port) n times, each write one KVM_EXIT_IO to user space, then powers the
-// machine off through kvmlab's ACPI PM1a control register (port 0x604,
-// SLP_TYP=5 with SLP_EN). It is the guest of kvmlab bench's exit-cost
-// loop, and of the test that runs it.
-func PortLoopELF(n uint32) []byte {
+// PortLoopCode is 64-bit code that writes port 0x80 (the POST-code port)
+// n times, each write one KVM_EXIT_IO to user space, then writes SLP_EN
+// with SLP_TYP=5 to port 0x604 (kvmlab's ACPI PM1a control register: a
+// poweroff) and halts. It only jumps relative to itself, so it runs
+// wherever it is loaded. It is the guest of kvmlab bench's exit-cost loop,
+// under kvmlab (PortLoopELF) and under the C and Go floors, which load
+// the same bytes themselves.
+func PortLoopCode(n uint32) []byte {
 	code := []byte{0xb9, 0, 0, 0, 0, // mov ecx, n
 		0xe6, 0x80, // 1: out 0x80, al
 		0xff, 0xc9, // dec ecx
@@ -53,5 +55,8 @@ func PortLoopELF(n uint32) []byte {
 		0x66, 0xef, // out dx, ax
 		0xf4, 0xeb, 0xfd} // 2: hlt; jmp 2b
 	binary.LittleEndian.PutUint32(code[1:], n)
-	return TinyELF(code)
+	return code
 }
+
+// PortLoopELF is PortLoopCode as a TinyELF kernel for kvmlab run.
+func PortLoopELF(n uint32) []byte { return TinyELF(PortLoopCode(n)) }

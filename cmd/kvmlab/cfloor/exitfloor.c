@@ -3,9 +3,11 @@
  *
  * The least a VMM can do per exit: one ioctl(KVM_RUN), one look at
  * kvm_run->exit_reason, and straight back into the guest. The guest is the
- * one kvmlab runs for the same benchmark: a few bytes of 64-bit code at
- * 0x1000 that execute `out 0x80, al` N times and then `out 0x81, al` to say
- * they are done, so every iteration is one KVM_EXIT_IO. It runs in long
+ * one kvmlab runs for the same benchmark (boot.PortLoopCode), byte for
+ * byte: 64-bit code at 0x1000 that executes `out 0x80, al` N times, so
+ * every iteration is one KVM_EXIT_IO, and then writes the poweroff value
+ * to port 0x604 (kvmlab's ACPI PM1a control register), which here just
+ * ends the loop. It runs in long
  * mode with paging, as kvmlab starts it (kvmlab enters an ELF kernel
  * that way): with nested paging, every guest TLB miss walks the guest's
  * page tables through the host's, and a real-mode guest, which has no page
@@ -17,7 +19,7 @@
  * every KVM_RUN: KVM checks the local APIC for a pending interrupt before
  * each entry. Without them the floor would be a cheaper VM, not a cheaper
  * loop. (With an in-kernel local APIC, HLT no longer exits to user space,
- * hence the second port to end on.) Its vCPU gets the CPUID KVM supports,
+ * hence a port write to end on.) Its vCPU gets the CPUID KVM supports,
  * as kvmlab's does: the features a guest may use decide how much register
  * state KVM saves and restores around each exit to user space (XSAVE
  * components), and a vCPU with the default, nearly empty CPUID would
@@ -65,9 +67,12 @@ int main(int argc, char **argv)
 	uint8_t *mem = mmap(NULL, memsz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		die("mmap");
-	/* mov ecx, n; 1: out 0x80, al; dec ecx; jnz 1b; out 0x81, al; 2: hlt; jmp 2b (64-bit code) */
+	/* mov ecx, n; 1: out 0x80, al; dec ecx; jnz 1b;
+	 * mov dx, 0x604; mov ax, 0x3400; out dx, ax; 2: hlt; jmp 2b (64-bit code) */
 	uint8_t code[] = {0xb9, n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff, n >> 24,
-			  0xe6, 0x80, 0xff, 0xc9, 0x75, 0xfa, 0xe6, 0x81, 0xf4, 0xeb, 0xfd};
+			  0xe6, 0x80, 0xff, 0xc9, 0x75, 0xfa,
+			  0x66, 0xba, 0x04, 0x06, 0x66, 0xb8, 0x00, 0x34, 0x66, 0xef,
+			  0xf4, 0xeb, 0xfd};
 	memcpy(mem + 0x1000, code, sizeof code);
 	/* GDT at 0x500: null, 64-bit code (selector 8), data (selector 0x10). */
 	uint64_t gdt[] = {0, 0x00af9a000000ffffULL, 0x00cf92000000ffffULL};
@@ -130,7 +135,7 @@ int main(int argc, char **argv)
 			exits++;
 			continue;
 		}
-		if (run->exit_reason == KVM_EXIT_IO && run->io.port == 0x81)
+		if (run->exit_reason == KVM_EXIT_IO && run->io.port == 0x604)
 			break;
 		fprintf(stderr, "exitfloor: unexpected exit %u\n", run->exit_reason);
 		return 1;
