@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"reflect"
@@ -30,8 +31,9 @@ func TestEmulatorFault(t *testing.T) {
 		{"triple fault in a passing test only", "=== RUN   TestA\n" + tf + "--- PASS: TestA (3.00s)\n=== RUN   TestB\n    wrong\n--- FAIL: TestB (1.00s)\nFAIL\n", nil},
 		{"expected triple fault", "=== RUN   TestTinyGuestTripleFault\n" + tf + "--- FAIL: TestTinyGuestTripleFault (3.00s)\nFAIL\n", nil},
 		{"no RUN line", tf + "--- FAIL: TestA (3.00s)\nFAIL\n", nil},
-		{"stalled guest", "=== RUN   TestA\n    a_test.go:9: the guest shell did not answer within 4m0s\n        " + stallLine + " for 3m50s; kvmlab's threads (pid 9):\n--- FAIL: TestA (240.00s)\nFAIL\n", []string{"TestA"}},
-		{"stall beside another failure", "=== RUN   TestA\n        " + stallLine + " for 3m50s\n--- FAIL: TestA (240.00s)\n=== RUN   TestB\n    wrong\n--- FAIL: TestB (1.00s)\nFAIL\n", nil},
+		{"stalled guest", "=== RUN   TestA\n    a_test.go:9: the guest shell did not answer within 4m0s\n        " + stallLine + " for 3m50s; kvmlab's threads (pid 9):\n        " + stallInKVM + ": no exit reached kvmlab\n--- FAIL: TestA (240.00s)\nFAIL\n", []string{"TestA"}},
+		{"stalled guest that kvmlab kept busy", "=== RUN   TestA\n    a_test.go:9: the guest shell did not answer within 4m0s\n        " + stallLine + " for 3m50s; kvmlab's threads (pid 9):\n        STALL VERDICT: kvmlab at work: vCPU 0 made 812 exits\n--- FAIL: TestA (240.00s)\nFAIL\n", nil},
+		{"stall beside another failure", "=== RUN   TestA\n        " + stallLine + " for 3m50s\n        " + stallInKVM + "\n--- FAIL: TestA (240.00s)\n=== RUN   TestB\n    wrong\n--- FAIL: TestB (1.00s)\nFAIL\n", nil},
 		{"host kernel oops: every failure is rerun", "=== RUN   TestA\n[  488.778656] BUG: TASK stack guard page was hit at 000000006b861acb\n    a_test.go:9: the guest shell did not answer\n--- FAIL: TestA (240.00s)\n=== RUN   TestB\n    b_test.go:3: timeout\n--- FAIL: TestB (1.00s)\nFAIL\n", []string{"TestA", "TestB"}},
 		{"oops text inside a guest console line is not the host's", "=== RUN   TestA\n        [    1.0] BUG: guest\n--- FAIL: TestA (1.00s)\nFAIL\n", nil},
 	}
@@ -74,10 +76,15 @@ func TestStallReport(t *testing.T) {
 		t.Errorf("a console active just now was reported stalled: %q", r)
 	}
 	g = start()
+	time.Sleep(time.Second) // until the stand-in ignores SIGUSR1 (TestMain)
 	g.last = time.Now().Add(-2 * time.Minute)
 	r := g.stallReport()
 	if !strings.Contains(r, stallLine+" for 2m") || !regexp.MustCompile(`tid \d+ \S+ state [A-Z]`).MatchString(r) {
 		t.Errorf("stall report = %q, want the STALL line and a thread's state", r)
+	}
+	// The stand-in ignores SIGUSR1, so there is no snapshot to judge by.
+	if !strings.Contains(r, "STALL VERDICT: unknown: kvmlab wrote no second snapshot") {
+		t.Errorf("stall report = %q, want the verdict that no snapshot came", r)
 	}
 	select {
 	case <-g.done:
@@ -87,5 +94,38 @@ func TestStallReport(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("the stalled process was not sent SIGQUIT")
+	}
+}
+
+// TestStallVerdict: only a guest that burned CPU without one exit reaching
+// kvmlab between the two snapshots counts as looping inside KVM.
+func TestStallVerdict(t *testing.T) {
+	snaps := func(plus ...string) string {
+		s := "kvmlab: snapshot 1, 60.00 s after the vCPUs started\n  vCPU 0: was inside KVM_RUN (the request interrupted it); exits to kvmlab: 500\n    KVM's own counters so far: exits +9\n" +
+			"kvmlab: snapshot 2, 62.00 s after the vCPUs started, 2.00 s after snapshot 1\n"
+		for i, p := range plus {
+			s += fmt.Sprintf("  vCPU %d: was inside KVM_RUN (the request interrupted it); exits to kvmlab: 500, +%s since snapshot 1\n    KVM's own counters since snapshot 1: exits +40\n", i, p)
+		}
+		return s
+	}
+	tests := []struct {
+		name    string
+		stderr  string
+		busiest int64
+		want    string
+	}{
+		{"spinning inside KVM", snaps("0"), 199, stallInKVM},
+		{"both vCPUs silent, one spinning", snaps("0", "0"), 150, stallInKVM},
+		{"exits reached kvmlab", snaps("0", "37"), 199, "STALL VERDICT: kvmlab at work: vCPU 1 made 37 exits"},
+		{"halted", snaps("0"), 3, "STALL VERDICT: idle"},
+		{"no snapshot", "SIGQUIT: quit\n", 199, "STALL VERDICT: unknown: kvmlab wrote no second snapshot"},
+		{"second snapshot without vCPU lines", snaps(), 199, "STALL VERDICT: unknown: the second snapshot has no vCPU lines"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := stallVerdict(tc.stderr, tc.busiest, 100); !strings.HasPrefix(got, tc.want) {
+				t.Errorf("stallVerdict = %q, want it to start with %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,15 +19,22 @@ const stallLine = "STALL: the guest console was silent"
 // times out, for the guest to count as stalled rather than slow.
 const stallSilence = time.Minute
 
+// stallInKVM marks a stall that happened inside the kernel: the verdict
+// emulatorFault needs before it reruns a stalled test.
+const stallInKVM = "STALL VERDICT: in-kernel loop"
+
 // stallReport explains a wait that timed out. Inside the emulated host,
 // where a nested guest has been seen to stop dead mid-line during early
-// boot (twice in one CI run, never on the same code locally), it records
-// what each of kvmlab's threads was doing - its state, kernel wait channel,
-// kernel stack and whether it used CPU over two seconds: a vCPU thread
-// burning CPU inside KVM_RUN is a guest spinning, one asleep in the kernel
-// is a blocked VMM - and then asks the Go runtime for its goroutine dump
-// (SIGQUIT), which lands in kvmlab's stderr. It returns "" when the console
-// was not silent for stallSilence or the test is not in the emulated host.
+// boot (in CI, a u-root and a Debian guest; never on the same code
+// locally), it records what each of kvmlab's threads was doing - its
+// state, kernel wait channel, kernel stack and whether it used CPU over
+// two seconds - and asks kvmlab for two snapshots of its vCPUs (SIGUSR1,
+// vmm/snapshot.go), one at each end of those two seconds: where the guest
+// is, and whether any exit reached kvmlab in between. Then it asks the Go
+// runtime for its goroutine dump (SIGQUIT). Snapshots and dump land in
+// kvmlab's stderr, which the test logs when it fails. It returns "" when
+// the console was not silent for stallSilence or the test is not in the
+// emulated host.
 func (g *guestConsole) stallReport() string {
 	g.mu.Lock()
 	last := g.last
@@ -39,25 +47,36 @@ func (g *guestConsole) stallReport() string {
 		return ""
 	}
 	pid := g.cmd.Process.Pid
+	_ = g.cmd.Process.Signal(syscall.SIGUSR1)
 	before := threadCPU(pid)
 	time.Sleep(2 * time.Second)
 	after := threadCPU(pid)
+	_ = g.cmd.Process.Signal(syscall.SIGUSR1)
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%s for %v; kvmlab's threads (pid %d):", stallLine, silent.Round(time.Second), pid)
+	var busiest int64
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
 	for _, task := range tasks {
 		tid := filepath.Base(task)
 		comm := readTrim(filepath.Join(task, "comm"))
 		wchan := readTrim(filepath.Join(task, "wchan"))
-		fmt.Fprintf(&b, "\n  tid %s %s state %s wchan %s cpu +%d ticks in 2s", tid, comm, taskState(task), wchan, after[tid]-before[tid])
+		used := after[tid] - before[tid]
+		busiest = max(busiest, used)
+		fmt.Fprintf(&b, "\n  tid %s %s state %s wchan %s cpu +%d ticks in 2s", tid, comm, taskState(task), wchan, used)
 		if stack := readTrim(filepath.Join(task, "stack")); stack != "" {
 			for _, l := range strings.Split(stack, "\n") {
 				b.WriteString("\n      " + l)
 			}
 		}
 	}
-	// The goroutine dump goes to kvmlab's stderr, which the test logs
-	// when it fails; give the runtime a moment to write it.
+	// Wait for the second snapshot before judging.
+	snap2 := regexp.MustCompile(`(?s)kvmlab: snapshot 2\b.*KVM's own counters[^\n]*\n`)
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !snap2.MatchString(g.stderr()); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.WriteString("\n" + stallVerdict(g.stderr(), busiest, clockTicks()))
+	// The goroutine dump goes to kvmlab's stderr too; give the runtime a
+	// moment to write it.
 	_ = g.cmd.Process.Signal(syscall.SIGQUIT)
 	select {
 	case <-g.done:
@@ -65,6 +84,39 @@ func (g *guestConsole) stallReport() string {
 	}
 	return b.String()
 }
+
+// stallVerdict judges a stall from kvmlab's stderr (its two snapshots) and
+// the most CPU one of its threads used in the two seconds between them.
+// A guest that kept a thread busy without a single exit reaching kvmlab
+// was looping inside KVM_RUN: on nothing kvmlab's devices could answer,
+// since it asked them nothing. That is the shape of the stalls seen in
+// the emulated host (QEMU's software SVM), and the only one the runner
+// reruns. A halted guest (no CPU used), or one whose exits kvmlab kept
+// handling, may be waiting on kvmlab: that is a failure to look into.
+func stallVerdict(stderr string, busiest, hz int64) string {
+	i := strings.LastIndex(stderr, "kvmlab: snapshot 2")
+	if i < 0 {
+		return "STALL VERDICT: unknown: kvmlab wrote no second snapshot"
+	}
+	snap := stderr[i:]
+	vcpus := regexp.MustCompile(`(?m)^  vCPU (\d+): .*exits to kvmlab: \d+, \+(\d+) since snapshot 1`).FindAllStringSubmatch(snap, -1)
+	if len(vcpus) == 0 {
+		return "STALL VERDICT: unknown: the second snapshot has no vCPU lines"
+	}
+	for _, v := range vcpus {
+		if v[2] != "0" {
+			return fmt.Sprintf("STALL VERDICT: kvmlab at work: vCPU %s made %s exits to kvmlab in 2 s, so the guest is waiting on something kvmlab handles", v[1], v[2])
+		}
+	}
+	if busiest < hz/2 {
+		return fmt.Sprintf("STALL VERDICT: idle: no exit reached kvmlab and no thread ran more than %d of %d ticks: a halted guest waiting for an interrupt", busiest, 2*hz)
+	}
+	return fmt.Sprintf("%s: no exit reached kvmlab in 2 s while a thread ran %d of %d ticks: the guest looped inside KVM_RUN", stallInKVM, busiest, 2*hz)
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on Linux
+// x86-64 (sysconf(_SC_CLK_TCK)).
+func clockTicks() int64 { return 100 }
 
 func readTrim(path string) string {
 	b, err := os.ReadFile(path)

@@ -154,6 +154,9 @@ type Machine struct {
 	statsReaders []*kvm.StatsReader
 	vendor       exits.Vendor
 	seq          atomic.Uint64
+
+	snapMu   sync.Mutex
+	snapPrev snapState
 }
 
 const exitCountSlots = 64
@@ -168,6 +171,11 @@ type vcpu struct {
 	last     bus.Result // who handled the last port/MMIO access
 	lastData []byte
 	debug    kvm.GuestDebug
+
+	// Snapshots (snapshot.go): a pending request, and the exits that
+	// reached user space, counted by the vCPU's goroutine alone.
+	snap  atomic.Pointer[snapRequest]
+	exits uint64
 }
 
 // ErrConfig is wrapped by configuration errors.
@@ -601,9 +609,15 @@ func (m *Machine) vcpuLoop(v *vcpu) {
 		// Let the scheduler see this goroutine scheduled, so that its
 		// monitor does not take our P on every tick (vcpuYieldEvery).
 		yield.Exit()
+		if r := v.snapPending(); r != nil {
+			m.answerSnapshot(v, r, false)
+		}
 		err := v.RunOnce()
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				if r := v.snapPending(); r != nil {
+					m.answerSnapshot(v, r, true)
+				}
 				continue
 			}
 			m.stop(Outcome{Reason: StopError, VCPU: v.ID, Detail: fmt.Sprintf("KVM_RUN on vCPU %d: %v", v.ID, err), Err: err})
@@ -616,6 +630,7 @@ func (m *Machine) vcpuLoop(v *vcpu) {
 		if r := v.exit.Reason; r < exitCountSlots {
 			m.exitCounts[r].Add(1)
 		}
+		v.exits++
 		if m.observed {
 			m.observe(v)
 			continue

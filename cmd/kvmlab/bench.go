@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"kvmlab/tests/harness"
+	"kvmlab/vmm/kvm"
 )
 
 // gokvmVersion is the gokvm the benchmark builds: the version go.mod pins
@@ -40,6 +41,7 @@ type benchFlags struct {
 	qemu, firmware, goKV string
 	jsonOut              bool
 	emulated, inHost     bool
+	here                 bool
 	smaps                bool
 	exitLoop             int
 	exitFloor            string
@@ -111,6 +113,7 @@ func cmdBench(args []string) error {
 	fs.BoolVar(&f.jsonOut, "json", false, "print the figures as JSON instead of a table")
 	fs.BoolVar(&f.smaps, "smaps", false, "after each boot, list the VMM's resident mappings at the console-end marker (where its memory goes)")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
+	fs.BoolVar(&f.here, "here", false, "with --vmms none: run the exit loop on this machine's /dev/kvm even when it cannot boot Linux (kvm_pvm runs the loop's few instructions natively, with no emulator in between)")
 	fs.BoolVar(&f.inHost, "in-emulated-host", false, "internal: this is the run inside the emulated host")
 	goFloorN := fs.Uint("go-floor", 0, "internal: run the Go floor of the exit benchmark for N exits and print its time")
 	goFloorV := fs.String("go-floor-variant", string(goFloorPlain), "internal: how the Go floor enters the guest: syscall, no-yield, raw or pinned")
@@ -157,6 +160,20 @@ func cmdBench(args []string) error {
 	}
 	if len(peers) == 0 && f.exitLoop == 0 {
 		return usagef("bench: --vmms none --exit-loop 0 leaves nothing to measure: name a VMM or give --exit-loop N")
+	}
+	if f.here {
+		// The exit loop's guest is a few instructions in long mode, which
+		// a /dev/kvm that cannot boot Linux (kvm_pvm) still runs; a boot
+		// there would only hang.
+		if len(peers) > 0 || f.exitLoop == 0 || f.emulated {
+			return usagef("bench: --here runs the exit loop only: give --vmms none and --exit-loop N, without --emulated-host")
+		}
+		sys, err := kvm.Open()
+		if err != nil {
+			return kvmError(err)
+		}
+		sys.Close()
+		return benchHere(&f, nil, int(mem>>20))
 	}
 	if err := resolveGuest("bench", &f.kernel, &f.initrd); err != nil {
 		return err
@@ -328,6 +345,9 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 		return err
 	}
 	host := "/dev/kvm on this machine"
+	if be := kvm.HostBackend(); be.PVM && be.Extension == "" {
+		host = "/dev/kvm on this machine: kvm_pvm, a software KVM whose guest code runs natively on the CPU, no emulator between"
+	}
 	if f.inHost {
 		host = "the emulated host (QEMU " + runtime.GOARCH + " TCG -cpu max, nested SVM, 2 vCPUs)"
 		// KVM's per-VM statistics live in debugfs.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	"kvmlab/vmm"
 	"kvmlab/vmm/boot"
+	"kvmlab/vmm/inspect"
 	"kvmlab/vmm/kvm"
 	"kvmlab/vmm/memory"
 )
@@ -40,6 +42,7 @@ type runFlags struct {
 	tracepoints                bool
 	disks, nets                listFlag
 	rng, noEventFDs            bool
+	anyKVM                     bool
 
 	resolvedKernel, resolvedInitrd string // after defaults, set by loadConfig
 }
@@ -59,6 +62,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.nets, "net", "virtio-net interface on an existing host TAP: tap=NAME[,mac=52:54:00:12:34:56]; repeatable (create the TAP first: ip tuntap add NAME mode tap)")
 	fs.BoolVar(&f.rng, "rng", false, "virtio-rng entropy device fed by the host's getrandom (/dev/hwrng in the guest)")
 	fs.BoolVar(&f.noEventFDs, "no-eventfds", false, "virtio without ioeventfd/irqfd: every queue doorbell becomes a user-space MMIO exit and every interrupt a KVM_SIGNAL_MSI ioctl (to compare exit counts)")
+	fs.BoolVar(&f.anyKVM, "any-kvm", false, "internal: skip the check that /dev/kvm stands on VT-x or AMD SVM (kvmlab bench --here runs its tiny exit-loop guest on kvm_pvm)")
 	fs.StringVar(&f.traceFormat, "trace-format", "json", "trace format: json (one JSON object per exit, read by 'kvmlab stat') or chrome (Chrome Trace Event JSON for Perfetto / chrome://tracing)")
 }
 
@@ -280,7 +284,35 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return err
 	}
-	return runMachine(cfg, f.quiet, obs)
+	return runMachine(cfg, &f, obs)
+}
+
+// snapshotSymbols finds names for guest kernel addresses: the kernel's own
+// symbols when it is an ELF vmlinux, else a System.map beside it (the
+// kvmlab guest's build leaves one there). nil when there are none.
+func snapshotSymbols(kernel string) *inspect.Symbols {
+	if kernel == "" {
+		return nil
+	}
+	if sym, err := inspect.LoadSymbols(filepath.Join(filepath.Dir(kernel), "System.map")); err == nil && sym.Len() > 0 {
+		return sym
+	}
+	if b, err := os.ReadFile(kernel); err == nil && bytes.HasPrefix(b, []byte("\x7fELF")) {
+		if sym, err := inspect.LoadSymbols(kernel); err == nil && sym.Len() > 0 {
+			return sym
+		}
+	}
+	return nil
+}
+
+// crlfWriter ends lines with CR LF, for a terminal in raw mode.
+type crlfWriter struct{ w io.Writer }
+
+func (c crlfWriter) Write(p []byte) (int, error) {
+	if _, err := c.w.Write(bytes.ReplaceAll(p, []byte("\n"), []byte("\r\n"))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // checkBackend refuses a /dev/kvm without VT-x or AMD SVM behind it (see
@@ -295,7 +327,7 @@ func checkBackend() error {
 
 // runMachine boots cfg on this terminal and maps the outcome to an exit
 // status.
-func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
+func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 	// Check /dev/kvm before touching the terminal.
 	sys, err := kvm.Open()
 	if err != nil {
@@ -305,7 +337,7 @@ func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
 		sys.Close()
 		return kvmError(err)
 	}
-	if err := checkBackend(); err != nil {
+	if err := checkBackend(); err != nil && !f.anyKVM {
 		sys.Close()
 		return err
 	}
@@ -320,17 +352,19 @@ func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
 	cfg.Input = os.Stdin
 	cfg.Escapes = true
 	status := io.Discard
-	if !quiet {
+	if !f.quiet {
 		status = os.Stderr
 	}
 
 	restore := func() {}
+	var snapOut io.Writer = os.Stderr
 	if fd := int(os.Stdin.Fd()); term.IsTerminal(fd) {
 		// Raw mode: every key goes to the guest, including Ctrl-C; the
 		// guest's own tty does line editing and echo.
 		old, err := term.MakeRaw(fd)
 		if err == nil {
 			restore = func() { _ = term.Restore(fd, old) }
+			snapOut = crlfWriter{os.Stderr}
 			fmt.Fprint(status, "kvmlab: console attached; Ctrl-A x quits\r\n")
 		}
 	}
@@ -363,6 +397,16 @@ func runMachine(cfg vmm.Config, quiet bool, obs *observation) error {
 	// VMM uses stay mapped (trim.go).
 	trim := startImageTrimmer(imageTrimPeriod, os.Stderr)
 	defer trim.Stop()
+	// kill -USR1 <pid>: where is the guest right now (vmm/snapshot.go)?
+	snapSigs := make(chan os.Signal, 1)
+	signal.Notify(snapSigs, syscall.SIGUSR1)
+	defer signal.Stop(snapSigs)
+	go func() {
+		sym := snapshotSymbols(f.resolvedKernel)
+		for range snapSigs {
+			m.Snapshot(snapOut, sym)
+		}
+	}()
 	obs.start(m)
 	out := m.Run()
 	restore()
