@@ -142,7 +142,7 @@ func (g *guestConsole) expect(re *regexp.Regexp, timeout time.Duration) []string
 		default:
 		}
 		if time.Now().After(deadline) {
-			g.t.Fatalf("console did not show %q within %v", re, timeout)
+			g.t.Fatalf("console did not show %q within %v%s", re, timeout, g.stallReport())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -187,6 +187,14 @@ func (g *guestConsole) tryWaitShell(timeout time.Duration) (time.Duration, error
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("the guest shell did not answer within %v%s", timeout, g.stallReport())
 		}
+		// A boot takes 10-30 s in the emulated host and its console is
+		// never quiet for a minute: judge a silent one now rather than
+		// at the deadline (stallReport says nothing outside it).
+		if g.silentFor() >= stallSilence {
+			if r := g.stallReport(); r != "" {
+				return 0, fmt.Errorf("the guest shell had not answered after %v%s", time.Since(g.start).Round(time.Second), r)
+			}
+		}
 	}
 }
 
@@ -216,6 +224,11 @@ func bootToShellCmd(t *testing.T, prefix []string, args ...string) *guestConsole
 				strings.SplitN(strings.TrimSpace(g.stderr()), "\n", 2)[0])
 			continue
 		}
+		if attempt == 1 && os.Getenv(inHostEnv) == "1" && strings.Contains(err.Error(), stallInKVM) {
+			t.Logf("RETRY: the guest stopped dead inside KVM_RUN in the emulated host before its shell started; booting again once:%s\nkvmlab's snapshots:\n%s\nthe console's last 1000 bytes:\n%s",
+				err.Error(), snapshotsIn(g.stderr()), tailStr(g.output(), 1000))
+			continue
+		}
 		t.Fatal(err)
 	}
 }
@@ -243,6 +256,18 @@ func (g *guestConsole) wait(timeout time.Duration) int {
 		g.t.Fatalf("kvmlab: %v", g.err)
 	}
 	return g.cmd.ProcessState.ExitCode()
+}
+
+// silentFor is how long the guest console has been quiet (since kvmlab
+// started, if it never spoke).
+func (g *guestConsole) silentFor() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	last := g.last
+	if last.IsZero() {
+		last = g.start
+	}
+	return time.Since(last)
 }
 
 func (g *guestConsole) stderr() string {

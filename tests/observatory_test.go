@@ -2,10 +2,8 @@ package tests
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -20,22 +18,22 @@ const oneShotCmdline = "console=ttyS0 panic=-1 quiet kvmlab.run=true"
 
 func runKvmlab(t *testing.T, timeout time.Duration, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(kvmlabBin(t), args...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	g := startGuestCmd(t, timeout+time.Minute, []string{kvmlabBin(t)}, args...)
 	select {
-	case <-done:
+	case <-g.done:
 	case <-time.After(timeout):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("kvmlab %v did not finish within %v\nstdout tail:\n%s\nstderr tail:\n%s", args, timeout, tailStr(o.String(), 2000), tailStr(e.String(), 2000))
+		// In the emulated host, a silent guest gets two snapshots and a
+		// verdict (stallReport) before it is killed.
+		report := g.stallReport()
+		_ = g.cmd.Process.Kill()
+		<-g.done
+		// startGuestCmd's cleanup logs the console and kvmlab's stderr.
+		t.Fatalf("kvmlab %v did not finish within %v%s", args, timeout, report)
 	}
-	return o.String(), e.String(), cmd.ProcessState.ExitCode()
+	if g.cmd.ProcessState == nil {
+		t.Fatalf("kvmlab %v: %v", args, g.err)
+	}
+	return g.output(), g.stderr(), g.cmd.ProcessState.ExitCode()
 }
 
 type traceLine struct {

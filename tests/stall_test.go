@@ -36,13 +36,7 @@ const stallInKVM = "STALL VERDICT: in-kernel loop"
 // the console was not silent for stallSilence or the test is not in the
 // emulated host.
 func (g *guestConsole) stallReport() string {
-	g.mu.Lock()
-	last := g.last
-	if last.IsZero() {
-		last = g.start
-	}
-	g.mu.Unlock()
-	silent := time.Since(last)
+	silent := g.silentFor()
 	if os.Getenv(inHostEnv) != "1" || silent < stallSilence || g.cmd.Process == nil {
 		return ""
 	}
@@ -112,6 +106,21 @@ func stallVerdict(stderr string, busiest, hz int64) string {
 		return fmt.Sprintf("STALL VERDICT: idle: no exit reached kvmlab and no thread ran more than %d of %d ticks: a halted guest waiting for an interrupt", busiest, 2*hz)
 	}
 	return fmt.Sprintf("%s: no exit reached kvmlab in 2 s while a thread ran %d of %d ticks: the guest looped inside KVM_RUN", stallInKVM, busiest, 2*hz)
+}
+
+// snapshotsIn cuts kvmlab's snapshots out of its stderr: from the first
+// one to the Go runtime's goroutine dump that the stall report asks for
+// last.
+func snapshotsIn(stderr string) string {
+	i := strings.Index(stderr, "kvmlab: snapshot 1")
+	if i < 0 {
+		return "(none)"
+	}
+	s := stderr[i:]
+	if j := strings.Index(s, "SIGQUIT"); j >= 0 {
+		s = s[:j]
+	}
+	return strings.TrimRight(s, "\n")
 }
 
 // clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on Linux
