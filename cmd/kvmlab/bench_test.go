@@ -242,6 +242,9 @@ func TestBenchFlagsRefused(t *testing.T) {
 		{[]string{"--runs", "0"}, "--runs 0"},
 		{[]string{"--warmup", "-1"}, "--warmup -1"},
 		{[]string{"--warmup", "11"}, "--warmup 11"},
+		{[]string{"--here"}, "--here runs the exit loop only"},
+		{[]string{"--here", "--vmms", "none", "--exit-loop", "0"}, "leaves nothing to measure"},
+		{[]string{"--here", "--vmms", "none", "--emulated-host"}, "--here runs the exit loop only"},
 	} {
 		err := cmdBench(c.args)
 		var u usageError
