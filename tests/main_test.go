@@ -207,7 +207,7 @@ func emulatorFault(out string) []string {
 // that group is booted again, so small groups lose little.
 var testGroups = []string{
 	"TestBadInput|TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestSnapshot",
-	"TestBootDefaultGuest|TestBootELF",
+	"TestBootDefaultGuest|TestBootELF|TestBenchBoot",
 	"TestBootDebianKernel|TestMem4G",
 	"TestRebootAndPanic|TestInteractiveTerminal",
 	"TestTraceAndStat|TestChromeTrace|TestStats",

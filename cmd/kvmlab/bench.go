@@ -18,6 +18,7 @@ import (
 
 	"kvmlab/tests/harness"
 	"kvmlab/vmm/kvm"
+	"kvmlab/vmm/tracepoint"
 )
 
 // gokvmVersion is the gokvm the benchmark builds: the version go.mod pins
@@ -37,6 +38,7 @@ type benchFlags struct {
 	appendLine           string
 	vmms                 string
 	consoleBytes         int
+	consoleVia           string
 	timeout              time.Duration
 	qemu, firmware, goKV string
 	jsonOut              bool
@@ -62,8 +64,16 @@ the median, minimum and maximum of:
   - console: time for the guest to write --console-bytes to the serial port;
   - memory: peak RSS, RSS outside guest RAM, guest RAM resident at the end;
   - exits: all VM exits during the boot, and port/MMIO ones (KVM debugfs);
+    the exits that reached the VMM's user space, by KVM_EXIT_* reason (a
+    histogram on kvm:kvm_userspace_exit; root and tracefs);
 
 and each peer's ratio to kvmlab.
+
+The guest writes its markers and the console payload to the serial tty,
+as programs do; gokvm's UART never raises the transmit interrupt the tty
+waits for, so its guest writes through /dev/kmsg, which the kernel's
+console sends by polling the UART. --console-via kmsg puts every VMM on
+that path, for a console figure comparable with gokvm's.
 
 Then the cost of one exit (--exit-loop N): a guest that writes a port N
 and 2N times, under a minimal C loop (ioctl KVM_RUN and a switch), the
@@ -99,6 +109,7 @@ func cmdBench(args []string) error {
 	fs.StringVar(&f.appendLine, "append", "console=ttyS0 panic=-1 quiet", "kernel command line (the bench adds kvmlab.run=kvmlab-console,N)")
 	fs.StringVar(&f.vmms, "vmms", "kvmlab,qemu-q35,qemu-microvm,gokvm", "comma-separated VMMs to compare; none boots no guest and runs the exit loop only")
 	fs.IntVar(&f.consoleBytes, "console-bytes", 64<<10, "bytes the guest writes to its serial console for the console figure")
+	fs.StringVar(&f.consoleVia, "console-via", "tty", "how the guest writes the markers and the console payload: tty (the serial tty, interrupt-driven, as programs write) or kmsg (the kernel's log, which polls the UART) for every VMM; gokvm always gets kmsg, its UART never raises the transmit interrupt")
 	fs.DurationVar(&f.timeout, "timeout", 8*time.Minute, "limit for one boot")
 	fs.StringVar(&f.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
 	fs.StringVar(&f.firmware, "qemu-firmware", "/usr/share/qemu", "QEMU's firmware directory (-L)")
@@ -136,6 +147,9 @@ func cmdBench(args []string) error {
 	}
 	if f.exitLoop < 0 || f.exitLoop > 100_000_000 {
 		return usagef("bench: --exit-loop %d: give 0 (skip) to 100000000 exits", f.exitLoop)
+	}
+	if f.consoleVia != "tty" && f.consoleVia != "kmsg" {
+		return usagef("bench: --console-via %q: give tty or kmsg", f.consoleVia)
 	}
 	if f.consoleBytes < 0 || f.consoleBytes > 16<<20 {
 		return usagef("bench: --console-bytes %d: give 0 to 16777216", f.consoleBytes)
@@ -248,7 +262,7 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 	files := emulatedGuestFiles(self, f.kernel, f.initrd)
 	argv := []string{"/kvmlab/kvmlab", "bench", "--in-emulated-host", "--runs", strconv.Itoa(f.runs), "--warmup", strconv.Itoa(f.warmup),
 		"--kernel", "/kvmlab/kernel", "--initrd", "/kvmlab/initrd", "--mem", f.mem, "--append", f.appendLine,
-		"--vmms", cmp.Or(strings.Join(peers, ","), "none"), "--console-bytes", strconv.Itoa(f.consoleBytes), "--timeout", f.timeout.String()}
+		"--vmms", cmp.Or(strings.Join(peers, ","), "none"), "--console-bytes", strconv.Itoa(f.consoleBytes), "--console-via", f.consoleVia, "--timeout", f.timeout.String()}
 	if f.jsonOut {
 		argv = append(argv, "--json")
 	}
@@ -350,8 +364,11 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 	}
 	if f.inHost {
 		host = "the emulated host (QEMU " + runtime.GOARCH + " TCG -cpu max, nested SVM, 2 vCPUs)"
-		// KVM's per-VM statistics live in debugfs.
 		_ = os.MkdirAll("/sys/kernel/debug", 0o755)
+	}
+	if os.Geteuid() == 0 {
+		// KVM's per-VM statistics live in debugfs, which a minimal
+		// host (the emulated one, a container) may not have mounted.
 		_ = mountDebugfs()
 	}
 	if f.io {
@@ -363,6 +380,7 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 		if err != nil {
 			return err
 		}
+		p.kmsg = p.kmsg || f.consoleVia == "kmsg"
 		peers = append(peers, p)
 	}
 	cmdline := fmt.Sprintf("%s kvmlab.run=kvmlab-console,%d", f.appendLine, f.consoleBytes)
@@ -370,10 +388,21 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 		fmt.Fprintf(os.Stderr, "kvmlab bench: %d boot(s) each of %s, interleaved, on %s\n", f.runs, strings.Join(names, ", "), host)
 		fmt.Fprintf(os.Stderr, "kvmlab bench: guest %s + %s, %d MiB, 1 vCPU, command line %q\n", f.kernel, f.initrd, memMiB, cmdline)
 	}
+	// Exits to user space, counted by the kernel for any VMM (a histogram
+	// on kvm:kvm_userspace_exit); without root or tracefs the figure is n/a.
+	var uexits *tracepoint.UserExits
+	if len(peers) > 0 {
+		if u, err := tracepoint.StartUserExits(); err != nil {
+			fmt.Fprintf(os.Stderr, "kvmlab bench: exits to user space will be n/a: %v\n", err)
+		} else {
+			uexits = u
+			defer u.Close()
+		}
+	}
 	var all []sample
 	for r := 1 - f.warmup; r <= f.runs; r++ {
 		for _, p := range peers {
-			s := runPeer(context.Background(), p, f.kernel, f.initrd, cmdline, memMiB, f.timeout, f.smaps)
+			s := runPeer(context.Background(), p, f.kernel, f.initrd, cmdline, memMiB, f.timeout, f.smaps, uexits)
 			s.consoleBytes = f.consoleBytes
 			label := runLabel(r)
 			if s.smapsList != "" {
@@ -388,9 +417,18 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 			}
 			fmt.Fprintf(os.Stderr, "kvmlab bench: %s %-12s user space %6.2fs, console %6.2fs, exit %s\n",
 				label, p.name, s.toUser.Seconds(), s.console.Seconds(), durOrNA(s.toExit))
+			if s.haveUser {
+				fmt.Fprintf(os.Stderr, "kvmlab bench: %s %-12s exits to user space: boot %s; console %s\n",
+					label, p.name, formatUserExits(s.bootUser), formatUserExits(s.consoleUser))
+			}
 		}
 	}
 	rep := summarize(all, names, f, host, memMiB, cmdline)
+	for _, p := range peers {
+		if p.kmsg {
+			rep.ViaKmsg = append(rep.ViaKmsg, p.name)
+		}
+	}
 	if f.exitLoop > 0 {
 		floor := f.exitFloor
 		if floor == "" {
@@ -448,7 +486,11 @@ func makePeer(name, self string, f *benchFlags) (peer, error) {
 				return peer{}, err
 			}
 		}
-		p := peer{name: name, exits: false, argv: func(k, i, c string, m int) []string {
+		// kmsg: gokvm's UART raises no transmit interrupt, so nothing
+		// written to the tty ever leaves the guest (see gokvm in
+		// BENCHMARKS.md); the kernel's console polls, so the guest writes
+		// through /dev/kmsg instead.
+		p := peer{name: name, exits: false, kmsg: true, argv: func(k, i, c string, m int) []string {
 			return []string{bin, "boot", "-k", k, "-i", i, "-m", fmt.Sprintf("%dM", m), "-c", "1", "-p", c}
 		}}
 		if f.inHost {
@@ -510,7 +552,10 @@ type benchReport struct {
 	Figures  []figure          `json:"figures"`
 	Failures map[string]int    `json:"failures"`
 	Notes    map[string]string `json:"failure_reasons,omitempty"`
-	ExitLoop *exitLoopResult   `json:"exit_loop,omitempty"`
+	// ViaKmsg lists the VMMs whose guest wrote its markers and payload
+	// through /dev/kmsg (the polled kernel console) instead of the tty.
+	ViaKmsg  []string        `json:"console_via_kmsg,omitempty"`
+	ExitLoop *exitLoopResult `json:"exit_loop,omitempty"`
 }
 
 // metric names one figure and reads it from a sample (ok false: not
@@ -537,8 +582,12 @@ var metrics = []metric{
 	{"guest RAM resident", "MiB", func(s sample) (float64, bool) { return mib(s.mem.guest), s.haveMem }},
 	{"exits during boot (all)", "", func(s sample) (float64, bool) { return float64(s.bootExits.exits), s.haveCounter }},
 	{"port+MMIO exits during boot", "", func(s sample) (float64, bool) { return float64(s.bootExits.io + s.bootExits.mmio), s.haveCounter }},
+	{"exits to user space during boot", "", func(s sample) (float64, bool) { return float64(sumCounts(s.bootUser)), s.haveUser }},
 	{"exits for the console write (all)", "", func(s sample) (float64, bool) {
 		return float64(s.consoleExits.exits), s.haveCounter && s.allExits != (kvmCounters{})
+	}},
+	{"exits to user space, console write", "", func(s sample) (float64, bool) {
+		return float64(sumCounts(s.consoleUser)), s.haveUser && s.consoleUser != nil
 	}},
 }
 
@@ -664,6 +713,9 @@ func (r benchReport) print(w io.Writer) {
 			fmt.Fprintf(w, "  kvmlab vCPU loop                  %9.0f ns/exit  %10.0f exits/s  (%.2f× the floor's time)\n\n",
 				e.KvmlabNsPerExit, e.KvmlabExitsPerSecond, e.KvmlabNsPerExit/e.FloorNsPerExit)
 		}
+	}
+	if len(r.ViaKmsg) > 0 {
+		fmt.Fprintf(w, "console path: %s wrote the markers and the payload through /dev/kmsg (the kernel's console polls the UART: a status read and a data write per character, and a timestamp per line); the others through the serial tty (interrupt-driven). Compare console figures only between VMMs on the same path.\n", strings.Join(r.ViaKmsg, ", "))
 	}
 	for _, n := range slices.Sorted(maps.Keys(r.Failures)) {
 		fmt.Fprintf(w, "%s: %d of %d boot(s) failed; the last: %s\n", n, r.Failures[n], r.Runs, r.Notes[n])

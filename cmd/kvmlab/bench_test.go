@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -245,6 +246,7 @@ func TestBenchFlagsRefused(t *testing.T) {
 		{[]string{"--here"}, "--here runs the exit loop only"},
 		{[]string{"--here", "--vmms", "none", "--exit-loop", "0"}, "leaves nothing to measure"},
 		{[]string{"--here", "--vmms", "none", "--emulated-host"}, "--here runs the exit loop only"},
+		{[]string{"--console-via", "uart"}, "--console-via \"uart\""},
 	} {
 		err := cmdBench(c.args)
 		var u usageError
@@ -413,5 +415,83 @@ func TestGokvmTSCHint(t *testing.T) {
 		if got := gokvmTSCHint(tc.cpuinfo); got != tc.want {
 			t.Errorf("gokvmTSCHint(%q) = %q, want %q", tc.cpuinfo, got, tc.want)
 		}
+	}
+}
+
+// fakeVMM is a shell script standing in for a VMM: it prints what a guest
+// running kvmlab-console prints, the kernel command line it was given
+// included, then either exits or (like gokvm) waits to be killed.
+func fakeVMM(t *testing.T, prefix string, exits bool) peer {
+	t.Helper()
+	// A VMM that cannot exit gets stuck after the console-end marker,
+	// as gokvm's guest does (its clock stops).
+	tail := `echo "${P}KVMLAB-BENCH poweroff"; exit 0`
+	if !exits {
+		tail = "exec sleep 60"
+	}
+	script := `echo "cmdline: $1"
+echo "${P}KVMLAB-BENCH userspace"
+echo "${P}KVMLAB-BENCH console-start"
+i=0; while [ $i -lt 16 ]; do echo "${P}0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ."; i=$((i+1)); done
+sleep 0.2
+echo "${P}KVMLAB-BENCH console-end"
+` + tail + "\n"
+	return peer{name: "fake", exits: exits, argv: func(k, i, c string, m int) []string {
+		return []string{"/bin/sh", "-c", "P='" + prefix + "'; " + script, "fake", c}
+	}}
+}
+
+// runPeer must find the markers whatever the console path puts before them
+// (printk's timestamp through /dev/kmsg), hand a kmsg peer the switch and
+// printk.devkmsg=on on its command line, and kill a VMM that cannot exit
+// once the figures at the console-end marker are taken.
+func TestRunPeerConsolePaths(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		prefix string
+		kmsg   bool
+		exits  bool
+	}{
+		{"tty, VMM exits", "", false, true},
+		{"kmsg, VMM exits", "[    3.141592] ", true, true},
+		{"kmsg, VMM killed at the console-end marker", "[    3.141592] ", true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := fakeVMM(t, c.prefix, c.exits)
+			p.kmsg = c.kmsg
+			var got []string
+			argv := p.argv
+			p.argv = func(k, i, cl string, m int) []string {
+				got = append(got, cl)
+				return argv(k, i, cl, m)
+			}
+			start := time.Now()
+			s := runPeer(context.Background(), p, "k", "i", "quiet kvmlab.run=kvmlab-console,1024", 64, 20*time.Second, false, nil)
+			if s.failure != "" {
+				t.Fatalf("failure: %s", s.failure)
+			}
+			if time.Since(start) > 30*time.Second {
+				t.Fatalf("runPeer took %v: the fake VMM was not killed at the console-end marker", time.Since(start))
+			}
+			if len(got) != 1 || strings.Contains(got[0], kmsgCmdline) != c.kmsg {
+				t.Errorf("command line %q; kmsg %v", got, c.kmsg)
+			}
+			if s.toUser <= 0 || s.console < 150*time.Millisecond {
+				t.Errorf("user space at %v, console %v: markers not seen (console must span the 0.2 s sleep)", s.toUser, s.console)
+			}
+			if c.exits != (s.toExit > 0) {
+				t.Errorf("toExit %v for a VMM that exits=%v", s.toExit, c.exits)
+			}
+		})
+	}
+}
+
+func TestReportNamesKmsgPath(t *testing.T) {
+	rep := newReport(&benchFlags{runs: 1}, "test", 512, "x")
+	rep.ViaKmsg = []string{"gokvm"}
+	var b bytes.Buffer
+	rep.print(&b)
+	if !strings.Contains(b.String(), "console path: gokvm wrote the markers and the payload through /dev/kmsg") {
+		t.Errorf("report does not say which VMM used /dev/kmsg:\n%s", b.String())
 	}
 }

@@ -37,3 +37,58 @@ func FuzzParseLine(f *testing.F) {
 		}
 	})
 }
+
+// A "hist" file as Linux 6.1 prints it for the trigger StartUserExits sets.
+const sampleHist = `# event histogram
+#
+# trigger info: hist:keys=common_pid,reason:vals=hitcount:sort=hitcount:size=4096 [active]
+#
+
+{ common_pid:        612, reason:         10 } hitcount:          1
+{ common_pid:        613, reason:          6 } hitcount:         17
+{ common_pid:        612, reason:          2 } hitcount:       1663
+{ common_pid:     123456, reason:          2 } hitcount:   12345678
+
+Totals:
+    Hits: 12347359
+    Entries: 4
+    Dropped: 0
+`
+
+func TestParseHist(t *testing.T) {
+	got := ParseHist(sampleHist)
+	want := []HistEntry{{612, 10, 1}, {613, 6, 17}, {612, 2, 1663}, {123456, 2, 12345678}}
+	if len(got) != len(want) {
+		t.Fatalf("ParseHist = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("entry %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	for _, bad := range []string{
+		"{ common_pid: 1 } hitcount: 5",                      // no reason
+		"{ common_pid: x, reason: 2 } hitcount: 5",           // not a number
+		"{ common_pid: 1, reason: 2 } hitcount: -5",          // negative
+		"{ common_pid: 1, reason: 2 hitcount: 5",             // no closing brace
+		"{ common_pid: 1, reason: 2 } bytes: 5",              // another value
+		"{ common_pid: 1, reason: 99999999999 } hitcount: 5", // reason over 32 bits
+	} {
+		if e := ParseHist(bad); len(e) != 0 {
+			t.Errorf("ParseHist(%q) = %+v, want nothing", bad, e)
+		}
+	}
+}
+
+func FuzzParseHist(f *testing.F) {
+	f.Add(sampleHist)
+	f.Add("{ common_pid: 1, reason: 2 } hitcount: 3")
+	f.Add("{}")
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, e := range ParseHist(s) {
+			if e.TID < 0 {
+				t.Fatalf("negative thread id from %q", s)
+			}
+		}
+	})
+}

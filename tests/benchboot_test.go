@@ -1,0 +1,85 @@
+package tests
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchBoot runs `kvmlab bench` on kvmlab alone, once with the guest
+// writing through the serial tty and once through /dev/kmsg (the path gokvm
+// needs), and checks that each figure the bench reports is there and
+// plausible. The exits to user space (counted by the kernel's histogram on
+// kvm:kvm_userspace_exit) must account for the console bytes: at least one
+// port write per byte through the tty, where the 8250 driver fills the
+// 16-byte FIFO after each interrupt, and at least a status read and a write
+// per byte through the kernel's polled console.
+func TestBenchBoot(t *testing.T) {
+	const bytes = 2048
+	for _, c := range []struct {
+		via        string
+		runs       string
+		minPerByte float64
+		maxPerByte float64
+	}{
+		// Two boots through the tty, so that one guest lost to the
+		// emulated host still leaves a figure.
+		{"tty", "2", 1, 1.6},
+		{"kmsg", "1", 2, 0},
+	} {
+		t.Run(c.via, func(t *testing.T) {
+			stdout, stderr, rc := runKvmlab(t, 5*time.Minute, "bench", "--vmms", "kvmlab", "--runs", c.runs, "--warmup", "0",
+				"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
+				"--console-bytes", strconv.Itoa(bytes), "--console-via", c.via, "--exit-loop", "0", "--timeout", "3m", "--json")
+			if rc != 0 {
+				t.Fatalf("kvmlab bench: exit status %d\n%s", rc, stderr)
+			}
+			t.Logf("bench's log:\n%s", stderr)
+			var rep struct {
+				Figures []struct {
+					VMM    string  `json:"vmm"`
+					Figure string  `json:"figure"`
+					N      int     `json:"n"`
+					Median float64 `json:"median"`
+				} `json:"figures"`
+				ViaKmsg []string `json:"console_via_kmsg"`
+			}
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+				t.Fatalf("bench --json printed no report: %v\n%s", err, stdout)
+			}
+			fig := map[string]float64{}
+			for _, f := range rep.Figures {
+				if f.VMM == "kvmlab" && f.N > 0 {
+					fig[f.Figure] = f.Median
+				}
+			}
+			for _, want := range []struct {
+				name     string
+				min, max float64
+			}{
+				{"start -> user space", 0.5, 180},
+				{"start -> VMM exit after poweroff", 0.5, 180},
+				{"console write", 1, 120_000},
+				{"RSS outside guest RAM", 1, 16},
+				{"guest RAM resident", 8, 512},
+				{"exits during boot (all)", 1000, 10_000_000},
+				{"exits to user space during boot", 100, 1_000_000},
+			} {
+				v, ok := fig[want.name]
+				if !ok || v < want.min || v > want.max {
+					t.Errorf("%s = %v (reported: %v), want %v to %v", want.name, v, ok, want.min, want.max)
+				}
+			}
+			u, ok := fig["exits to user space, console write"]
+			if !ok || u < c.minPerByte*bytes || (c.maxPerByte > 0 && u > c.maxPerByte*bytes) {
+				t.Errorf("exits to user space for %d console bytes through %s = %v (reported: %v), want %v to %v per byte",
+					bytes, c.via, u, ok, c.minPerByte, c.maxPerByte)
+			}
+			if kmsg := strings.Join(rep.ViaKmsg, ","); (c.via == "kmsg") != (kmsg == "kvmlab") {
+				t.Errorf("report says %q went through /dev/kmsg, with --console-via %s", kmsg, c.via)
+			}
+		})
+	}
+}
