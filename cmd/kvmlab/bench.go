@@ -322,7 +322,13 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 	spec := harness.Spec{
 		Files: files, Argv: argv, MemMB: max(2048, memMiB+1536), CPUs: 2,
 		Timeout: time.Duration(f.runs*len(peers))*f.timeout + 5*time.Minute + exitLoopLimit(f),
-		Output:  os.Stdout,
+		// The bench prints a line per boot and per exit-loop round, and
+		// each program it runs has --timeout (a round's may be retried):
+		// a host silent for longer than that has stopped (about one
+		// emulated host in 16 hangs), and is noticed now rather than at
+		// the end of Timeout, which for a full bench is most of an hour.
+		Quiet:  3*f.timeout + 2*time.Minute,
+		Output: os.Stdout,
 	}
 	return runEmulatedSpec(spec)
 }

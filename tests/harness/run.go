@@ -54,6 +54,13 @@ type Spec struct {
 	// Timeout limits each attempt (boot, command, power-off); default
 	// 10 minutes.
 	Timeout time.Duration
+	// Quiet, when not zero, is the longest the console may stay silent
+	// once the host has printed something: an attempt silent for longer
+	// counts as hung (and is retried once), instead of waiting out
+	// Timeout. For a command that reports progress regularly (kvmlab
+	// bench prints a line per boot), a host that has stopped is noticed
+	// within minutes, not at the end of a long Timeout.
+	Quiet time.Duration
 	// Output, when not nil, receives the host's console live, line by
 	// line, plus the harness's own "harness: ..." lines.
 	Output io.Writer
@@ -98,6 +105,11 @@ const (
 // the packaged bzImage (vmlinuz) even where HostKernel extracted the
 // uncompressed vmlinux, which boots several seconds faster under TCG.
 const BzImageEnv = "KVMLAB_HOST_BZIMAGE"
+
+// HostAppendEnv names the environment variable whose words are added to
+// the emulated host's kernel command line, for experiments with the host
+// itself (for example transparent_hugepage=never).
+const HostAppendEnv = "KVMLAB_HOST_APPEND"
 
 // HostCPUEnv names the environment variable that replaces the emulated
 // host's CPU model ("max"): QEMU's -cpu argument, features included (for
@@ -174,7 +186,7 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 	if spec.Interactive {
 		return runInteractive(ctx, qemu, args)
 	}
-	return runAttempts(ctx, qemu, args, spec.Timeout, &syncWriter{w: spec.Output})
+	return runAttempts(ctx, qemu, args, limits{spec.Timeout, spec.Quiet}, &syncWriter{w: spec.Output})
 }
 
 // runInteractive runs QEMU once with its serial console on this process's
@@ -239,14 +251,18 @@ const hostinitPrefix = "hostinit: "
 // runAttempts runs QEMU up to twice: an attempt that hangs, or that stops
 // before /init printed anything (a crash while booting: under TCG on a
 // loaded machine, the kernel's timer checks can fail), is retried once.
-func runAttempts(ctx context.Context, qemu string, args []string, timeout time.Duration, out *syncWriter) (*Result, error) {
+// limits are an attempt's time limits: in all, and silent after the first
+// output (0: none).
+type limits struct{ total, quiet time.Duration }
+
+func runAttempts(ctx context.Context, qemu string, args []string, lim limits, out *syncWriter) (*Result, error) {
 	res := &Result{}
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
 	const maxAttempts = MaxAttempts
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		res.Attempts = attempt
-		a := runAttempt(ctx, qemu, args, timeout, out)
+		a := runAttempt(ctx, qemu, args, lim, out)
 		res.Output = a.output
 		if a.err != nil {
 			return res, a.err
@@ -303,6 +319,10 @@ func qemuArgs(image, initrd string, spec Spec) []string {
 	if c := os.Getenv(HostCPUEnv); c != "" {
 		cpu = c
 	}
+	cmdline := "console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init"
+	if a := strings.TrimSpace(os.Getenv(HostAppendEnv)); a != "" {
+		cmdline += " " + a
+	}
 	return []string{
 		"-machine", "q35",
 		"-cpu", cpu,
@@ -319,7 +339,7 @@ func qemuArgs(image, initrd string, spec Spec) []string {
 		// QEMU exiting. no_timer_check: skip the IO-APIC timer test,
 		// which fails ("IO-APIC + timer doesn't work!", a panic) when
 		// the emulated CPUs are starved on a loaded machine.
-		"-append", "console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init",
+		"-append", cmdline,
 	}
 }
 
@@ -522,7 +542,8 @@ type attempt struct {
 
 // runAttempt runs QEMU once, streaming its stdout (the host's serial
 // console) to out line by line.
-func runAttempt(ctx context.Context, qemu string, args []string, timeout time.Duration, out *syncWriter) attempt {
+func runAttempt(ctx context.Context, qemu string, args []string, lim limits, out *syncWriter) attempt {
+	timeout := lim.total
 	start := time.Now()
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -544,9 +565,10 @@ func runAttempt(ctx context.Context, qemu string, args []string, timeout time.Du
 	pw.Close()
 
 	firstOutput := make(chan struct{})
+	activity := make(chan struct{}, 1)
 	readerDone := make(chan string, 1)
 	go func() {
-		readerDone <- readConsole(pr, out, firstOutput)
+		readerDone <- readConsole(pr, out, firstOutput, activity)
 		pr.Close()
 	}()
 	waitDone := make(chan error, 1)
@@ -577,6 +599,10 @@ func runAttempt(ctx context.Context, qemu string, args []string, timeout time.Du
 	silenceTimer := time.NewTimer(silence)
 	defer silenceTimer.Stop()
 	first := firstOutput
+	// The quiet timer runs from the first output on, restarted by each
+	// read of the console.
+	var quiet <-chan time.Time
+	var quietTimer *time.Timer
 	for {
 		select {
 		case <-ctx.Done():
@@ -591,6 +617,18 @@ func runAttempt(ctx context.Context, qemu string, args []string, timeout time.Du
 		case <-first:
 			silenceTimer.Stop()
 			first = nil
+			if lim.quiet > 0 {
+				quietTimer = time.NewTimer(lim.quiet)
+				defer quietTimer.Stop()
+				quiet = quietTimer.C
+			}
+		case <-activity:
+			if quietTimer != nil {
+				quietTimer.Reset(lim.quiet)
+			}
+		case <-quiet:
+			kill()
+			return finish(attempt{hung: fmt.Sprintf("printed nothing for %s", lim.quiet)})
 		case err := <-waitDone:
 			// Hand the status back for finish.
 			waitDone <- err
@@ -605,8 +643,9 @@ func runAttempt(ctx context.Context, qemu string, args []string, timeout time.Du
 }
 
 // readConsole copies the console from r to out line by line ("\r\n" becomes
-// "\n"), closes firstOutput at the first byte, and returns everything read.
-func readConsole(r io.Reader, out io.Writer, firstOutput chan<- struct{}) string {
+// "\n"), closes firstOutput at the first byte, signals activity (without
+// blocking) at every read, and returns everything read.
+func readConsole(r io.Reader, out io.Writer, firstOutput, activity chan<- struct{}) string {
 	var all strings.Builder
 	var pending []byte
 	emit := func(line []byte) {
@@ -623,6 +662,10 @@ func readConsole(r io.Reader, out io.Writer, firstOutput chan<- struct{}) string
 			if !seen {
 				seen = true
 				close(firstOutput)
+			}
+			select {
+			case activity <- struct{}{}:
+			default:
 			}
 			pending = append(pending, buf[:n]...)
 			for {

@@ -71,7 +71,7 @@ func TestParseAptDepends(t *testing.T) {
 func TestReadConsole(t *testing.T) {
 	first := make(chan struct{})
 	var got strings.Builder
-	all := readConsole(strings.NewReader("a\r\nb\n\r\nno newline"), &got, first)
+	all := readConsole(strings.NewReader("a\r\nb\n\r\nno newline"), &got, first, make(chan struct{}, 1))
 	want := "a\nb\n\nno newline\n"
 	if all != want || got.String() != want {
 		t.Errorf("readConsole = %q (streamed %q), want %q", all, got.String(), want)
@@ -90,7 +90,7 @@ func shAttempt(t *testing.T, script string, timeout time.Duration) attempt {
 	if err != nil {
 		t.Skip("no sh")
 	}
-	return runAttempt(context.Background(), sh, []string{"-c", script}, timeout, &syncWriter{})
+	return runAttempt(context.Background(), sh, []string{"-c", script}, limits{total: timeout}, &syncWriter{})
 }
 
 func TestRunAttemptSilentHang(t *testing.T) {
@@ -119,6 +119,28 @@ func TestRunAttemptTimeout(t *testing.T) {
 	}
 }
 
+// A host that printed, then fell silent, is hung after Quiet; one that
+// keeps printing is not, however long it runs.
+func TestRunAttemptQuiet(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	start := time.Now()
+	a := runAttempt(context.Background(), sh, []string{"-c", "echo booting; sleep 30"}, limits{total: time.Minute, quiet: 400 * time.Millisecond}, &syncWriter{})
+	if !strings.Contains(a.hung, "printed nothing for 400ms") {
+		t.Fatalf("want a quiet hang, got hung=%q err=%v", a.hung, a.err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("took %s to notice the silence", d)
+	}
+	a = runAttempt(context.Background(), sh, []string{"-c", "for i in 1 2 3 4 5 6; do echo $i; sleep 0.2; done; printf 'KVMLAB-HOST-EXIT 0\\r\\n'"},
+		limits{total: time.Minute, quiet: 600 * time.Millisecond}, &syncWriter{})
+	if a.hung != "" || a.err != nil {
+		t.Fatalf("a host printing every 0.2 s counted as hung: hung=%q err=%v", a.hung, a.err)
+	}
+}
+
 func TestRunAttemptExit(t *testing.T) {
 	a := shAttempt(t, "echo hello; printf 'KVMLAB-HOST-EXIT 3\\r\\n'", time.Minute)
 	if a.err != nil || a.hung != "" {
@@ -132,7 +154,7 @@ func TestRunAttemptExit(t *testing.T) {
 func TestRunAttemptContextCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	a := runAttempt(ctx, "/bin/sh", []string{"-c", "echo x; sleep 30"}, time.Minute, &syncWriter{})
+	a := runAttempt(ctx, "/bin/sh", []string{"-c", "echo x; sleep 30"}, limits{total: time.Minute}, &syncWriter{})
 	if !errors.Is(a.err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want deadline exceeded", a.err)
 	}
@@ -164,7 +186,7 @@ func shAttempts(t *testing.T, script string, timeout time.Duration) (*Result, st
 	counter := filepath.Join(t.TempDir(), "n")
 	full := `n=$(cat ` + counter + ` 2>/dev/null || echo 0); n=$((n+1)); echo $n > ` + counter + `; set -- $n; ` + script
 	var out strings.Builder
-	res, err := runAttempts(context.Background(), "/bin/sh", []string{"-c", full}, timeout, &syncWriter{w: &out})
+	res, err := runAttempts(context.Background(), "/bin/sh", []string{"-c", full}, limits{total: timeout}, &syncWriter{w: &out})
 	return res, out.String(), err
 }
 
@@ -233,5 +255,24 @@ func TestRunAttemptsNoMarkerAfterInit(t *testing.T) {
 	}
 	if res.Attempts != 1 {
 		t.Errorf("attempts %d, want 1", res.Attempts)
+	}
+}
+
+func TestQemuArgsHostAppend(t *testing.T) {
+	for _, c := range []struct{ env, want string }{
+		{"", "console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init"},
+		{"  transparent_hugepage=never ", "console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init transparent_hugepage=never"},
+	} {
+		t.Setenv(HostAppendEnv, c.env)
+		args := qemuArgs("k", "i", Spec{CPUs: 2, MemMB: 2048})
+		got := ""
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-append" {
+				got = args[i+1]
+			}
+		}
+		if got != c.want {
+			t.Errorf("%s=%q: -append %q, want %q", HostAppendEnv, c.env, got, c.want)
+		}
 	}
 }

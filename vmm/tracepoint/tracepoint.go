@@ -47,17 +47,21 @@ type Collector struct {
 	ours   map[int]bool // thread id -> belongs to this process
 }
 
-// Start creates a tracing instance and starts reading kvm_exit events.
-func Start() (*Collector, error) {
-	var root string
+// tracingRoot finds where tracefs is mounted.
+func tracingRoot() (string, error) {
 	for _, r := range Roots {
 		if _, err := os.Stat(filepath.Join(r, "instances")); err == nil {
-			root = r
-			break
+			return r, nil
 		}
 	}
-	if root == "" {
-		return nil, fmt.Errorf("%w: tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)", ErrUnavailable)
+	return "", fmt.Errorf("%w: tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)", ErrUnavailable)
+}
+
+// Start creates a tracing instance and starts reading kvm_exit events.
+func Start() (*Collector, error) {
+	root, err := tracingRoot()
+	if err != nil {
+		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(root, "events", "kvm", "kvm_exit")); err != nil {
 		return nil, fmt.Errorf("%w: no kvm:kvm_exit event in %s (is the kvm module loaded?)", ErrUnavailable, root)

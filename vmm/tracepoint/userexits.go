@@ -32,15 +32,9 @@ const userExitsHist = "hist:keys=common_pid,reason:vals=hitcount:size=4096"
 // StartUserExits sets up the histogram. It needs root, tracefs and a
 // kernel with CONFIG_HIST_TRIGGERS (Debian's has it).
 func StartUserExits() (*UserExits, error) {
-	var root string
-	for _, r := range Roots {
-		if _, err := os.Stat(filepath.Join(r, "instances")); err == nil {
-			root = r
-			break
-		}
-	}
-	if root == "" {
-		return nil, fmt.Errorf("%w: tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)", ErrUnavailable)
+	root, err := tracingRoot()
+	if err != nil {
+		return nil, err
 	}
 	dir := filepath.Join(root, "instances", fmt.Sprintf("kvmlab-uexits-%d", os.Getpid()))
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
