@@ -421,8 +421,8 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 				fmt.Fprintf(os.Stderr, "kvmlab bench: %s %s FAILED: %s\n", label, p.name, s.failure)
 				continue
 			}
-			fmt.Fprintf(os.Stderr, "kvmlab bench: %s %-12s user space %6.2fs, console %6.2fs, exit %s\n",
-				label, p.name, s.toUser.Seconds(), s.console.Seconds(), durOrNA(s.toExit))
+			fmt.Fprintf(os.Stderr, "kvmlab bench: %s %-12s user space %6.2fs, console %6.2fs, exit %s [through the %s]\n",
+				label, p.name, s.toUser.Seconds(), s.console.Seconds(), durOrNA(s.toExit), s.consolePath())
 			if s.haveUser {
 				fmt.Fprintf(os.Stderr, "kvmlab bench: %s %-12s exits to user space: boot %s; console %s\n",
 					label, p.name, formatUserExits(s.bootUser), formatUserExits(s.consoleUser))
@@ -721,11 +721,27 @@ func (r benchReport) print(w io.Writer) {
 		}
 	}
 	if len(r.ViaKmsg) > 0 {
-		fmt.Fprintf(w, "console path: %s wrote the markers and the payload through /dev/kmsg (the kernel's console polls the UART: a status read and a data write per character, and a timestamp per line); the others through the serial tty (interrupt-driven). Compare console figures only between VMMs on the same path.\n", strings.Join(r.ViaKmsg, ", "))
+		others := "; the others through the serial tty (interrupt-driven)"
+		if len(r.ViaKmsg) == len(r.vmms()) {
+			others = ""
+		}
+		fmt.Fprintf(w, "console path: %s wrote the markers and the payload through /dev/kmsg (the kernel's console polls the UART's status register, then writes a FIFO's worth on a 16550A, one character on a UART without a FIFO; and each line gets a timestamp)%s. Compare console figures only between VMMs on the same path.\n",
+			strings.Join(r.ViaKmsg, ", "), others)
 	}
 	for _, n := range slices.Sorted(maps.Keys(r.Failures)) {
 		fmt.Fprintf(w, "%s: %d of %d boot(s) failed; the last: %s\n", n, r.Failures[n], r.Runs, r.Notes[n])
 	}
+}
+
+// vmms lists the VMMs of the report's figures, once each.
+func (r benchReport) vmms() []string {
+	var out []string
+	for _, f := range r.Figures {
+		if !slices.Contains(out, f.VMM) {
+			out = append(out, f.VMM)
+		}
+	}
+	return out
 }
 
 func num(v float64) string {

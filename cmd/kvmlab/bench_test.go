@@ -482,6 +482,9 @@ func TestRunPeerConsolePaths(t *testing.T) {
 			if c.exits != (s.toExit > 0) {
 				t.Errorf("toExit %v for a VMM that exits=%v", s.toExit, c.exits)
 			}
+			if want := c.prefix != ""; s.kernelLog != want {
+				t.Errorf("markers after %q counted as kernel log: %v", c.prefix, s.kernelLog)
+			}
 		})
 	}
 }

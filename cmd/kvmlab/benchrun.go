@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,9 +70,12 @@ type sample struct {
 	// by KVM_EXIT_* reason: during the boot, and for the console write.
 	bootUser, consoleUser map[uint32]uint64
 	haveUser              bool
-	failure               string // why the run failed, "" when it did not
-	stderrTail            string
-	haveMem, haveCounter  bool
+	// kernelLog: the user-space marker came with a printk timestamp, so
+	// the guest wrote it through /dev/kmsg, not the tty.
+	kernelLog            bool
+	failure              string // why the run failed, "" when it did not
+	stderrTail           string
+	haveMem, haveCounter bool
 }
 
 // kvmCounters are KVM's per-VM exit statistics, read from debugfs
@@ -84,6 +88,18 @@ type kvmCounters struct {
 
 func (c kvmCounters) sub(d kvmCounters) kvmCounters {
 	return kvmCounters{c.exits - d.exits, c.io - d.io, c.mmio - d.mmio}
+}
+
+// printkStamp matches a line of the kernel's log as its console prints it,
+// "[   12.345678] text" (CONFIG_PRINTK_TIME).
+var printkStamp = regexp.MustCompile(`^\[\s*\d+\.\d+\] `)
+
+// consolePath names the path a sample's markers took.
+func (s sample) consolePath() string {
+	if s.kernelLog {
+		return "kernel log"
+	}
+	return "tty"
 }
 
 // subCounts is a-b per key (a counter read later minus the same read
@@ -181,6 +197,7 @@ func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB
 		switch {
 		case strings.Contains(l, markUser) && s.toUser == 0:
 			s.toUser = now.Sub(start)
+			s.kernelLog = printkStamp.MatchString(l)
 			bootC, s.haveCounter = readKVMCounters(pid)
 			if uexits != nil {
 				var err error
