@@ -93,6 +93,11 @@ func TestBenchBoot(t *testing.T) {
 			if booted == 0 {
 				t.Errorf("no boot line in the bench's log")
 			}
+			// The port histogram (kvm:kvm_pio): kvmlab's boot is mostly
+			// the kernel's console on COM1.
+			if !regexp.MustCompile(`kvmlab +port accesses during boot: \d+ \(0x3f[8-9a-f] COM1 \d+`).MatchString(stderr) {
+				t.Errorf("no port histogram led by COM1 in the bench's log")
+			}
 			u, ok := fig["exits to user space, console write"]
 			if !ok || u < c.minPerByte*bytes || u > c.maxPerByte*bytes {
 				t.Errorf("exits to user space for %d console bytes through %s = %v (reported: %v), want %v to %v per byte",

@@ -394,21 +394,26 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 		fmt.Fprintf(os.Stderr, "kvmlab bench: %d boot(s) each of %s, interleaved, on %s\n", f.runs, strings.Join(names, ", "), host)
 		fmt.Fprintf(os.Stderr, "kvmlab bench: guest %s + %s, %d MiB, 1 vCPU, command line %q\n", f.kernel, f.initrd, memMiB, cmdline)
 	}
-	// Exits to user space, counted by the kernel for any VMM (a histogram
-	// on kvm:kvm_userspace_exit); without root or tracefs the figure is n/a.
-	var uexits *tracepoint.UserExits
+	// Exits to user space and port accesses, counted by the kernel for any
+	// VMM (histograms on kvm:kvm_userspace_exit and kvm:kvm_pio); without
+	// root or tracefs these figures are n/a.
+	var hists histograms
 	if len(peers) > 0 {
 		if u, err := tracepoint.StartUserExits(); err != nil {
 			fmt.Fprintf(os.Stderr, "kvmlab bench: exits to user space will be n/a: %v\n", err)
 		} else {
-			uexits = u
+			hists.userExits = u
 			defer u.Close()
+		}
+		if pa, err := tracepoint.StartPortAccesses(); err == nil {
+			hists.ports = pa
+			defer pa.Close()
 		}
 	}
 	var all []sample
 	for r := 1 - f.warmup; r <= f.runs; r++ {
 		for _, p := range peers {
-			s := runPeer(context.Background(), p, f.kernel, f.initrd, cmdline, memMiB, f.timeout, f.smaps, uexits)
+			s := runPeer(context.Background(), p, f.kernel, f.initrd, cmdline, memMiB, f.timeout, f.smaps, hists)
 			s.consoleBytes = f.consoleBytes
 			label := runLabel(r)
 			if s.smapsList != "" {
@@ -426,6 +431,9 @@ func benchHere(f *benchFlags, names []string, memMiB int) error {
 			if s.haveUser {
 				fmt.Fprintf(os.Stderr, "kvmlab bench: %s %-12s exits to user space: boot %s; console %s\n",
 					label, p.name, formatUserExits(s.bootUser), formatUserExits(s.consoleUser))
+			}
+			if len(s.bootPorts) > 0 {
+				fmt.Fprintf(os.Stderr, "kvmlab bench: %s %-12s port accesses during boot: %s\n", label, p.name, formatPorts(s.bootPorts))
 			}
 		}
 	}

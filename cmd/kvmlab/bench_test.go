@@ -466,7 +466,7 @@ func TestRunPeerConsolePaths(t *testing.T) {
 				return argv(k, i, cl, m)
 			}
 			start := time.Now()
-			s := runPeer(context.Background(), p, "k", "i", "quiet kvmlab.run=kvmlab-console,1024", 64, 20*time.Second, false, nil)
+			s := runPeer(context.Background(), p, "k", "i", "quiet kvmlab.run=kvmlab-console,1024", 64, 20*time.Second, false, histograms{})
 			if s.failure != "" {
 				t.Fatalf("failure: %s", s.failure)
 			}
@@ -496,5 +496,20 @@ func TestReportNamesKmsgPath(t *testing.T) {
 	rep.print(&b)
 	if !strings.Contains(b.String(), "console path: gokvm wrote the markers and the payload through /dev/kmsg") {
 		t.Errorf("report does not say which VMM used /dev/kmsg:\n%s", b.String())
+	}
+}
+
+func TestFormatCounts(t *testing.T) {
+	for _, c := range []struct {
+		got, want string
+	}{
+		{formatUserExits(map[uint64]uint64{2: 1600, 6: 62, 10: 1, 17: 0}), "1663 (IO 1600, MMIO 62, INTR 1)"},
+		{formatPorts(map[uint64]uint64{0x3f8: 50, 0x3fd: 50, 0xcf8: 40, 0xcfc: 30, 0x70: 20, 0x61: 10, 0x1234: 5, 0x80: 1}),
+			"206 (0x3f8 COM1 50, 0x3fd COM1 50, 0xcf8 PCI config address 40, 0xcfc PCI config data 30, 0x70 CMOS/RTC 20, 0x61 port B 10, 2 more)"},
+		{formatPorts(map[uint64]uint64{0x1234: 3}), "3 (0x1234 3)"},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %q, want %q", c.got, c.want)
+		}
 	}
 }

@@ -68,14 +68,22 @@ type sample struct {
 	consoleExits        kvmCounters
 	// Exits to user space (returns from KVM_RUN, kvm:kvm_userspace_exit)
 	// by KVM_EXIT_* reason: during the boot, and for the console write.
-	bootUser, consoleUser map[uint32]uint64
+	bootUser, consoleUser map[uint64]uint64
 	haveUser              bool
+	// The guest's port accesses during the boot, by port (kvm:kvm_pio).
+	bootPorts map[uint64]uint64
 	// kernelLog: the user-space marker came with a printk timestamp, so
 	// the guest wrote it through /dev/kmsg, not the tty.
 	kernelLog            bool
 	failure              string // why the run failed, "" when it did not
 	stderrTail           string
 	haveMem, haveCounter bool
+}
+
+// histograms are the kernel's counts that the bench reads for any VMM (see
+// tracepoint.Hist); a nil one is not available here.
+type histograms struct {
+	userExits, ports *tracepoint.Hist
 }
 
 // kvmCounters are KVM's per-VM exit statistics, read from debugfs
@@ -104,8 +112,8 @@ func (s sample) consolePath() string {
 
 // subCounts is a-b per key (a counter read later minus the same read
 // earlier; a key missing from b counts from zero).
-func subCounts(a, b map[uint32]uint64) map[uint32]uint64 {
-	out := make(map[uint32]uint64, len(a))
+func subCounts(a, b map[uint64]uint64) map[uint64]uint64 {
+	out := make(map[uint64]uint64, len(a))
 	for k, v := range a {
 		out[k] = v - b[k]
 	}
@@ -113,7 +121,7 @@ func subCounts(a, b map[uint32]uint64) map[uint32]uint64 {
 }
 
 // sumCounts is the total of a per-reason count.
-func sumCounts(m map[uint32]uint64) uint64 {
+func sumCounts(m map[uint64]uint64) uint64 {
 	var n uint64
 	for _, v := range m {
 		n += v
@@ -123,8 +131,51 @@ func sumCounts(m map[uint32]uint64) uint64 {
 
 // formatUserExits lists a per-reason count, largest first:
 // "1663 (IO 1600, MMIO 62, INTR 1)".
-func formatUserExits(m map[uint32]uint64) string {
-	keys := make([]uint32, 0, len(m))
+func formatUserExits(m map[uint64]uint64) string {
+	return formatCounts(m, 0, func(k uint64) string { return strings.TrimPrefix(exits.Reason(k).String(), "KVM_EXIT_") })
+}
+
+// formatPorts lists the busiest ports of a per-port count, named where
+// the PC's port map gives them a name: "42240 (0x3f8 COM1 20000, ...)".
+func formatPorts(m map[uint64]uint64) string {
+	return formatCounts(m, 6, func(k uint64) string {
+		if n := pcPortName(k); n != "" {
+			return fmt.Sprintf("%#x %s", k, n)
+		}
+		return fmt.Sprintf("%#x", k)
+	})
+}
+
+// pcPortName names the devices at the I/O ports a PC guest's boot touches:
+// the legacy ones of the IBM PC/AT, PCI configuration mechanism #1, and
+// the ACPI and firmware ports that kvmlab (0x600, devices/acpipm) and QEMU
+// (q35's PM base 0x600, fw_cfg 0x510, the debug console at 0x402 that
+// SeaBIOS and qboot write to) put there.
+func pcPortName(port uint64) string {
+	for _, r := range []struct {
+		lo, hi uint64
+		name   string
+	}{
+		{0x20, 0x21, "PIC"}, {0xa0, 0xa1, "PIC"}, {0x4d0, 0x4d1, "PIC ELCR"},
+		{0x40, 0x43, "PIT"}, {0x61, 0x61, "port B"},
+		{0x60, 0x60, "i8042"}, {0x64, 0x64, "i8042"},
+		{0x70, 0x71, "CMOS/RTC"}, {0x80, 0x80, "POST"},
+		{0x3f8, 0x3ff, "COM1"}, {0x2f8, 0x2ff, "COM2"}, {0x3e8, 0x3ef, "COM3"}, {0x2e8, 0x2ef, "COM4"},
+		{0x378, 0x37f, "LPT1"}, {0x3c0, 0x3df, "VGA"},
+		{0xcf8, 0xcfb, "PCI config address"}, {0xcfc, 0xcff, "PCI config data"},
+		{0x402, 0x402, "firmware debug"}, {0x510, 0x51b, "fw_cfg"}, {0x600, 0x67f, "ACPI PM"},
+	} {
+		if port >= r.lo && port <= r.hi {
+			return r.name
+		}
+	}
+	return ""
+}
+
+// formatCounts lists a count by key, largest first, at most top keys (0:
+// all), with the total first.
+func formatCounts(m map[uint64]uint64, top int, label func(uint64) string) string {
+	keys := make([]uint64, 0, len(m))
 	for k, v := range m {
 		if v > 0 {
 			keys = append(keys, k)
@@ -136,19 +187,25 @@ func formatUserExits(m map[uint32]uint64) string {
 		}
 		return keys[i] < keys[j]
 	})
+	more := ""
+	if top > 0 && len(keys) > top {
+		more = fmt.Sprintf(", %d more", len(keys)-top)
+		keys = keys[:top]
+	}
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s %s", strings.TrimPrefix(exits.Reason(k).String(), "KVM_EXIT_"), strconv.FormatUint(m[k], 10))
+		parts[i] = fmt.Sprintf("%s %s", label(k), strconv.FormatUint(m[k], 10))
 	}
-	return fmt.Sprintf("%s (%s)", strconv.FormatUint(sumCounts(m), 10), strings.Join(parts, ", "))
+	return fmt.Sprintf("%s (%s%s)", strconv.FormatUint(sumCounts(m), 10), strings.Join(parts, ", "), more)
 }
 
 // runPeer boots the guest once under p and measures it. The guest runs
 // kvmlab-console and powers off; a VMM that cannot exit (gokvm) is killed
 // once the figures at the console-end marker are taken.
 //
-// uexits, when not nil, counts the exits that reach the VMM's user space.
-func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB int, timeout time.Duration, listMaps bool, uexits *tracepoint.UserExits) sample {
+// h, where its histograms are not nil, counts the exits that reach the
+// VMM's user space and the guest's port accesses.
+func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB int, timeout time.Duration, listMaps bool, h histograms) sample {
 	s := sample{peer: p.name}
 	line := cmdline
 	if p.extraCmdline != "" {
@@ -199,10 +256,13 @@ func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB
 			s.toUser = now.Sub(start)
 			s.kernelLog = printkStamp.MatchString(l)
 			bootC, s.haveCounter = readKVMCounters(pid)
-			if uexits != nil {
+			if h.userExits != nil {
 				var err error
-				s.bootUser, err = uexits.Read(pid)
+				s.bootUser, err = h.userExits.Read(pid)
 				s.haveUser = err == nil
+			}
+			if h.ports != nil {
+				s.bootPorts, _ = h.ports.Read(pid)
 			}
 			if listMaps {
 				// What the boot left mapped, to compare with what the
@@ -222,7 +282,7 @@ func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB
 				endC = c
 			}
 			if s.haveUser {
-				if u, err := uexits.Read(pid); err == nil {
+				if u, err := h.userExits.Read(pid); err == nil {
 					s.consoleUser = subCounts(u, s.bootUser)
 				}
 			}

@@ -56,7 +56,7 @@ Totals:
 `
 
 func TestParseHist(t *testing.T) {
-	got := ParseHist(sampleHist)
+	got := ParseHist(sampleHist, "reason")
 	want := []HistEntry{{612, 10, 1}, {613, 6, 17}, {612, 2, 1663}, {123456, 2, 12345678}}
 	if len(got) != len(want) {
 		t.Fatalf("ParseHist = %+v, want %+v", got, want)
@@ -66,6 +66,11 @@ func TestParseHist(t *testing.T) {
 			t.Errorf("entry %d = %+v, want %+v", i, got[i], want[i])
 		}
 	}
+	// The same parser, another key: kvm_pio by port.
+	ports := ParseHist("{ common_pid:  700, port:       1016 } hitcount:  90410\n{ common_pid: 700, reason: 2 } hitcount: 5", "port")
+	if len(ports) != 1 || ports[0] != (HistEntry{700, 1016, 90410}) {
+		t.Errorf("ParseHist by port = %+v", ports)
+	}
 	for _, bad := range []string{
 		"{ common_pid: 1 } hitcount: 5",                      // no reason
 		"{ common_pid: x, reason: 2 } hitcount: 5",           // not a number
@@ -74,7 +79,7 @@ func TestParseHist(t *testing.T) {
 		"{ common_pid: 1, reason: 2 } bytes: 5",              // another value
 		"{ common_pid: 1, reason: 99999999999 } hitcount: 5", // reason over 32 bits
 	} {
-		if e := ParseHist(bad); len(e) != 0 {
+		if e := ParseHist(bad, "reason"); len(e) != 0 {
 			t.Errorf("ParseHist(%q) = %+v, want nothing", bad, e)
 		}
 	}
@@ -85,7 +90,7 @@ func FuzzParseHist(f *testing.F) {
 	f.Add("{ common_pid: 1, reason: 2 } hitcount: 3")
 	f.Add("{}")
 	f.Fuzz(func(t *testing.T, s string) {
-		for _, e := range ParseHist(s) {
+		for _, e := range ParseHist(s, "reason") {
 			if e.TID < 0 {
 				t.Fatalf("negative thread id from %q", s)
 			}

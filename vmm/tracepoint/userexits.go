@@ -9,51 +9,62 @@ import (
 	"strings"
 )
 
-// UserExits counts the kvm:kvm_userspace_exit event, which KVM fires every
-// time KVM_RUN returns to the VMM (virt/kvm/kvm_main.c): the exits that cost
-// a trip through user space, as opposed to the many more that KVM handles
-// inside the kernel. It counts them for any process, QEMU's vCPU threads as
-// well as kvmlab's, which is what a benchmark comparing VMMs needs.
+// Hist counts one KVM trace event per vCPU thread and per value of one of
+// the event's fields, for any process: QEMU's vCPU threads as well as
+// kvmlab's, which is what a benchmark comparing VMMs needs. Two are used:
+//
+//   - kvm:kvm_userspace_exit by reason ([StartUserExits]): KVM fires it each
+//     time KVM_RUN returns to the VMM (virt/kvm/kvm_main.c), so it counts the
+//     exits that cost a trip through user space, as opposed to the many more
+//     that KVM handles inside the kernel;
+//   - kvm:kvm_pio by port ([StartPortAccesses]): which I/O ports the guest's
+//     port exits went to.
 //
 // It uses a histogram trigger (Documentation/trace/histogram.rst), not the
-// ring buffer: the kernel keeps one counter per (thread, exit reason) and
-// updates it in place, so nothing is written out per event, nothing can be
-// lost when a reader falls behind, and reading the counts is one read of the
-// "hist" file. It runs in a tracing instance of its own, like [Collector].
-type UserExits struct {
+// ring buffer: the kernel keeps one counter per (thread, value) and updates
+// it in place, so nothing is written out per event, nothing can be lost
+// when a reader falls behind, and reading the counts is one read of the
+// "hist" file. Each runs in a tracing instance of its own, like [Collector].
+type Hist struct {
+	key     string // the event's field the counts are kept by
+	spec    string // the trigger
 	trigger string // the trigger file
 	dir     string // the instance directory
 }
 
-// userExitsHist is the trigger: one entry per vCPU thread and KVM_EXIT_*
-// reason, counting hits.
-const userExitsHist = "hist:keys=common_pid,reason:vals=hitcount:size=4096"
+// StartUserExits counts exits to user space by KVM_EXIT_* reason.
+func StartUserExits() (*Hist, error) { return startHist("kvm_userspace_exit", "reason") }
 
-// StartUserExits sets up the histogram. It needs root, tracefs and a
-// kernel with CONFIG_HIST_TRIGGERS (Debian's has it).
-func StartUserExits() (*UserExits, error) {
+// StartPortAccesses counts the guest's port accesses (IN/OUT exits) by port.
+func StartPortAccesses() (*Hist, error) { return startHist("kvm_pio", "port") }
+
+// startHist sets up a histogram of a kvm event keyed on the thread and one
+// field. It needs root, tracefs and a kernel with CONFIG_HIST_TRIGGERS
+// (Debian's has it).
+func startHist(event, key string) (*Hist, error) {
 	root, err := tracingRoot()
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(root, "instances", fmt.Sprintf("kvmlab-uexits-%d", os.Getpid()))
+	dir := filepath.Join(root, "instances", fmt.Sprintf("kvmlab-%s-%d", event, os.Getpid()))
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	u := &UserExits{dir: dir, trigger: filepath.Join(dir, "events", "kvm", "kvm_userspace_exit", "trigger")}
-	if err := os.WriteFile(u.trigger, []byte(userExitsHist), 0); err != nil {
+	h := &Hist{key: key, spec: "hist:keys=common_pid," + key + ":vals=hitcount:size=4096",
+		dir: dir, trigger: filepath.Join(dir, "events", "kvm", event, "trigger")}
+	if err := os.WriteFile(h.trigger, []byte(h.spec), 0); err != nil {
 		_ = os.Remove(dir)
-		return nil, fmt.Errorf("%w: a histogram on kvm_userspace_exit: %v (does the kernel have CONFIG_HIST_TRIGGERS?)", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: a histogram on %s: %v (does the kernel have CONFIG_HIST_TRIGGERS?)", ErrUnavailable, event, err)
 	}
-	return u, nil
+	return h, nil
 }
 
-// Read returns the exits to user space so far of the threads of process
-// pid, by KVM_EXIT_* reason (numbers as in struct kvm_run's exit_reason).
-// Threads are matched by the tasks the process has now, so it must be read
-// while the VMM runs.
-func (u *UserExits) Read(pid int) (map[uint32]uint64, error) {
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(u.trigger), "hist"))
+// Read returns the counts so far of the threads of process pid, by value
+// of the key (a KVM_EXIT_* number as in struct kvm_run's exit_reason, a
+// port number). Threads are matched by the tasks the process has now, so
+// it must be read while the VMM runs.
+func (h *Hist) Read(pid int) (map[uint64]uint64, error) {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(h.trigger), "hist"))
 	if err != nil {
 		return nil, err
 	}
@@ -67,40 +78,40 @@ func (u *UserExits) Read(pid int) (map[uint32]uint64, error) {
 			mine[tid] = true
 		}
 	}
-	out := map[uint32]uint64{}
-	for _, e := range ParseHist(string(b)) {
+	out := map[uint64]uint64{}
+	for _, e := range ParseHist(string(b), h.key) {
 		if mine[e.TID] {
-			out[e.Reason] += e.Hits
+			out[e.Key] += e.Hits
 		}
 	}
 	return out, nil
 }
 
 // Close removes the trigger and the instance.
-func (u *UserExits) Close() error {
-	err := os.WriteFile(u.trigger, []byte("!"+userExitsHist), 0)
-	if rerr := os.Remove(u.dir); err == nil {
+func (h *Hist) Close() error {
+	err := os.WriteFile(h.trigger, []byte("!"+h.spec), 0)
+	if rerr := os.Remove(h.dir); err == nil {
 		err = rerr
 	}
 	return err
 }
 
-// HistEntry is one line of the histogram: a thread, an exit reason and how
-// many times that thread returned to user space for it.
+// HistEntry is one line of a histogram: a thread, a value of the key (an
+// exit reason, a port) and how many times the event fired for that pair.
 type HistEntry struct {
-	TID    int
-	Reason uint32
-	Hits   uint64
+	TID  int
+	Key  uint64
+	Hits uint64
 }
 
-// ParseHist reads the "hist" file of the trigger above, whose entries look
-// like
+// ParseHist reads the "hist" file of a [Hist] keyed on key, whose entries
+// look like
 //
 //	{ common_pid:        612, reason:          2 } hitcount:        340
 //
 // Comment lines (#) and the totals at the end are skipped, as is anything
 // that does not parse.
-func ParseHist(text string) []HistEntry {
+func ParseHist(text, key string) []HistEntry {
 	var out []HistEntry
 	for _, l := range strings.Split(text, "\n") {
 		l = strings.TrimSpace(l)
@@ -112,7 +123,7 @@ func ParseHist(text string) []HistEntry {
 			continue
 		}
 		var e HistEntry
-		var haveTID, haveReason bool
+		var haveTID, haveKey bool
 		for _, kv := range strings.Split(keys, ",") {
 			k, v, ok := strings.Cut(kv, ":")
 			if !ok {
@@ -125,8 +136,8 @@ func ParseHist(text string) []HistEntry {
 			switch strings.TrimSpace(k) {
 			case "common_pid":
 				e.TID, haveTID = int(n), true
-			case "reason":
-				e.Reason, haveReason = uint32(n), true
+			case key:
+				e.Key, haveKey = n, true
 			}
 		}
 		k, v, ok := strings.Cut(strings.TrimSpace(rest), ":")
@@ -134,7 +145,7 @@ func ParseHist(text string) []HistEntry {
 			continue
 		}
 		hits, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		if err != nil || !haveTID || !haveReason {
+		if err != nil || !haveTID || !haveKey {
 			continue
 		}
 		e.Hits = hits
