@@ -10,6 +10,11 @@
 // its own tracing instance (a private ring buffer under
 // /sys/kernel/tracing/instances/), enables kvm_exit there, and keeps the lines
 // written by threads of its own process: the vCPU threads.
+//
+// It also keeps counts for other processes without reading any events
+// ([Hist], hist.go): histogram triggers on kvm:kvm_userspace_exit (each
+// return of KVM_RUN to the VMM) and kvm:kvm_pio (each port access), which
+// `kvmlab bench` reads for every VMM it compares.
 package tracepoint
 
 import (
