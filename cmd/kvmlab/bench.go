@@ -65,7 +65,8 @@ the median, minimum and maximum of:
   - memory: peak RSS, RSS outside guest RAM, guest RAM resident at the end;
   - exits: all VM exits during the boot, and port/MMIO ones (KVM debugfs);
     the exits that reached the VMM's user space, by KVM_EXIT_* reason (a
-    histogram on kvm:kvm_userspace_exit; root and tracefs);
+    histogram on kvm:kvm_userspace_exit; root and tracefs), and, on each
+    boot's line, the boot's busiest I/O ports (kvm:kvm_pio);
 
 and each peer's ratio to kvmlab.
 
