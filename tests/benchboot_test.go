@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// bootLine is the bench's line for one boot of kvmlab that got through.
+var bootLine = regexp.MustCompile(`^kvmlab bench: run \d+ kvmlab +user space `)
+
 // TestBenchBoot runs `kvmlab bench` on kvmlab alone, once with the guest
 // writing through the serial tty and once through /dev/kmsg (the path gokvm
 // needs), and checks that each figure the bench reports is there and
@@ -22,9 +25,6 @@ import (
 // add an IIR and an LSR read to every byte). Two boots each, so that one
 // guest lost to the emulated host (a triple fault, a stall) still leaves a
 // figure.
-// bootLine is the bench's line for one boot of kvmlab that got through.
-var bootLine = regexp.MustCompile(`^kvmlab bench: run \d+ kvmlab +user space `)
-
 func TestBenchBoot(t *testing.T) {
 	const bytes = 2048
 	for _, c := range []struct {

@@ -120,7 +120,7 @@ func subCounts(a, b map[uint64]uint64) map[uint64]uint64 {
 	return out
 }
 
-// sumCounts is the total of a per-reason count.
+// sumCounts is the total of a count by key.
 func sumCounts(m map[uint64]uint64) uint64 {
 	var n uint64
 	for _, v := range m {

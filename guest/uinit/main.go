@@ -179,17 +179,20 @@ func consoleBench(args []string) int {
 		}
 		n -= k
 	}
-	fmt.Fprintln(w, "KVMLAB-BENCH console-end")
-	_ = w.Flush()
-	if !kmsg {
-		drainConsole(os.Stdout)
+	// Through the tty, a marker has left the guest only once the UART
+	// has sent it; a /dev/kmsg line sits in no tty buffer, so has nothing
+	// to drain.
+	flush := func() {
+		_ = w.Flush()
+		if !kmsg {
+			drainConsole(os.Stdout)
+		}
 	}
+	fmt.Fprintln(w, "KVMLAB-BENCH console-end")
+	flush()
 	time.Sleep(300 * time.Millisecond)
 	fmt.Fprintln(w, "KVMLAB-BENCH poweroff")
-	_ = w.Flush()
-	if !kmsg {
-		drainConsole(os.Stdout)
-	}
+	flush()
 	return 0
 }
 

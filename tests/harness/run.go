@@ -248,13 +248,13 @@ const MaxAttempts = 3
 // console means /init never ran.
 const hostinitPrefix = "hostinit: "
 
-// runAttempts runs QEMU up to twice: an attempt that hangs, or that stops
-// before /init printed anything (a crash while booting: under TCG on a
-// loaded machine, the kernel's timer checks can fail), is retried once.
 // limits are an attempt's time limits: in all, and silent after the first
 // output (0: none).
 type limits struct{ total, quiet time.Duration }
 
+// runAttempts runs QEMU up to twice: an attempt that hangs, or that stops
+// before /init printed anything (a crash while booting: under TCG on a
+// loaded machine, the kernel's timer checks can fail), is retried once.
 func runAttempts(ctx context.Context, qemu string, args []string, lim limits, out *syncWriter) (*Result, error) {
 	res := &Result{}
 	start := time.Now()
