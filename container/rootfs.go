@@ -22,9 +22,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/u-root/u-root/pkg/cpio"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultInitrd returns the initramfs that `make guest` leaves in kvmlab's
@@ -48,49 +45,6 @@ func DefaultInitrd() string {
 		}
 	}
 	return candidates[0]
-}
-
-// Unpack extracts the newc cpio archive at archive into dir, which must
-// exist. Directories, regular files and symbolic links are created with
-// their modes; device nodes, FIFOs and sockets are skipped, because the
-// container's /dev is built fresh at every start (see Init) and nothing else
-// in an initramfs needs them. Names that would land outside dir ("../x",
-// "/etc/x") are skipped.
-//
-// The archive is trusted: it is the one kvmlab built. A runtime taking
-// images from strangers must also refuse paths that pass through a
-// symbolic link planted by an earlier entry (openat2(2) RESOLVE_IN_ROOT).
-func Unpack(archive, dir string) error {
-	f, err := os.Open(archive)
-	if err != nil {
-		return fmt.Errorf("rootfs: %w", err)
-	}
-	defer f.Close()
-	rr, err := cpio.Newc.NewFileReader(f)
-	if err != nil {
-		return fmt.Errorf("rootfs: %s: %w", archive, err)
-	}
-	// Ownership can only be set by root; without it, files belong to us,
-	// which is what the user namespace maps to root inside anyway.
-	asRoot := os.Geteuid() == 0
-	err = cpio.ForEachRecord(rr, func(r cpio.Record) error {
-		switch r.Mode & unix.S_IFMT {
-		case unix.S_IFDIR, unix.S_IFREG, unix.S_IFLNK:
-		default:
-			return nil
-		}
-		if r.Name == "." || !filepath.IsLocal(r.Name) {
-			return nil // the root itself, or a name outside it ("../x")
-		}
-		if err := cpio.CreateFileInRoot(r, dir, asRoot); err != nil {
-			return fmt.Errorf("%s: %w", r.Name, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("rootfs: unpack %s: %w", archive, err)
-	}
-	return nil
 }
 
 // mountsUnder lists the mount points at or below dir in this process's
