@@ -51,7 +51,10 @@ const cfsPeriod = 100000
 // minCPUs is the smallest CPU limit: the kernel refuses quotas below 1 ms.
 const minCPUs = 0.01
 
-// Limits are a container's resource limits; a zero field means no limit.
+// Limits are a container's resource limits. A zero Memory or Pids means
+// the default (DefaultMemory, DefaultPids); MemoryUnlimited and
+// PidsUnlimited ask for no limit. A zero CPUs means no CPU limit: a busy
+// container slows its neighbours down but cannot take the host with it.
 type Limits struct {
 	// Memory is the bytes of memory (page cache and kernel memory
 	// included) the container's processes may use together; swap is not
@@ -66,14 +69,66 @@ type Limits struct {
 	Pids int
 }
 
+// The defaults. Without them, one `while true; do sh & done` or one
+// runaway allocation inside the container takes the whole host down with
+// it: a fork bomb fills the host's PID space (kernel.pid_max) so that no
+// one can start a process, and unlimited memory ends in the host's OOM
+// killer choosing among everybody's processes. With them, the damage stays
+// in the container's cgroup. They are generous for the u-root userland
+// (a shell and its tools: a few dozen tasks, a few tens of MiB) and small
+// beside any host that can build the guest. Docker and runc set no
+// defaults at all; systemd gives every user session a TasksMax (15% of
+// pid_max), which is the same idea.
+const (
+	DefaultMemory uint64 = 512 << 20
+	DefaultPids   int    = 512
+)
+
+// MemoryUnlimited and PidsUnlimited, as Limits.Memory and Limits.Pids, ask
+// for no limit rather than the default.
+const (
+	MemoryUnlimited uint64 = math.MaxUint64
+	PidsUnlimited   int    = -1
+)
+
 func (l Limits) validate() error {
 	if l.CPUs != 0 && (math.IsNaN(l.CPUs) || math.IsInf(l.CPUs, 0) || l.CPUs < minCPUs) {
 		return fmt.Errorf("CPU limit %v: the kernel's smallest quota is %v of a CPU", l.CPUs, minCPUs)
 	}
-	if l.Pids < 0 {
-		return fmt.Errorf("pids limit %d: must not be negative", l.Pids)
+	if l.Pids < PidsUnlimited {
+		return fmt.Errorf("pids limit %d: must not be negative (PidsUnlimited, -1, means none)", l.Pids)
 	}
 	return nil
+}
+
+// Explicit returns the limits the caller asked for by name: the defaults
+// and the "unlimited" markers become zero.
+func (l Limits) Explicit() Limits {
+	if l.Memory == MemoryUnlimited {
+		l.Memory = 0
+	}
+	if l.Pids == PidsUnlimited {
+		l.Pids = 0
+	}
+	return l
+}
+
+// Effective returns the limits in force: a zero Memory or Pids becomes its
+// default, an "unlimited" one zero (no limit), as settings expects.
+func (l Limits) Effective() Limits {
+	switch l.Memory {
+	case 0:
+		l.Memory = DefaultMemory
+	case MemoryUnlimited:
+		l.Memory = 0
+	}
+	switch l.Pids {
+	case 0:
+		l.Pids = DefaultPids
+	case PidsUnlimited:
+		l.Pids = 0
+	}
+	return l
 }
 
 // setting is one cgroup file to write for a limit.
@@ -134,6 +189,10 @@ type CgroupReport struct {
 	Wrote []string
 	// Read lists the files read back for the Result.
 	Read []string
+	// Notes say what could not be done and was done without: the
+	// defaults not applied because this host or user cannot create the
+	// cgroup or lacks a controller. One line each, for the user.
+	Notes []string
 }
 
 // cgroup is one container's cgroup: a directory per controller (the same

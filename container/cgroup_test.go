@@ -301,7 +301,8 @@ func TestLimitsValidate(t *testing.T) {
 		{Limits{CPUs: 64}, false},
 		{Limits{CPUs: 0.009}, true},
 		{Limits{CPUs: -1}, true},
-		{Limits{Pids: -1}, true},
+		{Limits{Pids: -1}, false}, // PidsUnlimited
+		{Limits{Pids: -2}, true},
 		{Limits{Pids: 1, Memory: 1}, false},
 	}
 	for _, tc := range tests {

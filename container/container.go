@@ -21,14 +21,14 @@ package container
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,6 +73,11 @@ type Config struct {
 	// CgroupRoot is where the cgroup file systems are mounted; empty means
 	// DefaultCgroupRoot.
 	CgroupRoot string
+	// UserNS, when set, runs the container in a user namespace of its own
+	// with this ID map (userns.go): CallerRange for rootless mode, a range
+	// of unused host IDs (SubordinateRange) for root. Without root there
+	// always is one, with CallerRange, so nil then means CallerRange.
+	UserNS *IDRange
 	// CountSyscalls runs the workload under ptrace(2) and counts the
 	// system calls it and every process and thread it starts make into
 	// the kernel (Result.Syscalls). It slows the workload down: see
@@ -120,11 +125,17 @@ type Result struct {
 	// has no name for number N). Counted only with Config.CountSyscalls.
 	Syscalls       uint64
 	SyscallsByName map[string]uint64
+	// Notes are what the runtime did without, or cleaned up, one line
+	// each for the user: limits not applied (no cgroup without root),
+	// leftovers of dead kvmlab processes swept at the start.
+	Notes []string
 }
 
 // Container is a started container.
 type Container struct {
 	cfg        Config
+	name       string // kvmlab-PIDNS-PID-START-RANDOM (sweep.go)
+	notes      []string
 	start      time.Time
 	unpack     time.Duration
 	rootfs     string // the root directory
@@ -185,30 +196,75 @@ func Start(cfg Config) (*Container, error) {
 }
 
 func (c *Container) setup() error {
-	if err := c.prepareRoot(); err != nil {
-		return err
+	if c.cfg.UserNS == nil && os.Geteuid() != 0 {
+		r := CallerRange()
+		c.cfg.UserNS = &r
 	}
-	name, err := randomName()
+	if c.cfg.UserNS != nil {
+		if err := c.cfg.UserNS.validate(); err != nil {
+			return err
+		}
+	}
+	var err error
+	c.name, c.notes, err = startName(c.cgroupRoot())
 	if err != nil {
 		return err
 	}
-	if err := c.makeCgroup(name); err != nil {
+	if err := c.prepareRoot(); err != nil {
+		return err
+	}
+	if err := c.makeCgroup(c.name); err != nil {
 		return err
 	}
 	return c.startInit()
 }
 
+// startName sweeps what dead kvmlab processes left behind (sweep.go) and
+// names a new container after this process, with notes for the user about
+// the sweep. A failed sweep is a note, not an error.
+func startName(cgroupRoot string) (string, []string, error) {
+	var notes []string
+	rep, err := Sweep(os.TempDir(), cgroupRoot)
+	if err != nil {
+		notes = append(notes, "could not look for leftovers of dead kvmlab processes: "+err.Error())
+	}
+	notes = append(notes, rep.notes()...)
+	self, err := selfOwner()
+	if err != nil {
+		return "", notes, err
+	}
+	name, err := newName(self)
+	return name, notes, err
+}
+
+// Notes are the runtime's notes so far (see Result.Notes): what the sweep
+// at Start removed, and which default limits could not be applied.
+func (c *Container) Notes() []string { return slices.Clone(c.notes) }
+
+func (c *Container) cgroupRoot() string {
+	if c.cfg.CgroupRoot != "" {
+		return c.cfg.CgroupRoot
+	}
+	return DefaultCgroupRoot
+}
+
 // prepareRoot unpacks the initramfs into a temporary directory, or checks
-// the given root directory.
+// the given root directory. In a user namespace with a range, an unpacked
+// root is given to the range (userns.go).
 func (c *Container) prepareRoot() error {
 	var err error
-	c.rootfs, c.tempRoot, c.unpack, err = prepareRoot(c.cfg)
+	c.rootfs, c.tempRoot, c.unpack, err = prepareRoot(c.cfg, c.name)
+	if err == nil && c.tempRoot && c.cfg.UserNS != nil && c.cfg.UserNS.needsShift() {
+		err = shiftOwnership(c.rootfs, *c.cfg.UserNS)
+	}
 	return err
 }
 
 // prepareRoot returns the root directory for cfg, whether it is a
-// temporary one to remove afterwards, and how long unpacking took.
-func prepareRoot(cfg Config) (dir string, temp bool, unpack time.Duration, err error) {
+// temporary one to remove afterwards, and how long unpacking took. A
+// temporary root is called after the container (rootName), so that a
+// later start can tell whether its owner is still alive (sweep.go).
+func prepareRoot(cfg Config, name string) (dir string, temp bool, unpack time.Duration, err error) {
 	if cfg.Rootfs != "" {
 		st, err := os.Stat(cfg.Rootfs)
 		if err != nil {
@@ -223,12 +279,14 @@ func prepareRoot(cfg Config) (dir string, temp bool, unpack time.Duration, err e
 	if archive == "" {
 		archive = DefaultInitrd()
 	}
-	dir, err = os.MkdirTemp("", "kvmlab-rootfs-")
-	if err != nil {
+	// Mkdir fails if the name exists (even as a symbolic link): the
+	// random part of the name makes that an attack, not an accident.
+	dir = filepath.Join(os.TempDir(), rootName(name))
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", false, 0, fmt.Errorf("rootfs: %w", err)
 	}
-	// MkdirTemp makes the directory 0700; as the container's "/", it must
-	// be searchable by every user inside.
+	// Made 0700 so no one looks in while it is prepared; as the
+	// container's "/", it must be searchable by every user inside.
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return dir, true, 0, fmt.Errorf("rootfs: %w", err)
 	}
@@ -239,27 +297,52 @@ func prepareRoot(cfg Config) (dir string, temp bool, unpack time.Duration, err e
 	return dir, true, time.Since(t), nil
 }
 
-// makeCgroup creates the container's cgroup. Without root, cgroups are
-// usually not ours to create; a container without limits then runs
-// without one.
+// makeCgroup creates the container's cgroup with the limits in force
+// (Limits.Effective). The default limits are applied where they can be: a
+// host without the controller runs without that default, and a user
+// without root (who usually may not create cgroups) runs without a cgroup
+// at all, each with a note saying so. Limits asked for by name are never
+// dropped: failing to apply one fails the start.
 func (c *Container) makeCgroup(name string) error {
-	root := c.cfg.CgroupRoot
-	if root == "" {
-		root = DefaultCgroupRoot
-	}
+	root := c.cgroupRoot()
 	self, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return fmt.Errorf("cgroup: %w", err)
 	}
-	cg, err := newCgroup(root, self, name, c.cfg.Limits)
-	if err != nil && os.Geteuid() != 0 && c.cfg.Limits == (Limits{}) {
+	asked, eff := c.cfg.Limits.Explicit(), c.cfg.Limits.Effective()
+	defaults := describeDefaults(c.cfg.Limits)
+	cg, err := newCgroup(root, self, name, eff)
+	if firstErr := err; errors.Is(err, ErrNoController) && eff != asked {
+		cg, err = newCgroup(root, self, name, asked)
+		if err == nil {
+			cg.report.Notes = append(cg.report.Notes, fmt.Sprintf("the default limits (%s) are not applied: %v", defaults, firstErr))
+		}
+	}
+	if err != nil && os.Geteuid() != 0 && asked == (Limits{}) {
 		cg, err = &cgroup{version: "none", report: CgroupReport{Version: "none"}}, nil
+		if defaults != "" {
+			cg.report.Notes = append(cg.report.Notes, fmt.Sprintf("no cgroup (creating one needs root): running without the default limits (%s)", defaults))
+		}
 	}
 	if err != nil {
 		return err
 	}
 	c.cg = cg
+	c.notes = append(c.notes, cg.report.Notes...)
 	return nil
+}
+
+// describeDefaults names the default limits that l leaves in force (its
+// zero Memory and Pids), "" when none.
+func describeDefaults(l Limits) string {
+	var d []string
+	if l.Memory == 0 {
+		d = append(d, fmt.Sprintf("memory %d MiB", DefaultMemory>>20))
+	}
+	if l.Pids == 0 {
+		d = append(d, fmt.Sprintf("%d tasks", DefaultPids))
+	}
+	return strings.Join(d, ", ")
 }
 
 // startInit starts the container's init in new namespaces, puts it in the
@@ -301,16 +384,25 @@ func (c *Container) startInit() error {
 		// If we die, the kernel kills init, and with it the container.
 		Pdeathsig: unix.SIGKILL,
 	}
-	if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
-		// Not root: a user namespace, in which our user is root (uid
-		// and gid 0 map to ours), gives the capabilities the other
-		// namespaces and the mounts need, over those namespaces only.
-		// setgroups must be denied for an unprivileged gid map
-		// (user_namespaces(7)).
+	if r := c.cfg.UserNS; r != nil {
+		// A user namespace (userns.go), in which ID 0 is r's first
+		// host ID: it gives the capabilities the other namespaces and
+		// the mounts need, over those namespaces only. Go's os/exec
+		// writes uid_map and gid_map (and "deny" to setgroups when
+		// asked) while the child waits, before it runs anything.
 		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
-		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
-		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
-		cmd.SysProcAttr.GidMappingsEnableSetgroups = false
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(r.HostUID), Size: int(r.Size)}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(r.HostGID), Size: int(r.Size)}}
+		// An unprivileged gid map is allowed only once setgroups is
+		// denied (user_namespaces(7)); root may leave it allowed, so
+		// that su and login work inside.
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = os.Geteuid() == 0
+		if r.needsShift() {
+			// The child starts as our host IDs, which the map does
+			// not cover: it becomes the container's root (host
+			// IDs HostUID, HostGID) once the maps are written.
+			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+		}
 	}
 	err = cmd.Start()
 	syncR.Close() // the child has its copies
@@ -463,6 +555,7 @@ func (c *Container) wait() (Result, error) {
 	tdErr := c.teardown()
 	res.Teardown = time.Since(t)
 	res.Cgroup = c.cg.report
+	res.Notes = c.Notes()
 
 	var errs []error
 	var ee *exec.ExitError
@@ -498,13 +591,4 @@ func (c *Container) teardown() error {
 		errs = append(errs, removeRoot(c.rootfs))
 	}
 	return errors.Join(errs...)
-}
-
-// randomName names a container's cgroup: kvmlab-<12 hex digits>.
-func randomName() (string, error) {
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return "kvmlab-" + hex.EncodeToString(b), nil
 }

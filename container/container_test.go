@@ -31,6 +31,10 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == InitCommand {
 		os.Exit(Init())
 	}
+	// Or as a runtime in a process of its own (hardening_test.go).
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(testHelper())
+	}
 	code := m.Run()
 	if fixtureDir != "" {
 		os.RemoveAll(fixtureDir)

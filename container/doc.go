@@ -27,14 +27,18 @@
 //
 //	parent, on the host                     init, PID 1 in the container
 //	-------------------                     ----------------------------
+//	sweep what dead kvmlab processes left
 //	unpack the initramfs into a temp dir
 //	create the cgroup, write the limits
-//	clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET) --> blocks reading the sync pipe
+//	clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET
+//	      [|NEWUSER, uid_map, gid_map]) ---> blocks reading the sync pipe
 //	write init's PID into cgroup.procs
 //	send the config, close the pipe ---------> private mounts, bind the root,
 //	                                           /proc /dev /sys /tmp, parts of /proc
 //	                                           read-only, pivot_root,
-//	                                           hostname, loopback up,
+//	                                           hostname, loopback up; on one
+//	                                           thread: new cgroup namespace,
+//	                                           drop capabilities, no_new_privs,
 //	                                           start the workload (under ptrace
 //	                                           with Config.CountSyscalls)
 //	                                <--------- "started"
@@ -52,15 +56,35 @@
 // from a bundle whose config.json this package writes ([WriteBundle]), so that
 // the two can be compared.
 //
+// # Confinement
+//
+// Beyond the namespaces and the new root, the workload runs with eight
+// capabilities of root's forty-odd (caps.go: Docker's default set less
+// those that reach past this runtime's other layers) and no_new_privs, so
+// that no set-user-ID program gives more back; under a memory and a task
+// limit by default (Limits, DefaultMemory, DefaultPids), so that a fork
+// bomb or a runaway allocation stays in its cgroup; optionally in a user
+// namespace (Config.UserNS, userns.go), where its root is an unprivileged
+// host user, which is also how the runtime works without root. Each start
+// sweeps the temporary roots and cgroups of kvmlab processes that died
+// without cleaning up ([Sweep]).
+//
 // # What this is not
 //
-// This runtime is for learning and measuring, not a security boundary. Run as
-// root it does not use a user namespace, so the container's root is the
-// host's root: it keeps every capability (enough to undo the read-only
-// mounts over /proc/sys and /proc/sysrq-trigger), no seccomp filter limits
-// its system calls, and a kernel bug reachable from any system call reaches
-// the host. Production runtimes add all of those layers; a VM replaces them
-// with a much smaller interface, the virtual hardware.
+// This runtime is for learning and measuring, not a hardened security
+// boundary. Without --userns, run as root, the container's root is the
+// host's user 0: the capabilities it keeps (CAP_DAC_OVERRIDE, CAP_SETUID,
+// CAP_CHOWN...) apply to every host file it can reach, and a mistake in
+// what it can reach is the host's. No seccomp filter limits its system
+// calls, so a kernel bug reachable from any of the ~350 system calls
+// reaches the host; no LSM (AppArmor, SELinux) profile confines it; many
+// host-wide files in /proc and /sys stay readable (only /proc/sys,
+// /proc/sysrq-trigger, /proc/irq and /proc/bus are covered, read-only);
+// no rlimits, no device cgroup rules, no I/O limits. Init, PID 1 in the
+// container, keeps its own capabilities (on its other threads) for its
+// short life. docs/container.md lists what runc does beyond this. A VM
+// replaces all of those layers with a much smaller interface, the virtual
+// hardware.
 //
 // # Measuring the boundary
 //

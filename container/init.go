@@ -24,8 +24,9 @@ package container
 //  7. Bring the loopback device up: a new network namespace has only "lo",
 //     and down.
 //
-// Then init starts the workload (under ptrace when it is to count the
-// workload's system calls: syscalls.go) and stays, as a tiny PID 1, instead of
+// Then init starts the workload, with fewer capabilities and no_new_privs
+// (caps.go; under ptrace when it is to count the workload's system calls:
+// syscalls.go) and stays, as a tiny PID 1, instead of
 // exec'ing it. PID 1 is special (pid_namespaces(7)): orphaned processes are
 // re-parented to it and it must reap them, the kernel does not deliver it
 // signals it has no handler for (so a plain program as PID 1 ignores Ctrl-C
@@ -43,6 +44,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -213,7 +215,7 @@ var readOnlyProc = []string{"sys", "sysrq-trigger", "irq", "bus"}
 // A new procfs shows the container's PID namespace, but much of /proc is not
 // per-namespace at all: it is the host's kernel itself, shared by every
 // container. Written to by the container's root (who, without a user
-// namespace, is the host's root with every capability):
+// namespace, is the host's user 0, and owns these files):
 //
 //   - /proc/sys changes the host kernel's settings (sysctl), most of them
 //     global: kernel.panic, vm.overcommit_memory, kernel.core_pattern (a
@@ -225,10 +227,9 @@ var readOnlyProc = []string{"sys", "sysrq-trigger", "irq", "bus"}
 //
 // Each is bind-mounted onto itself and the bind remounted read-only, as
 // OCI runtimes do for the same paths. A write then fails with EROFS, even
-// for root. This protects against mistakes, not against an attacker: a
-// process holding CAP_SYS_ADMIN, as ours does, may unmount the bind or
-// remount it read-write. Production runtimes drop that capability, and a
-// user namespace makes these mounts "locked" (mount_namespaces(7)).
+// for root. A process holding CAP_SYS_ADMIN could unmount the bind or
+// remount it read-write: the workload does not hold it (caps.go), and in a
+// user namespace these mounts are also "locked" (mount_namespaces(7)).
 //
 // A path the kernel does not have (no CONFIG_MAGIC_SYSRQ, say) is skipped:
 // there is nothing to protect.
@@ -344,15 +345,30 @@ func loopbackUp() error {
 }
 
 // startWorkload starts the command, with the container's
-// environment, in a new cgroup namespace. With trace, the child asks to be
+// environment, in a new cgroup namespace, with the capabilities of
+// workloadCaps and no_new_privs (caps.go). With trace, the child asks to be
 // traced (PTRACE_TRACEME) just before its execve, so it stops right after
-// it; the caller must be on a locked OS thread, which becomes the tracer.
+// it; the thread that starts it becomes the tracer.
 //
 // The cgroup namespace is made here rather than with the other namespaces:
 // its root is the cgroup its creator is in at that moment, and only now is
 // init in the container's cgroup. The workload then sees its group as "/"
 // in /proc/self/cgroup, and nothing of the host's tree above it.
+//
+// Namespaces, capabilities and no_new_privs are all per thread, and a child
+// copies the thread that forks it: so this thread is locked to its
+// goroutine, unshares the cgroup namespace (which needs CAP_SYS_ADMIN, so
+// before the drop), drops its privileges, and forks. It stays locked, and
+// is never handed to another goroutine: when the goroutine ends, the Go
+// runtime ends the thread with it.
 func startWorkload(cfg initConfig, trace bool) (int, error) {
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return 0, fmt.Errorf("new cgroup namespace: %w", err)
+	}
+	if err := restrictThread(); err != nil {
+		return 0, err
+	}
 	// Init's environment becomes the container's, so that the PATH
 	// lookup happens in the container's PATH.
 	os.Clearenv()
@@ -376,7 +392,7 @@ func startWorkload(cfg initConfig, trace bool) (int, error) {
 		Dir:   "/",
 		Env:   os.Environ(),
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
-		Sys:   &syscall.SysProcAttr{Unshareflags: unix.CLONE_NEWCGROUP, Ptrace: trace},
+		Sys:   &syscall.SysProcAttr{Ptrace: trace},
 	})
 	if err != nil {
 		return 0, fmt.Errorf("start %s: %w", cfg.Args[0], err)

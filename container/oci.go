@@ -9,12 +9,12 @@ package container
 // layer our package reimplements, so running the same workload both ways
 // shows what a production runtime adds and what it costs.
 //
-// The config below is the minimum that matches what Start does, plus the
-// capability list that `runc spec` would write (our runtime keeps every
-// capability; runc is told to keep only these). A full config from
-// `runc spec` also masks files in /proc, makes parts of /proc/sys read-only
-// and lists device cgroup rules; runc applies its own defaults for what is
-// left out.
+// The config below is the minimum that matches what Start does: the same
+// namespaces, mounts, read-only /proc paths, limits (defaults included),
+// capabilities (caps.go) and no_new_privs. A full config from `runc spec`
+// also masks files in /proc, makes more of /proc read-only and lists
+// device cgroup rules; runc applies its own defaults for what is left out
+// (docs/container.md lists what runc does beyond this runtime).
 //
 // Differences worth seeing: runc's init execs the workload, so the workload
 // is PID 1 (with PID 1's signal rules; see init.go), and runc removes its
@@ -99,13 +99,6 @@ type (
 	}
 )
 
-// ociCapabilities are the capabilities `runc spec` keeps for the
-// container's root: enough to own files, change users and bind low ports,
-// not enough to mount, load modules or change the clock.
-var ociCapabilities = []string{"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID",
-	"CAP_KILL", "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
-	"CAP_SETUID", "CAP_SYS_CHROOT"}
-
 // ociConfig translates cfg into a runtime spec config for the root
 // directory rootfs.
 func ociConfig(cfg Config, rootfs string) ociSpec {
@@ -116,10 +109,12 @@ func ociConfig(cfg Config, rootfs string) ociSpec {
 	spec := ociSpec{
 		Version: "1.0.2",
 		Process: ociProcess{
-			Args:            cfg.Args,
-			Env:             containerEnv(host),
-			Cwd:             "/",
-			Capabilities:    ociCaps{Bounding: ociCapabilities, Effective: ociCapabilities, Permitted: ociCapabilities},
+			Args: cfg.Args,
+			Env:  containerEnv(host),
+			Cwd:  "/",
+			// Inheritable and ambient are left out: runc makes them
+			// empty, as Init does.
+			Capabilities:    ociCaps{Bounding: WorkloadCapabilities(), Effective: WorkloadCapabilities(), Permitted: WorkloadCapabilities()},
 			NoNewPrivileges: true,
 		},
 		Root:     ociRoot{Path: rootfs},
@@ -139,7 +134,7 @@ func ociConfig(cfg Config, rootfs string) ociSpec {
 			ReadonlyPaths: ociReadonlyPaths(),
 		},
 	}
-	l := cfg.Limits
+	l := cfg.Limits.Effective()
 	if l != (Limits{}) {
 		r := &ociResources{}
 		if l.Memory > 0 {
@@ -197,15 +192,28 @@ func RunRunc(ctx context.Context, cfg Config) (res Result, err error) {
 	if err := cfg.Limits.validate(); err != nil {
 		return res, fmt.Errorf("%w: %w", ErrSetup, err)
 	}
-	rootfs, tempRoot, unpack, err := prepareRoot(cfg)
+	if cfg.UserNS != nil {
+		return res, fmt.Errorf("%w: a user namespace is offered by kvmlab's runtime, not with runc", ErrSetup)
+	}
+	// The root, the bundle and runc's container share one name, owned
+	// by this process, so that a later start can sweep them if we die.
+	cgRoot := cfg.CgroupRoot
+	if cgRoot == "" {
+		cgRoot = DefaultCgroupRoot
+	}
+	id, notes, err := startName(cgRoot)
+	if err != nil {
+		return res, fmt.Errorf("%w: %w", ErrSetup, err)
+	}
+	rootfs, tempRoot, unpack, err := prepareRoot(cfg, id)
 	if tempRoot {
 		defer func() { err = errors.Join(err, removeRoot(rootfs)) }()
 	}
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", ErrSetup, err)
 	}
-	bundle, err := os.MkdirTemp("", "kvmlab-bundle-")
-	if err != nil {
+	bundle := filepath.Join(os.TempDir(), bundleName(id))
+	if err := os.Mkdir(bundle, 0o700); err != nil {
 		return res, err
 	}
 	defer os.RemoveAll(bundle)
@@ -215,10 +223,6 @@ func RunRunc(ctx context.Context, cfg Config) (res Result, err error) {
 		cfg.Args = append([]string{lookInRoot(rootfs, cfg.Args[0])}, cfg.Args[1:]...)
 	}
 	if err := WriteBundle(bundle, rootfs, cfg); err != nil {
-		return res, err
-	}
-	id, err := randomName()
-	if err != nil {
 		return res, err
 	}
 	args := []string{"run", "--bundle", bundle}
@@ -234,7 +238,7 @@ func RunRunc(ctx context.Context, cfg Config) (res Result, err error) {
 	cmd.Cancel = func() error { return exec.Command(runc, "kill", id, "KILL").Run() }
 	cmd.WaitDelay = 10 * time.Second
 	runErr := cmd.Run()
-	res = Result{Unpack: unpack, Wall: time.Since(start), Cgroup: CgroupReport{Version: "runc"}}
+	res = Result{Unpack: unpack, Wall: time.Since(start), Cgroup: CgroupReport{Version: "runc"}, Notes: notes}
 	t := time.Now()
 	// runc run deletes the container when it ends; this is for a runc
 	// that was itself killed.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,11 +20,13 @@ func TestWriteBundle(t *testing.T) {
 		cfg       Config
 		resources string // the linux.resources object as JSON, "" for none
 	}{
-		{"no limits", Config{Args: []string{"/bin/sh"}}, ""},
+		{"no limits: the defaults", Config{Args: []string{"/bin/sh"}},
+			`{"memory":{"limit":536870912,"swap":536870912},"pids":{"limit":512}}`},
+		{"unlimited", Config{Args: []string{"/bin/sh"}, Limits: Limits{Memory: MemoryUnlimited, Pids: PidsUnlimited}}, ""},
 		{"all limits", Config{Args: []string{"/bin/sh"}, Hostname: "box", Limits: Limits{Memory: 256 << 20, CPUs: 0.5, Pids: 64}},
 			`{"memory":{"limit":268435456,"swap":268435456},"cpu":{"quota":50000,"period":100000},"pids":{"limit":64}}`},
 		{"memory only", Config{Args: []string{"/bin/true"}, Limits: Limits{Memory: 32 << 20}},
-			`{"memory":{"limit":33554432,"swap":33554432}}`},
+			`{"memory":{"limit":33554432,"swap":33554432},"pids":{"limit":512}}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,6 +102,10 @@ func TestRunc(t *testing.T) {
 		{"exit status", Config{Args: []string{"/bin/sh", "-c", "exit 7"}}, 7, ""},
 		{"only lo", Config{Args: []string{"/probe", "netdevs"}}, 0, "devs=lo\n"},
 		{"OOM under a memory limit", Config{Args: []string{"/probe", "alloc", "100"}, Limits: Limits{Memory: 32 << 20}}, 137, ""},
+		// runc is given the same capabilities and no_new_privs as Init.
+		{"capabilities and no_new_privs", Config{Args: []string{"/probe", "status"}}, 0, fmt.Sprintf(
+			"Uid=0 0 0 0\nGid=0 0 0 0\nCapInh=0000000000000000\nCapPrm=%016x\nCapEff=%016x\nCapBnd=%016x\nCapAmb=0000000000000000\nNoNewPrivs=1\n",
+			workloadCapMask(), workloadCapMask(), workloadCapMask())},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,15 +26,22 @@ import (
 const containerUsage = `Usage: kvmlab container [flags] [--] COMMAND [ARGS...]
 
 Run COMMAND in a container: new PID, mount, UTS, IPC, network and cgroup
-namespaces, the guest's u-root file system as its root, and cgroup limits.
-The host's kernel runs it; compare with 'kvmlab run', where the guest has its
-own. Needs root. kvmlab exits with COMMAND's status (128+N when signal N
-killed it).
+namespaces, the guest's u-root file system as its root, and cgroup limits
+(by default a memory and a task limit, below). The host's kernel runs it;
+compare with 'kvmlab run', where the guest has its own. COMMAND runs as the
+container's root with a few capabilities only (chown, dac_override, fowner,
+fsetid, kill, setgid, setuid, net_bind_service) and no_new_privs.
+
+Run it as root, or as any user: without root (or with --userns) the
+container's root is your user, in a user namespace, and there is no cgroup
+and so no limits. kvmlab exits with COMMAND's status (128+N when signal N
+killed it). Each start removes what SIGKILLed kvmlab processes left behind.
 
 Examples:
   kvmlab container -- /bin/sh
   kvmlab container --mem 32M --verbose -- sh -c 'head -c 100000000 /dev/zero | sort'
   kvmlab container --hostname box -- hostname
+  kvmlab container --userns-range 1000000:65536 -- cat /proc/self/uid_map
 
 Flags:
 `
@@ -51,14 +58,22 @@ const minContainerPids = 16
 
 type containerFlags struct {
 	mem, cpus, initrd, rootfs, hostname string
+	usernsRange                         string
 	pids                                int
 	runc, verbose, countSyscalls        bool
+	userns                              bool
+	fset                                *flag.FlagSet // to tell defaults from values given
 }
 
 func (f *containerFlags) register(fset *flag.FlagSet) {
-	fset.StringVar(&f.mem, "mem", "", "memory limit (RAM, no swap beyond it), with a K, M or G suffix, e.g. 256M; default: none")
+	f.fset = fset
+	fset.StringVar(&f.mem, "mem", fmt.Sprintf("%dM", container.DefaultMemory>>20),
+		"memory limit (RAM, no swap beyond it), with a K, M or G suffix, e.g. 256M; 0 for none")
 	fset.StringVar(&f.cpus, "cpus", "", "CPU time limit in CPUs, e.g. 1 or 0.5; default: none")
-	fset.IntVar(&f.pids, "pids", 0, "most tasks (processes and threads, the container's init included) at once; default: none")
+	fset.IntVar(&f.pids, "pids", container.DefaultPids, "most tasks (processes and threads, the container's init included) at once; 0 for none")
+	fset.BoolVar(&f.userns, "userns", false, "run in a user namespace: the container's root is your user (always so without root); "+
+		"as root, a range of unused IDs from root's line in /etc/subuid and /etc/subgid")
+	fset.StringVar(&f.usernsRange, "userns-range", "", "as root: run in a user namespace in which IDs 0 to COUNT-1 are host IDs FIRST onwards, as FIRST:COUNT, e.g. 1000000:65536")
 	fset.StringVar(&f.hostname, "hostname", container.DefaultHostname, "the container's hostname")
 	fset.StringVar(&f.initrd, "initrd", "", "newc cpio archive to unpack as the root (default: the guest's, from 'make guest')")
 	fset.StringVar(&f.rootfs, "rootfs", "", "an already unpacked root directory, used as is (instead of --initrd)")
@@ -74,7 +89,17 @@ func (f *containerFlags) config(args []string) (container.Config, error) {
 	if len(args) == 0 {
 		return cfg, usagef("container: no command: name one after the flags, e.g. kvmlab container -- /bin/sh")
 	}
-	if f.mem != "" {
+	// Limits not given stay zero: the runtime's defaults, which it can
+	// skip (with a note) where there is no cgroup; given ones must apply.
+	set := map[string]bool{}
+	if f.fset != nil {
+		f.fset.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	}
+	switch {
+	case !set["mem"]:
+	case f.mem == "0" || f.mem == "max" || f.mem == "none":
+		cfg.Limits.Memory = container.MemoryUnlimited
+	default:
 		m, err := parseSize(f.mem)
 		if err != nil {
 			return cfg, usagef("--mem %s: not a size: use a number with K, M or G, e.g. --mem 256M", f.mem)
@@ -102,7 +127,20 @@ func (f *containerFlags) config(args []string) (container.Config, error) {
 	if f.pids > 0 && f.pids < minContainerPids {
 		return cfg, usagef("--pids %d: too few for the container's init and one program, whose threads count too: use at least %d", f.pids, minContainerPids)
 	}
-	cfg.Limits.Pids = f.pids
+	if set["pids"] {
+		cfg.Limits.Pids = f.pids
+		if f.pids == 0 {
+			cfg.Limits.Pids = container.PidsUnlimited
+		}
+	}
+	if f.runc && (f.userns || f.usernsRange != "") {
+		return cfg, usagef("container: --userns works with kvmlab's runtime, not --runc: drop one of them")
+	}
+	r, err := f.idRange()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.UserNS = r
 	if !validHostname(f.hostname) {
 		return cfg, usagef("--hostname %q: use 1 to 64 letters, digits, dots and dashes", f.hostname)
 	}
@@ -134,6 +172,39 @@ func (f *containerFlags) config(args []string) (container.Config, error) {
 		cfg.Initrd = initrd
 	}
 	return cfg, nil
+}
+
+// idRange turns --userns and --userns-range into the user namespace's ID
+// map, nil for none.
+func (f *containerFlags) idRange() (*container.IDRange, error) {
+	root := os.Geteuid() == 0
+	switch {
+	case f.usernsRange != "":
+		a, n, ok := strings.Cut(f.usernsRange, ":")
+		first, err1 := strconv.ParseUint(a, 10, 32)
+		count, err2 := strconv.ParseUint(n, 10, 32)
+		switch {
+		case !ok || err1 != nil || err2 != nil || count == 0:
+			return nil, usagef("--userns-range %s: want FIRST:COUNT, two numbers, e.g. --userns-range 1000000:65536", f.usernsRange)
+		case !root:
+			return nil, usagef("--userns-range: mapping a range of IDs needs root; without root, kvmlab maps your own user (--userns)")
+		case first == 0:
+			return nil, usagef("--userns-range %s: host ID 0 is root: start the range at unused IDs, e.g. 1000000:65536", f.usernsRange)
+		case first+count > 1<<32-1:
+			return nil, usagef("--userns-range %s: goes past the largest ID (4294967294)", f.usernsRange)
+		}
+		return &container.IDRange{HostUID: uint32(first), HostGID: uint32(first), Size: uint32(count)}, nil
+	case f.userns && root:
+		r, err := container.SubordinateRange("root", 0)
+		if err != nil {
+			return nil, usagef("--userns as root: %v: add a line such as root:1000000:65536 to /etc/subuid and /etc/subgid, or pass --userns-range 1000000:65536", err)
+		}
+		return &r, nil
+	case f.userns:
+		r := container.CallerRange()
+		return &r, nil
+	}
+	return nil, nil
 }
 
 // validHostname accepts what sethostname(2) takes (at most 64 bytes) and
@@ -169,8 +240,8 @@ func cmdContainer(args []string) error {
 	if f.countSyscalls && f.runc {
 		return usagef("container: --count-syscalls works with kvmlab's runtime, not --runc: drop one of them")
 	}
-	if os.Geteuid() != 0 && (cfg.Limits != container.Limits{}) {
-		return usagef("container: limits (--mem, --cpus, --pids) need root to create a cgroup: run as root, or drop them")
+	if os.Geteuid() != 0 && (cfg.Limits.Explicit() != container.Limits{}) {
+		return usagef("container: limits (--mem, --cpus, --pids) need root to create a cgroup: run as root, or leave them out (the defaults are then skipped, with a note)")
 	}
 
 	var res container.Result
@@ -184,6 +255,9 @@ func cmdContainer(args []string) error {
 	}
 	if err != nil {
 		return err // "container setup failed: ..." or a host error
+	}
+	if f.runc {
+		printNotes(res.Notes) // runContainer printed its own at the start
 	}
 	if res.OOMKilled {
 		fmt.Fprintf(os.Stderr, "kvmlab: container: the kernel's OOM killer killed the workload (memory limit %s)\n", f.mem)
@@ -211,6 +285,9 @@ func runContainer(cfg container.Config) (container.Result, error) {
 	if err != nil {
 		return container.Result{}, err
 	}
+	// Before the workload's own output: a missing cgroup or a sweep of
+	// leftovers is news to whoever started it.
+	printNotes(c.Notes())
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -231,6 +308,13 @@ func runWithRunc(cfg container.Config) (container.Result, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	return container.RunRunc(ctx, cfg)
+}
+
+// printNotes prints the runtime's notes, one line each.
+func printNotes(notes []string) {
+	for _, n := range notes {
+		fmt.Fprintf(os.Stderr, "kvmlab: container: %s\n", n)
+	}
 }
 
 func printContainerReport(res container.Result) {

@@ -12,6 +12,9 @@
 //	probe spin MS       burns CPU for MS ms of wall time, prints CPU time used
 //	probe sleep S       sleeps S seconds
 //	probe kill-self     sends itself SIGTERM
+//	probe status        its capability sets, no_new_privs, user and group
+//	                    IDs (from /proc/self/status), its uid_map and gid_map
+//	probe umount PATH   tries to unmount PATH, prints umount=ok or the error
 //	probe openw PATH... opens each PATH for writing and closes it again,
 //	                    without writing; prints PATH=ok or PATH=the error
 package main
@@ -119,6 +122,24 @@ func main() {
 			}
 			syscall.Close(fd)
 			fmt.Printf("%s=ok\n", p)
+		}
+	case "status":
+		b, _ := os.ReadFile("/proc/self/status")
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if ok && (strings.HasPrefix(k, "Cap") || k == "NoNewPrivs" || k == "Uid" || k == "Gid") {
+				fmt.Printf("%s=%s\n", k, strings.Join(strings.Fields(v), " "))
+			}
+		}
+		for _, f := range []string{"uid_map", "gid_map", "setgroups"} {
+			b, _ := os.ReadFile("/proc/self/" + f)
+			fmt.Printf("%s=%s\n", f, strings.Join(strings.Fields(string(b)), " "))
+		}
+	case "umount":
+		if err := syscall.Unmount(os.Args[2], syscall.MNT_DETACH); err != nil {
+			fmt.Printf("umount=%v\n", err)
+		} else {
+			fmt.Println("umount=ok")
 		}
 	case "kill-self":
 		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
