@@ -54,3 +54,58 @@ func FuzzAppendString(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadTrace: ScanJSON, the reader behind kvmlab stat, on any bytes. It
+// never panics; it counts every line once, hands on only events that pass
+// Check, reports the first bad line it saw, and agrees with ReadJSON; what
+// it hands on survives a round trip.
+func FuzzReadTrace(f *testing.F) {
+	for _, ev := range sampleEvents() {
+		f.Add(append(AppendJSON(nil, &ev), '\n'))
+	}
+	f.Add([]byte(""))
+	f.Add([]byte("this is a text file\nnot a trace\n"))
+	f.Add([]byte(`{"seq":1,"t_ns":5,"vcpu":0,"reason":"KVM_EXIT_IO","io":{"port":10`))
+	f.Add([]byte("{\"traceEvents\":[\n{\"ph\":\"X\"}\n"))
+	f.Add([]byte(`{"seq":1,"reason":"KVM_EXIT_HLT","vcpu":2000000000}` + "\n{}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got []Event
+		sc, err := ScanJSON(bytes.NewReader(data), func(ev *Event) {
+			if err := ev.Check(); err != nil {
+				t.Fatalf("handed on an event that fails Check: %v", err)
+			}
+			got = append(got, *ev)
+		})
+		lines := bytes.Count(data, []byte("\n"))
+		if len(data) > 0 && data[len(data)-1] != '\n' {
+			lines++
+		}
+		if sc.Lines != lines || sc.Events != len(got) || sc.Events+sc.Bad > sc.Lines {
+			t.Fatalf("Scanned %+v for %d lines and %d events handed on", sc, lines, len(got))
+		}
+		if (sc.Bad == 0) != (sc.First == nil) {
+			t.Fatalf("%d bad lines, first %v", sc.Bad, sc.First)
+		}
+		if err != nil {
+			var le *LineError
+			if !errors.As(err, &le) || sc.First == nil || le.Line != sc.First.Line || le.More+1 > sc.Bad {
+				t.Fatalf("error %v does not match %+v", err, sc)
+			}
+		} else if sc.Bad > 1 {
+			t.Fatalf("%d bad lines and no error: only a torn last line goes unreported", sc.Bad)
+		}
+		evs, err2 := ReadJSON(bytes.NewReader(data))
+		if len(evs) != len(got) || (err == nil) != (err2 == nil) {
+			t.Fatalf("ReadJSON: %d events, %v; ScanJSON: %d, %v", len(evs), err2, len(got), err)
+		}
+		var buf bytes.Buffer
+		for i := range got {
+			buf.Write(AppendJSON(nil, &got[i]))
+			buf.WriteByte('\n')
+		}
+		again, err := ScanJSON(&buf, func(*Event) {})
+		if err != nil || again.Events != len(got) || again.Bad != 0 {
+			t.Fatalf("re-reading %d events: %+v, %v", len(got), again, err)
+		}
+	})
+}

@@ -185,27 +185,87 @@ func (e *LineError) Error() string {
 
 func (e *LineError) Unwrap() error { return e.Err }
 
-var errNotObject = errors.New("not a JSON object")
+// MaxLine is the longest line a trace reader takes, newline included. An
+// event as JSONWriter writes it is a few hundred bytes (an action text is
+// the longest part), and 1 MiB leaves room for any text a device gives; a
+// longer line is not an event, and is skipped without being held in memory,
+// so a file with no newlines at all (a disk image, the output of /dev/zero)
+// costs the reader MaxLine bytes, not its size.
+const MaxLine = 1 << 20
 
-// ReadJSON reads a JSON Lines trace as JSONWriter writes it (blank lines are
-// skipped, unknown fields ignored). The last non-blank line may be torn, as
-// when the VMM was killed mid-write: if it does not parse it is dropped
-// without an error. A bad line before that is skipped too, and reported as
-// a *LineError naming the first such line; the events returned are then all
-// the lines that did parse. Only a read error stops it early.
+// MaxVCPUs bounds the vcpu field of an event: kvmlab's ACPI tables describe
+// at most 255 vCPUs. It also bounds what a hostile trace can make the
+// statistics table allocate.
+const MaxVCPUs = 255
+
+var (
+	errNotObject = errors.New("not a JSON object")
+	errLongLine  = fmt.Errorf("longer than %d bytes: not an exit event", MaxLine)
+	errNoReason  = errors.New(`no "reason": not an exit event`)
+	errSeq       = errors.New(`"seq" is 0: exits are numbered from 1`)
+	errVCPU      = fmt.Errorf(`"vcpu" outside 0-%d`, MaxVCPUs-1)
+)
+
+// Check says whether ev can be an exit kvmlab recorded: it has a reason, a
+// sequence number from 1, and a vCPU kvmlab can have. Traces from other
+// tools and other JSON Lines files fail it.
+func (ev *Event) Check() error {
+	switch {
+	case ev.Reason == "":
+		return errNoReason
+	case ev.Seq == 0:
+		return errSeq
+	case ev.VCPU < 0 || ev.VCPU >= MaxVCPUs:
+		return errVCPU
+	}
+	return nil
+}
+
+// Scanned is what ScanJSON found in a trace.
+type Scanned struct {
+	Lines  int        // lines read, blank ones included
+	Events int        // exit events passed to the callback
+	Bad    int        // lines that were neither blank nor an exit event
+	First  *LineError // the first such line, even when it was the last
+}
+
+// ReadJSON reads a JSON Lines trace as JSONWriter writes it, with ScanJSON,
+// and returns its events.
 func ReadJSON(r io.Reader) ([]Event, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	var evs []Event
+	_, err := ScanJSON(r, func(ev *Event) { evs = append(evs, *ev) })
+	return evs, err
+}
+
+// ScanJSON reads a JSON Lines trace as JSONWriter writes it and calls fn
+// with each exit event, in file order; fn must not keep ev. Blank lines are
+// skipped and unknown fields ignored. A line is an event when it is one JSON
+// object that passes Event.Check, in at most MaxLine bytes.
+//
+// The last non-blank line may be torn, as when the VMM was killed mid-write:
+// if it is not an event it is dropped without an error (Scanned still counts
+// it). A bad line before that is skipped too, and reported as a *LineError
+// naming the first such line. Only a read error stops the scan early.
+//
+// The memory it takes is bounded by MaxLine whatever r holds, so r may be
+// as long as the caller lets it be (kvmlab stat reads a checked file).
+func ScanJSON(r io.Reader, fn func(ev *Event)) (Scanned, error) {
+	br := bufio.NewReaderSize(r, MaxLine)
 	var (
-		evs     []Event
+		sc      Scanned
 		bad     *LineError // first bad line in the middle
 		pending *LineError // the latest bad line, until a good one follows
-		n       int
 	)
 	for {
-		line, rerr := br.ReadBytes('\n')
-		if len(line) > 0 {
-			n++
-			if b := bytes.TrimSpace(line); len(b) > 0 {
+		line, rerr := br.ReadSlice('\n')
+		long := false
+		for rerr == bufio.ErrBufferFull { // skip the rest of a long line
+			long = true
+			_, rerr = br.ReadSlice('\n')
+		}
+		if len(line) > 0 || long {
+			sc.Lines++
+			if b := bytes.TrimSpace(line); len(b) > 0 || long {
 				if pending != nil { // not the last line after all
 					if bad == nil {
 						bad = pending
@@ -215,10 +275,21 @@ func ReadJSON(r io.Reader) ([]Event, error) {
 					pending = nil
 				}
 				var ev Event
-				if err := parseLine(b, &ev); err != nil {
-					pending = &LineError{Line: n, Err: err}
+				var err error
+				if long {
+					err = errLongLine
+				} else if err = parseLine(b, &ev); err == nil {
+					err = ev.Check()
+				}
+				if err != nil {
+					pending = &LineError{Line: sc.Lines, Err: err}
+					sc.Bad++
+					if sc.First == nil {
+						sc.First = &LineError{Line: sc.Lines, Err: err}
+					}
 				} else {
-					evs = append(evs, ev)
+					sc.Events++
+					fn(&ev)
 				}
 			}
 		}
@@ -226,13 +297,13 @@ func ReadJSON(r io.Reader) ([]Event, error) {
 			break
 		}
 		if rerr != nil {
-			return evs, fmt.Errorf("trace: reading line %d: %w", n+1, rerr)
+			return sc, fmt.Errorf("trace: reading line %d: %w", sc.Lines+1, rerr)
 		}
 	}
 	if bad != nil {
-		return evs, bad
+		return sc, bad
 	}
-	return evs, nil
+	return sc, nil
 }
 
 func parseLine(b []byte, ev *Event) error {

@@ -387,9 +387,16 @@ func TestReadJSON(t *testing.T) {
 		{"number in the middle", withBad(2, "42"), 7, 3, 0, 1},
 		{"wrong type", withBad(2, `{"seq":"one"}`), 7, 3, 0, 1},
 		{"two objects on a line", withBad(2, `{"seq":8}{"seq":9}`), 7, 3, 0, 1},
-		{"two bad lines", withBad(5, "x") + "y\n" + "{\"seq\":100}\n", 8, 6, 1, 1},
+		{"two bad lines", withBad(5, "x") + "y\n" + "{\"seq\":100,\"reason\":\"KVM_EXIT_HLT\"}\n", 8, 6, 1, 1},
 		{"bad middle and torn last", withBad(1, "}{") + `{"seq":3`, 7, 2, 0, 1},
-		{"unknown fields are fine", `{"seq":1,"future":{"x":[1,2]}}` + "\n", 1, 0, 0, 1},
+		{"unknown fields are fine", `{"seq":1,"reason":"KVM_EXIT_IO","future":{"x":[1,2]}}` + "\n", 1, 0, 0, 1},
+		// Objects that are not exits kvmlab recorded.
+		{"no reason", withBad(2, `{"seq":8,"vcpu":0}`), 7, 3, 0, 1},
+		{"seq 0", withBad(2, `{"seq":0,"reason":"KVM_EXIT_IO"}`), 7, 3, 0, 1},
+		{"vcpu out of range", withBad(2, `{"seq":8,"reason":"KVM_EXIT_IO","vcpu":100000000}`), 7, 3, 0, 1},
+		{"negative vcpu", withBad(2, `{"seq":8,"reason":"KVM_EXIT_IO","vcpu":-1}`), 7, 3, 0, 1},
+		{"line over MaxLine", withBad(2, `{"seq":8,"reason":"`+strings.Repeat("x", MaxLine)+`"}`), 7, 3, 0, 1},
+		{"no newline at all", strings.Repeat("\x00", 3*MaxLine), 0, 0, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

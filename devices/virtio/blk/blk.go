@@ -80,6 +80,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kvmlab/devices/virtio"
+	"kvmlab/internal/userfile"
 	"kvmlab/vmm/memory"
 )
 
@@ -154,54 +155,28 @@ type Device struct {
 var _ virtio.Device = (*Device)(nil)
 
 // Errors Open reports besides the ones from the file system (which it wraps,
-// so errors.Is(err, fs.ErrNotExist) and fs.ErrPermission work).
+// so errors.Is(err, fs.ErrNotExist) and fs.ErrPermission work) and ErrInUse.
 var (
-	ErrNotImage   = errors.New("blk: image is neither a regular file nor a block device")
-	ErrEmptyImage = errors.New("blk: image is smaller than one 512-byte sector")
+	// ErrNotImage: the path leads to neither a regular file nor a block
+	// device (a directory, a FIFO, /dev/zero...). It is userfile.ErrKind.
+	ErrNotImage   = userfile.ErrKind
+	ErrEmptyImage = errors.New("is smaller than one 512-byte sector")
 )
 
 // Open opens the raw image at path, read-write or, with readOnly, read-only
-// (the device then offers VIRTIO_BLK_F_RO and refuses writes). The disk has
+// (the device then offers VIRTIO_BLK_F_RO and refuses writes), and locks it
+// against other VMMs (lock.go) for as long as it is open. The disk has
 // size/512 sectors; a trailing partial sector is ignored, because the guest
 // can only address whole sectors.
+//
+// The path is user input: it is opened by kvmlab/internal/userfile, which
+// refuses anything but a regular file or a block device without opening it
+// for I/O (a FIFO would block the open; /dev/zero has no end), and checks
+// the file it opened rather than the name.
 func Open(path string, readOnly bool) (*Device, error) {
-	flag := os.O_RDWR
-	if readOnly {
-		flag = os.O_RDONLY
-	}
-	// Stat before opening: opening a FIFO would block, and opening a
-	// directory read-write fails with a less helpful EISDIR.
-	fi, err := os.Stat(path)
+	f, size, err := openImageFile(path, readOnly)
 	if err != nil {
-		return nil, fmt.Errorf("blk: image: %w", err)
-	}
-	if err := checkKind(path, fi); err != nil {
 		return nil, err
-	}
-	f, err := os.OpenFile(path, flag, 0)
-	if err != nil {
-		if !readOnly && errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("blk: open image read-write (a read-only device would need only read access): %w", err)
-		}
-		return nil, fmt.Errorf("blk: open image: %w", err)
-	}
-	// Again on what was opened, in case the path changed in between.
-	if fi, err = f.Stat(); err == nil {
-		err = checkKind(path, fi)
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("blk: image: %w", err)
-	}
-	// Seek rather than Stat: it also gives the size of a block device.
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("blk: size of image %s: %w", path, err)
-	}
-	if size < SectorSize {
-		f.Close()
-		return nil, fmt.Errorf("%w: %s has %d bytes", ErrEmptyImage, path, size)
 	}
 	d := &Device{f: f, readOnly: readOnly, sectors: uint64(size) / SectorSize, RequestQueue: virtio.RequestQueue{Name: "blk"}}
 	copy(d.id[:], MakeID(path))
@@ -211,17 +186,33 @@ func Open(path string, readOnly bool) (*Device, error) {
 	return d, nil
 }
 
-// checkKind accepts regular files and block devices.
-func checkKind(path string, fi os.FileInfo) error {
-	m := fi.Mode()
-	if m.IsRegular() || (m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0) {
-		return nil
+// Check opens the image as Open would, lock included, and closes it: the
+// command line calls it to refuse a bad or busy image before it does
+// anything else. The image may of course change before Open.
+func Check(path string, readOnly bool) error {
+	f, _, err := openImageFile(path, readOnly)
+	if err != nil {
+		return err
 	}
-	kind := "a " + m.Type().String() + " file"
-	if m.IsDir() {
-		kind = "a directory"
+	return f.Close()
+}
+
+func openImageFile(path string, readOnly bool) (*os.File, int64, error) {
+	// No size limit: the image is never read whole, only the sectors the
+	// guest asks for.
+	f, size, err := userfile.Open(path, userfile.Spec{What: "disk image", BlockDevice: true, Write: !readOnly})
+	if err != nil {
+		return nil, 0, err
 	}
-	return fmt.Errorf("%w: %s is %s", ErrNotImage, path, kind)
+	if size < SectorSize {
+		f.Close()
+		return nil, 0, fmt.Errorf("%w (%d bytes): a disk is whole 512-byte sectors; make one with truncate -s 64M %s", ErrEmptyImage, size, path)
+	}
+	if err := lockImage(f, path, readOnly); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, size, nil
 }
 
 // MakeID derives the device ID string from an image path: "kvmlab-" and the

@@ -658,21 +658,26 @@ func FuzzBlkRequest(f *testing.F) {
 	f.Add(false, uint32(TypeIn), uint64(0), []byte{0, 16, 0, 7, 16, 0x81, 1, 1, 0}) // data straddling the end
 	f.Add(false, uint32(TypeIn), uint64(0), []byte{0, 16, 0})                       // no status
 
+	// Two images with the same content: a read-write and a read-only
+	// open of one image refuse each other (lock.go).
 	dir := f.TempDir()
-	path := filepath.Join(dir, "fuzz.img")
+	rwPath, roPath := filepath.Join(dir, "fuzz.img"), filepath.Join(dir, "fuzz-ro.img")
 	initial := pattern(0x77, sectors*SectorSize+100)
-	if err := os.WriteFile(path, initial, 0o600); err != nil {
-		f.Fatal(err)
+	for _, p := range []string{rwPath, roPath} {
+		if err := os.WriteFile(p, initial, 0o600); err != nil {
+			f.Fatal(err)
+		}
 	}
-	rw, err := Open(path, false)
+	rw, err := Open(rwPath, false)
 	if err != nil {
 		f.Fatal(err)
 	}
-	ro, err := Open(path, true)
+	ro, err := Open(roPath, true)
 	if err != nil {
 		f.Fatal(err)
 	}
-	restore, err := os.OpenFile(path, os.O_RDWR, 0)
+	// Not locked: only this test's own resets go through it.
+	restore, err := os.OpenFile(rwPath, os.O_RDWR, 0)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -681,9 +686,9 @@ func FuzzBlkRequest(f *testing.F) {
 		if _, err := restore.WriteAt(initial, 0); err != nil {
 			t.Fatal(err)
 		}
-		d := rw
+		d, path := rw, rwPath
 		if readOnly {
-			d = ro
+			d, path = ro, roPath
 		}
 		g := newGuest(t, 1<<16)
 		c, stream, inRAM := fuzzChain(g, header(typ, sector), layout)
