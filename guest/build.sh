@@ -4,9 +4,10 @@
 # line input, no terminal queries, so scripts can type at it over a serial
 # line) and u-root's core commands, all in one busybox-style Go binary.
 #
-# Cached by the hash of go.sum, this script, the sources of uinit and of the
-# probe and I/O benchmark it includes, and the Go version. Prints the path of the cpio on its
-# last line of standard output.
+# Cached by the hash of go.sum, this script, the sources of uinit and of
+# everything it imports (the probe, the I/O benchmark, the hostile driver and
+# the kvmlab packages they use), and the Go version. Prints the path of the
+# cpio on its last line of standard output.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -14,7 +15,10 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/kvmlab/initramfs"
 log() { echo "guest: $*" >&2; }
 
 cd "$root"
-key="$( { grep u-root go.sum; cat "$here/build.sh" "$here"/uinit/*.go "$here"/probe/*.go "$here"/iobench/*.go; go version; } | sha256sum | cut -c1-16)"
+# Every Go file uinit is built from counts, in-tree packages it imports
+# included (kvmlab-hostile uses the BAR layout of devices/virtio).
+srcs="$(go list -deps -f '{{if not .Standard}}{{range .GoFiles}}{{$.Dir}}/{{.}} {{end}}{{end}}' ./guest/uinit)"
+key="$( { grep u-root go.sum; cat "$here/build.sh" $srcs; go version; } | sha256sum | cut -c1-16)"
 out="$cache/$key/initramfs.cpio"
 if [[ -s $out ]]; then
 	log "cached: $out"
@@ -29,7 +33,7 @@ log "building kvmlab's uinit"
 CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$work/uinit" ./guest/uinit
 log "building the initramfs (about a minute)"
 # u-root resolves its command packages relative to its own module.
-( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh -files "$work/uinit:bin/uinit" -files "$work/uinit:bin/reboot" -files "$work/uinit:bin/kvmlab-console" -files "$work/uinit:bin/kvmlab-probe" -files "$work/uinit:bin/kvmlab-io" -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
+( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh -files "$work/uinit:bin/uinit" -files "$work/uinit:bin/reboot" -files "$work/uinit:bin/kvmlab-console" -files "$work/uinit:bin/kvmlab-probe" -files "$work/uinit:bin/kvmlab-io" -files "$work/uinit:bin/kvmlab-hostile" -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
 	tail -20 "$work/u-root.log" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
 mv "$work/initramfs.cpio" "$out"

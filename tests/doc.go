@@ -3,7 +3,8 @@
 //
 // They need a working /dev/kvm. When this machine has none (CI and the
 // development machines do not), TestMain re-runs this very test binary inside
-// the emulated host of package harness: a Debian kernel under QEMU's software
+// an emulated host (package kvmlab/emuhost, which the kvmlab command's
+// --emulated-host uses too): a Debian kernel under QEMU's software
 // emulation, which emulates AMD SVM well enough for kvm_amd to load. The test
 // output of the inner run streams out line by line, and its exit status is
 // this binary's. So the same tests run on /dev/kvm directly wherever it

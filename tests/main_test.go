@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"kvmlab/tests/harness"
+	"kvmlab/emuhost"
 )
 
 const inHostEnv = "KVMLAB_IN_EMULATED_HOST"
@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(inHostEnv) == "1" {
 		os.Exit(m.Run())
 	}
-	if ok, why := harness.KVMUsable(); ok {
+	if ok, why := emuhost.KVMUsable(); ok {
 		fmt.Println("tests: /dev/kvm is usable: running guests directly")
 		if os.Getenv("KVMLAB_DEBIAN_KERNEL") == "" {
 			os.Setenv("KVMLAB_DEBIAN_KERNEL", distroKernel())
@@ -78,7 +78,7 @@ func runInEmulatedHost() int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Minute)
 	defer cancel()
-	hk, err := harness.HostKernel(ctx)
+	hk, err := emuhost.HostKernel(ctx)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tests: emulated host kernel: %v\n", err)
 		return 1
@@ -215,6 +215,7 @@ var testGroups = []string{
 	"TestVirtioDisk|TestVirtioDiskSurvivesKill",
 	"TestVirtioNet|TestVirtioDebian|TestVirtioIOWorkload",
 	"TestContainer|TestCompare",
+	"TestHostileGuest|TestHostileTinyGuests",
 }
 
 // hostTools are host programs the tests run inside the emulated host, which
@@ -225,10 +226,10 @@ var hostTools = []string{"mkfs.ext4", "debugfs", "ip", "runc"}
 
 // runOnce runs one emulated-host run and returns its exit status and the
 // inner run's console output.
-func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, args []string) (int, string) {
+func runOnce(ctx context.Context, hk *emuhost.Kernel, self, bin, guest string, args []string) (int, string) {
 	var console bytes.Buffer
-	spec := harness.Spec{
-		Files: []harness.File{
+	spec := emuhost.Spec{
+		Files: []emuhost.File{
 			{HostPath: self, Path: "/kvmlab/tests.test", Mode: 0o755},
 			{HostPath: bin, Path: "/kvmlab/kvmlab", Mode: 0o755},
 			{HostPath: filepath.Join(guest, "bzImage"), Path: "/kvmlab/guest/bzImage", Mode: 0o644},
@@ -244,17 +245,17 @@ func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, a
 		Timeout: 10 * time.Minute, // a group takes 1-2 min; a hung emulated host is retried
 		Output:  io.MultiWriter(os.Stdout, &console),
 	}
-	tools, err := harness.Programs(hostTools...)
+	tools, err := emuhost.Programs(hostTools...)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tests: %v: install them (bash tests/deps.sh)\n", err)
 		return 1, ""
 	}
 	if _, err := os.Stat("/etc/mke2fs.conf"); err == nil {
 		// mke2fs reads its defaults from here.
-		tools = append(tools, harness.File{HostPath: "/etc/mke2fs.conf", Path: "/etc/mke2fs.conf", Mode: 0o644})
+		tools = append(tools, emuhost.File{HostPath: "/etc/mke2fs.conf", Path: "/etc/mke2fs.conf", Mode: 0o644})
 	}
 	spec.Files = append(spec.Files, tools...)
-	res, err := harness.Run(ctx, spec)
+	res, err := emuhost.Run(ctx, spec)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tests: emulated host: %v\n", err)
 		return 1, ""
@@ -273,7 +274,7 @@ func runOnce(ctx context.Context, hk *harness.Kernel, self, bin, guest string, a
 func distroKernel() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if hk, err := harness.HostKernel(ctx); err == nil {
+	if hk, err := emuhost.HostKernel(ctx); err == nil {
 		return hk.Vmlinuz
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {

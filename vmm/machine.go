@@ -39,6 +39,7 @@ import (
 	"kvmlab/vmm/exits"
 	"kvmlab/vmm/kvm"
 	"kvmlab/vmm/memory"
+	"kvmlab/vmm/reportlimit"
 	"kvmlab/vmm/trace"
 )
 
@@ -135,6 +136,7 @@ type Machine struct {
 	msi     *msiRouter
 	out     *asyncWriter
 	log     io.Writer
+	reports *reportlimit.Limiter // what the guest makes us say, to log: rate-limited, never blocking
 	stopMu  sync.Mutex
 	stopC   chan struct{}
 	stopped atomic.Bool
@@ -145,6 +147,7 @@ type Machine struct {
 
 	devMu     sync.Mutex
 	devCounts map[string]uint64
+	devAddrs  int // unclaimed ports and addresses named in devCounts
 
 	observed bool
 	syncRegs bool
@@ -202,7 +205,8 @@ func New(cfg Config) (m *Machine, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m = &Machine{cfg: cfg, sys: sys, log: cfg.Log, stopC: make(chan struct{}), bus: bus.New()}
+	m = &Machine{cfg: cfg, sys: sys, log: cfg.Log, stopC: make(chan struct{}), bus: bus.New(),
+		reports: newReportLimiter(cfg.Log)}
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -499,7 +503,45 @@ func (m *Machine) Run() Outcome {
 	m.kickAll()
 	wg.Wait()
 	m.out.Close()
+	// The last summaries, before the caller prints the outcome.
+	m.reports.Flush(reportFlushWait)
 	return m.outcome
+}
+
+// reportFlushWait bounds how long stopping waits for reports to reach a
+// slow log: a full pipe on stderr must not keep the VMM from exiting.
+const reportFlushWait = time.Second
+
+func newReportLimiter(log io.Writer) *reportlimit.Limiter {
+	return reportlimit.New(log, reportlimit.Options{Prefix: "kvmlab: "})
+}
+
+// Reports returns how many reports the guest caused per source (a device),
+// and the lines the limiter dropped: for --stats.
+func (m *Machine) Reports() ([]reportlimit.Total, reportlimit.Dropped) {
+	return m.reports.Totals()
+}
+
+// deviceError reports a device's refusal of a guest access. It runs on the
+// vCPU goroutine at every such exit, so a guest can call it as often as it
+// can exit: it goes through the report limiter, which counts it and only
+// now and then asks for the text. The closure does not escape, so counting
+// allocates nothing.
+func (m *Machine) deviceError(v *vcpu, dev string, space bus.Space, addr uint64, write bool, err error) {
+	m.reports.Report(dev, func(b []byte) []byte {
+		b = fmt.Appendf(b, "vCPU %d: ", v.ID)
+		switch {
+		case space == bus.PIO && write:
+			b = fmt.Appendf(b, "port %#x out", addr)
+		case space == bus.PIO:
+			b = fmt.Appendf(b, "port %#x in", addr)
+		case write:
+			b = fmt.Appendf(b, "MMIO write %#x", addr)
+		default:
+			b = fmt.Appendf(b, "MMIO read %#x", addr)
+		}
+		return fmt.Appendf(b, ": %v", err)
+	})
 }
 
 // stop records the first outcome and tells every vCPU to leave the guest.
@@ -688,6 +730,13 @@ func internalErrorHint(sub uint32) string {
 	return ""
 }
 
+// maxUnclaimedNames bounds how many unclaimed ports and MMIO addresses
+// DeviceCounts names one by one. The guest chooses the addresses: one that
+// scans the address space would otherwise add a key per address it touches
+// and grow the VMM's memory without bound. Beyond the bound, accesses are
+// counted under one name per address space.
+const maxUnclaimedNames = 32
+
 func (m *Machine) countDevice(space bus.Space, addr uint64, r bus.Result) {
 	name := r.Name
 	if !r.Handled {
@@ -700,6 +749,15 @@ func (m *Machine) countDevice(space bus.Space, addr uint64, r bus.Result) {
 	m.devMu.Lock()
 	if m.devCounts == nil {
 		m.devCounts = map[string]uint64{}
+	}
+	if _, seen := m.devCounts[name]; !seen && !r.Handled {
+		if m.devAddrs < maxUnclaimedNames {
+			m.devAddrs++
+		} else if space == bus.PIO {
+			name = "unhandled port (other ports)"
+		} else {
+			name = "unhandled MMIO (other addresses)"
+		}
 	}
 	m.devCounts[name]++
 	m.devMu.Unlock()
@@ -735,7 +793,7 @@ func (m *Machine) handleIO(v *vcpu, io *exits.IOExit) {
 			m.countDevice(bus.PIO, uint64(io.Port), r)
 		}
 		if err != nil {
-			fmt.Fprintf(m.log, "kvmlab: vCPU %d: port %#x %v: %v\n", v.ID, io.Port, io.Direction, err)
+			m.deviceError(v, r.Name, bus.PIO, uint64(io.Port), io.Direction == exits.Out, err)
 		}
 	}
 }
@@ -750,14 +808,14 @@ func (m *Machine) handleMMIO(v *vcpu, mm *exits.MMIOExit) {
 		r, err := m.bus.Write(bus.MMIO, mm.PhysAddr, data)
 		v.last, v.lastData = r, data
 		if err != nil {
-			fmt.Fprintf(m.log, "kvmlab: vCPU %d: MMIO write %#x: %v\n", v.ID, mm.PhysAddr, err)
+			m.deviceError(v, r.Name, bus.MMIO, mm.PhysAddr, true, err)
 		}
 		return
 	}
 	r, err := m.bus.Read(bus.MMIO, mm.PhysAddr, data)
 	v.last, v.lastData = r, data
 	if err != nil {
-		fmt.Fprintf(m.log, "kvmlab: vCPU %d: MMIO read %#x: %v\n", v.ID, mm.PhysAddr, err)
+		m.deviceError(v, r.Name, bus.MMIO, mm.PhysAddr, false, err)
 	}
 	exits.SetMMIOData(v.Run, data)
 }
@@ -812,11 +870,16 @@ func (m *Machine) Close() {
 		_ = m.sys.Close()
 		m.sys = nil
 	}
+	if m.reports != nil {
+		// After the virtio devices: their last words go through it.
+		m.reports.Close(reportFlushWait)
+	}
 }
 
-// RSSBytes returns the VMM process's resident set size from /proc/self/statm.
+// RSSBytes returns the VMM process's resident set size from /proc/self/statm
+// (through SelfStatm, which a seccomp-confined VMM opened beforehand).
 func RSSBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/statm")
+	b, err := SelfStatm.ReadAll()
 	if err != nil {
 		return 0
 	}

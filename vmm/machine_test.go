@@ -8,11 +8,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"kvmlab/devices/bus"
 	"kvmlab/vmm/boot"
 	"kvmlab/vmm/exits"
 	"kvmlab/vmm/kvm"
+	"kvmlab/vmm/reportlimit"
 )
 
 // The dispatcher tests below drive Machine.handle the way vcpuLoop does,
@@ -98,6 +100,11 @@ func newTestMachine(t *testing.T) *testMachine {
 		run: make([]byte, runSize), logBuf: new(bytes.Buffer),
 	}
 	tm.Machine = &Machine{bus: bus.New(), log: tm.logBuf, stopC: make(chan struct{})}
+	// The limiter's clock stands still: intervals end only at Flush, so
+	// what the tests see does not depend on how fast they run.
+	stopped := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	tm.reports = reportlimit.New(lockedWriter{w: tm.logBuf}, reportlimit.Options{Prefix: "kvmlab: ", Now: func() time.Time { return stopped }})
+	t.Cleanup(func() { tm.reports.Close(time.Minute) })
 	for _, r := range []struct {
 		space      bus.Space
 		base, size uint64
@@ -243,13 +250,23 @@ func TestHandleUnclaimedPortCounted(t *testing.T) {
 	}
 }
 
+// log returns what the machine logged, once the report limiter has
+// written it out.
+func (tm *testMachine) log(t *testing.T) string {
+	t.Helper()
+	if !tm.reports.Flush(time.Minute) {
+		t.Fatal("the report limiter did not drain")
+	}
+	return tm.logBuf.String()
+}
+
 func TestHandleDeviceErrorIsLogged(t *testing.T) {
 	tm := newTestMachine(t)
 	tm.com1.err = errors.New("bad width")
 	exits.EncodeIO(tm.run, exits.Out, 4, 0x3f8, 1, pioData, []byte{1, 2, 3, 4})
 	tm.exit(t)
-	if want := "kvmlab: vCPU 0: port 0x3f8 out: bad width\n"; tm.logBuf.String() != want {
-		t.Errorf("log = %q, want %q", tm.logBuf.String(), want)
+	if want := "kvmlab: vCPU 0: port 0x3f8 out: bad width\n"; tm.log(t) != want {
+		t.Errorf("log = %q, want %q", tm.log(t), want)
 	}
 	if tm.isStopped() {
 		t.Error("a device error stopped the machine; the guest should carry on")
@@ -573,3 +590,130 @@ func TestAsyncWriter(t *testing.T) {
 }
 
 var _ io.Writer = (*asyncWriter)(nil)
+
+// lockedWriter serialises writes to w and reads of it (the report
+// limiter writes from its own goroutine).
+type lockedWriter struct{ w *bytes.Buffer }
+
+var logMu sync.Mutex
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	logMu.Lock()
+	defer logMu.Unlock()
+	return l.w.Write(p)
+}
+
+// TestDeviceErrorFloodIsSummarised: a guest that makes a device fail on
+// every exit (a load from the empty part of the PCI window, 100,000 times)
+// gets its first errors printed in full and the rest counted in a summary,
+// not 100,000 lines; the totals per device are there for --stats.
+func TestDeviceErrorFloodIsSummarised(t *testing.T) {
+	const n = 100_000
+	tm := newTestMachine(t)
+	tm.mmio.err = errors.New("pci: read at 0xd0000010: no enabled BAR at this address")
+	for range n {
+		exits.EncodeMMIO(tm.run, 0xd000_0010, make([]byte, 4), false)
+		tm.exit(t)
+	}
+	exits.EncodeIO(tm.run, exits.Out, 1, 0x3f8, 1, pioData, []byte{'A'})
+	tm.com1.err = errors.New("COM1: offset 0: bad")
+	tm.exit(t)
+	log := tm.log(t)
+	lines := strings.Split(strings.TrimSuffix(log, "\n"), "\n")
+	full := "kvmlab: vCPU 0: MMIO read 0xd0000010: pci: read at 0xd0000010: no enabled BAR at this address"
+	want := []string{full, full, full, full, full,
+		"kvmlab: vCPU 0: port 0x3f8 out: COM1: offset 0: bad",
+		"kvmlab: mmio-dev: 99,995 more errors in the last 0 s, like: vCPU 0: MMIO read 0xd0000010: pci: read at 0xd0000010: no enabled BAR at this address"}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("log (%d bytes):\n%s\nwant:\n%s", len(log), strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	totals, dropped := tm.Reports()
+	got := fmt.Sprint(totals)
+	if wantTotals := "[{mmio-dev 100000 5 99995} {COM1 1 1 0}]"; got != wantTotals {
+		t.Errorf("Reports() = %s, want %s", got, wantTotals)
+	}
+	if dropped != (reportlimit.Dropped{}) {
+		t.Errorf("dropped %+v", dropped)
+	}
+}
+
+// failingDev refuses every access with the same error, and allocates
+// nothing doing so.
+type failingDev struct{ err error }
+
+func (d failingDev) Read(_ uint64, data []byte) error  { return d.err }
+func (d failingDev) Write(_ uint64, data []byte) error { return d.err }
+
+// TestDeviceErrorAllocatesNothing: once a device's errors are being
+// summarised, the exit path that reports one allocates nothing.
+func TestDeviceErrorAllocatesNothing(t *testing.T) {
+	tm := newTestMachine(t)
+	if err := tm.bus.Register(bus.MMIO, 0xd000_1000, 0x1000, "failing", failingDev{errors.New("refused")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, write := range []bool{false, true} {
+		exits.EncodeMMIO(tm.run, 0xd000_1010, []byte{1, 2, 3, 4}, write)
+		for range reportlimit.DefaultFull + 1 {
+			tm.exit(t)
+		}
+		if n := testing.AllocsPerRun(1000, func() { tm.exit(t) }); n != 0 {
+			t.Errorf("write %v: a summarised device error costs %v allocations per exit", write, n)
+		}
+	}
+	if totals, _ := tm.Reports(); len(totals) != 1 || totals[0].Reports < 2000 {
+		t.Errorf("Reports() = %v, want the failing device's errors counted", totals)
+	}
+}
+
+// TestVirtioLogIsLimited: what a virtio transport logs, its driver (the
+// guest) causes, so it goes through the same limiter, one source per
+// function.
+func TestVirtioLogIsLimited(t *testing.T) {
+	tm := newTestMachine(t)
+	logf := tm.guestLogf("virtio-blk 00:01.0")
+	for i := range 1000 {
+		logf("%s: device needs reset: avail index %d", "virtio-blk", i)
+	}
+	lines := strings.Split(strings.TrimSuffix(tm.log(t), "\n"), "\n")
+	want := []string{
+		"kvmlab: virtio-blk: device needs reset: avail index 0",
+		"kvmlab: virtio-blk: device needs reset: avail index 1",
+		"kvmlab: virtio-blk: device needs reset: avail index 2",
+		"kvmlab: virtio-blk: device needs reset: avail index 3",
+		"kvmlab: virtio-blk: device needs reset: avail index 4",
+		"kvmlab: virtio-blk 00:01.0: 995 more errors in the last 0 s, like: virtio-blk: device needs reset: avail index 5",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("log:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestUnclaimedNamesAreBounded: with --stats, a guest that scans
+// unclaimed ports or MMIO cannot add a counter per address.
+func TestUnclaimedNamesAreBounded(t *testing.T) {
+	tm := newTestMachine(t)
+	tm.cfg.Stats = true
+	for i := range 1000 {
+		exits.EncodeMMIO(tm.run, 0xfed0_0000+uint64(i)*8, make([]byte, 4), false)
+		tm.exit(t)
+		exits.EncodeIO(tm.run, exits.In, 1, uint16(0x1000+i), 1, pioData, nil)
+		tm.exit(t)
+	}
+	got := tm.DeviceCounts()
+	if len(got) > maxUnclaimedNames+2 {
+		t.Errorf("%d counters after 2000 unclaimed accesses at distinct addresses, want at most %d", len(got), maxUnclaimedNames+2)
+	}
+	var total uint64
+	for _, n := range got {
+		total += n
+	}
+	if total != 2000 {
+		t.Errorf("counted %d accesses, want 2000", total)
+	}
+	if got["unhandled MMIO 0xfed00000"] != 1 || got["unhandled port 0x1000"] != 1 {
+		t.Errorf("the first unclaimed addresses are not named: %v", got)
+	}
+	if got["unhandled MMIO (other addresses)"]+got["unhandled port (other ports)"] != 2000-maxUnclaimedNames {
+		t.Errorf("the rest are not counted together: %v", got)
+	}
+}

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -106,7 +105,10 @@ func (m *Machine) addVirtio() (err error) {
 		if slot >= pci.NumSlots {
 			return fmt.Errorf("%w: more than %d PCI devices", ErrConfig, pci.NumSlots-1)
 		}
-		opts := virtio.PCIOptions{Mem: m.mem, Log: m.logf}
+		// What a virtio transport logs, the guest's driver causes
+		// (features refused, a broken ring, MSI-X misuse): through the
+		// report limiter, one source per function.
+		opts := virtio.PCIOptions{Mem: m.mem, Log: m.guestLogf(fmt.Sprintf("virtio-%v 00:%02x.0", d.dev.Type(), slot))}
 		vd := &virtioDev{slot: slot, closer: d.closer}
 		if m.cfg.NoEventFDs {
 			opts.MSI = signalMSI{m.vm}
@@ -132,8 +134,19 @@ func (m *Machine) addVirtio() (err error) {
 	return nil
 }
 
+// logf writes a line about the host (a missing KVM capability) to the log.
+// Lines the guest can cause go through guestLogf instead.
 func (m *Machine) logf(format string, args ...any) {
 	fmt.Fprintf(m.log, "kvmlab: "+format+"\n", args...)
+}
+
+// guestLogf returns a Printf-like function for messages the guest can cause
+// from source: they are rate-limited and summarised by the report limiter,
+// and never block the caller.
+func (m *Machine) guestLogf(source string) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		m.reports.Report(source, func(b []byte) []byte { return fmt.Appendf(b, format, args...) })
+	}
 }
 
 // closeVirtio stops the devices (their goroutines stop touching guest RAM)
@@ -327,7 +340,9 @@ func ParseDisk(s string) (DiskConfig, error) {
 			return d, fmt.Errorf("unknown option %q (want --disk PATH[,ro])", p)
 		}
 	}
-	if _, err := os.Stat(d.Path); err != nil {
+	// Open it as the device will, lock included, so that a bad or busy
+	// image is refused with the other user input, before KVM is touched.
+	if err := blk.Check(d.Path, d.ReadOnly); err != nil {
 		return d, err
 	}
 	return d, nil

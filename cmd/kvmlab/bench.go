@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"kvmlab/tests/harness"
+	"kvmlab/emuhost"
 	"kvmlab/vmm/kvm"
 	"kvmlab/vmm/tracepoint"
 )
@@ -193,7 +193,7 @@ func cmdBench(args []string) error {
 	if err := resolveGuest("bench", &f.kernel, &f.initrd); err != nil {
 		return err
 	}
-	ok, why := harness.KVMUsable()
+	ok, why := emuhost.KVMUsable()
 	if f.inHost || (ok && !f.emulated) {
 		return benchHere(&f, peers, int(mem>>20))
 	}
@@ -287,7 +287,7 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 		if err != nil {
 			return err
 		}
-		files = append(files, harness.File{HostPath: floor, Path: "/kvmlab/exitfloor", Mode: 0o755})
+		files = append(files, emuhost.File{HostPath: floor, Path: "/kvmlab/exitfloor", Mode: 0o755})
 		argv = append(argv, "--exitfloor", "/kvmlab/exitfloor")
 	}
 	for _, p := range peers {
@@ -296,7 +296,7 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 			if slices.Contains(argv, "--qemu") {
 				continue
 			}
-			qf, err := harness.Programs(f.qemu)
+			qf, err := emuhost.Programs(f.qemu)
 			if err != nil {
 				return usagef("bench: %v: install QEMU (apt-get install qemu-system-x86) or leave qemu out with --vmms", err)
 			}
@@ -306,7 +306,7 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 				if p == "" {
 					return usagef("bench: QEMU firmware %s is not in %s or Debian's seabios/ipxe directories: install qemu-system-x86 and seabios, or pass --qemu-firmware DIR", fw, f.firmware)
 				}
-				files = append(files, harness.File{HostPath: p, Path: "/kvmlab/qemu-fw/" + fw, Mode: 0o644})
+				files = append(files, emuhost.File{HostPath: p, Path: "/kvmlab/qemu-fw/" + fw, Mode: 0o644})
 			}
 			argv = append(argv, "--qemu", qf[0].Path, "--qemu-firmware", "/kvmlab/qemu-fw")
 		case "gokvm":
@@ -316,11 +316,11 @@ func benchEmulated(f *benchFlags, peers []string, memMiB int) error {
 					return err
 				}
 			}
-			files = append(files, harness.File{HostPath: bin, Path: "/kvmlab/gokvm", Mode: 0o755})
+			files = append(files, emuhost.File{HostPath: bin, Path: "/kvmlab/gokvm", Mode: 0o755})
 			argv = append(argv, "--gokvm", "/kvmlab/gokvm")
 		}
 	}
-	spec := harness.Spec{
+	spec := emuhost.Spec{
 		Files: files, Argv: argv, MemMB: max(2048, memMiB+1536), CPUs: 2,
 		Timeout: time.Duration(f.runs*len(peers))*f.timeout + 5*time.Minute + exitLoopLimit(f),
 		// The bench prints a line per boot and per exit-loop round, and

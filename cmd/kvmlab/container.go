@@ -267,7 +267,7 @@ func cmdContainer(args []string) error {
 	}
 	if f.countSyscalls {
 		fmt.Fprintf(os.Stderr, "kvmlab: container: the workload made %d system calls into the host kernel; most frequent: %s\n",
-			res.Syscalls, topSyscalls(res.SyscallsByName, 10))
+			res.Syscalls, container.TopSyscalls(res.SyscallsByName, 10))
 	}
 	if res.ExitCode != 0 {
 		return exitError{res.ExitCode}

@@ -8,7 +8,7 @@ import (
 	"os"
 	"strconv"
 
-	"kvmlab/tests/harness"
+	"kvmlab/emuhost"
 	"kvmlab/vmm"
 )
 
@@ -17,20 +17,20 @@ import (
 // kvm_amd to load, so that this same kvmlab binary finds a working /dev/kvm
 // inside it. The guest's console, typed at and read through two layers of
 // serial port, is this terminal. It is slow (the host CPU is emulated
-// instruction by instruction) but it is real KVM. See tests/harness.
+// instruction by instruction) but it is real KVM. See package emuhost.
 func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	files := []harness.File{
+	files := []emuhost.File{
 		{HostPath: self, Path: "/kvmlab/kvmlab", Mode: 0o755},
 		{HostPath: kernelPath, Path: "/kvmlab/kernel", Mode: 0o644},
 	}
 	argv := []string{"/kvmlab/kvmlab", "run", "--kernel", "/kvmlab/kernel", "--mem", f.mem,
 		"--cpus", strconv.Itoa(f.cpus), "--append", f.appendLine}
 	if initrdPath != "" {
-		files = append(files, harness.File{HostPath: initrdPath, Path: "/kvmlab/initrd", Mode: 0o644})
+		files = append(files, emuhost.File{HostPath: initrdPath, Path: "/kvmlab/initrd", Mode: 0o644})
 		argv = append(argv, "--initrd", "/kvmlab/initrd")
 	}
 	if f.quiet {
@@ -50,7 +50,7 @@ func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
 		// The image travels into the emulated host's RAM disk: the
 		// guest's writes stay there.
 		p := fmt.Sprintf("/kvmlab/disk%d", i)
-		files = append(files, harness.File{HostPath: dc.Path, Path: p, Mode: 0o644})
+		files = append(files, emuhost.File{HostPath: dc.Path, Path: p, Mode: 0o644})
 		if dc.ReadOnly {
 			p += ",ro"
 		}
@@ -68,7 +68,7 @@ func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
 	// The emulated host needs the guest's RAM plus room for itself.
 	hostMB := max(2048, int(mem>>20)+1536)
 	fmt.Fprintln(os.Stderr, "kvmlab: starting the emulated host (QEMU TCG, nested KVM); the guest console follows. Ctrl-A x quits.")
-	spec := harness.Spec{
+	spec := emuhost.Spec{
 		Files: files, Argv: argv, MemMB: hostMB, CPUs: max(2, f.cpus),
 		Interactive: true, Output: os.Stdout,
 	}
@@ -78,8 +78,8 @@ func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
 // emulatedGuestFiles are what `bench` and `compare` carry into the emulated
 // host to run themselves there: this kvmlab binary, the kernel and the
 // initramfs, at the paths their inner runs are given.
-func emulatedGuestFiles(self, kernel, initrd string) []harness.File {
-	return []harness.File{
+func emulatedGuestFiles(self, kernel, initrd string) []emuhost.File {
+	return []emuhost.File{
 		{HostPath: self, Path: "/kvmlab/kvmlab", Mode: 0o755},
 		{HostPath: kernel, Path: "/kvmlab/kernel", Mode: 0o644},
 		{HostPath: initrd, Path: "/kvmlab/initrd", Mode: 0o644},
@@ -106,8 +106,8 @@ func resolveGuest(cmd string, kernel, initrd *string) error {
 
 // runEmulatedSpec runs spec in the emulated host and passes the inner
 // command's exit status on as kvmlab's.
-func runEmulatedSpec(spec harness.Spec) error {
-	res, err := harness.Run(context.Background(), spec)
+func runEmulatedSpec(spec emuhost.Spec) error {
+	res, err := emuhost.Run(context.Background(), spec)
 	if err != nil {
 		return fmt.Errorf("emulated host: %w", err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,8 +11,10 @@ import (
 	"sort"
 	"strings"
 
+	"kvmlab/internal/userfile"
 	"kvmlab/vmm"
 	"kvmlab/vmm/kvm"
+	"kvmlab/vmm/reportlimit"
 	"kvmlab/vmm/trace"
 	"kvmlab/vmm/tracepoint"
 )
@@ -23,6 +26,7 @@ func (s statsSink) Record(ev *trace.Event) { s.s.Add(ev) }
 
 // observation holds what `run --trace/--stats` set up.
 type observation struct {
+	out    *userfile.Output // the trace file, put in place by start
 	stats  *trace.Stats
 	tp     *tracepoint.Collector
 	tpErr  error
@@ -31,30 +35,50 @@ type observation struct {
 	before []map[string]uint64
 }
 
-// setupObservation opens the trace file and statistics for cfg.
+// checkTraceFlags refuses a bad --trace or --trace-format, creating
+// nothing.
+func checkTraceFlags(traceFile, format string) error {
+	switch format {
+	case "json", "jsonl", "chrome", "":
+	default:
+		return usagef("--trace-format %s: use json (one object per exit) or chrome (Perfetto timeline)", format)
+	}
+	if traceFile == "" {
+		if format != "json" && format != "" {
+			return usagef("--trace-format %s: needs --trace FILE", format)
+		}
+		return nil
+	}
+	if err := userfile.CheckOutput(traceFile); err != nil {
+		return usagef("--trace %s: %v", traceFile, err)
+	}
+	return nil
+}
+
+// setupObservation starts the trace file and statistics for cfg. The trace
+// is written under a temporary name until start puts it in place, so a run
+// refused before the machine exists leaves an old file as it was.
 func setupObservation(cfg *vmm.Config, traceFile, format string, stats, tracepoints bool) (*observation, error) {
+	if err := checkTraceFlags(traceFile, format); err != nil {
+		return nil, err
+	}
 	o := &observation{useTP: tracepoints}
 	var sinks []trace.Sink
 	if traceFile != "" {
-		f, err := os.Create(traceFile)
+		f, err := userfile.CreateOutput(traceFile)
 		if err != nil {
 			return nil, usagef("--trace %s: %v", traceFile, err)
 		}
-		switch format {
-		case "json", "jsonl", "":
-			w := trace.NewJSONWriter(f)
-			sinks = append(sinks, w)
-			o.closer = append(o.closer, w.Close, f.Close)
-		case "chrome":
+		o.out = f
+		if format == "chrome" {
 			w := trace.NewChromeWriter(f)
 			sinks = append(sinks, w)
 			o.closer = append(o.closer, w.Close, f.Close)
-		default:
-			f.Close()
-			return nil, usagef("--trace-format %s: use json (one object per exit) or chrome (Perfetto timeline)", format)
+		} else {
+			w := trace.NewJSONWriter(f)
+			sinks = append(sinks, w)
+			o.closer = append(o.closer, w.Close, f.Close)
 		}
-	} else if format != "json" && format != "" {
-		return nil, usagef("--trace-format %s: needs --trace FILE", format)
 	}
 	if stats {
 		o.stats = trace.NewStats()
@@ -70,7 +94,26 @@ func setupObservation(cfg *vmm.Config, traceFile, format string, stats, tracepoi
 	return o, nil
 }
 
+// abort ends an observation whose machine never ran: the trace writers
+// stop and the trace file is thrown away, leaving an old one as it was.
+func (o *observation) abort() {
+	for _, c := range o.closer { // the writers stop, then the file goes
+		_ = c()
+	}
+	if o.out != nil {
+		o.out.Abort()
+	}
+}
+
 func (o *observation) start(m *vmm.Machine) {
+	// The trace file goes in place now, the machine built: before the
+	// seccomp filter, which allows no rename or unlink (confine.go).
+	if o.out != nil {
+		if err := o.out.Commit(); err != nil {
+			fmt.Fprintf(os.Stderr, "kvmlab: --trace: %v: no trace is written\n", err)
+			o.out.Abort()
+		}
+	}
 	if o.stats != nil {
 		o.before, _ = m.KernelStats()
 		if o.useTP {
@@ -106,8 +149,36 @@ func (o *observation) finish(m *vmm.Machine, w io.Writer) error {
 	if o.useTP {
 		printTracepoint(w, tpCounts, o.tpErr)
 	}
+	totals, dropped := m.Reports()
+	printReports(w, totals, dropped)
 	printMemory(w, m)
 	return first
+}
+
+// printReports shows the errors the guest caused, per device, as the
+// report limiter counted them: on stderr only the first few of each were
+// printed in full, the rest summarised once a second (vmm/reportlimit).
+func printReports(w io.Writer, totals []reportlimit.Total, dropped reportlimit.Dropped) {
+	if len(totals) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\n=== Errors the guest caused, by device (rate-limited on stderr) ===")
+	fmt.Fprintf(w, "  %-28s %10s %10s %12s\n", "device", "errors", "in full", "summarised")
+	for _, t := range totals {
+		fmt.Fprintf(w, "  %-28s %10d %10d %12d\n", t.Source, t.Reports, t.Full, t.Summarised)
+	}
+	lines := func(n uint64) string {
+		if n == 1 {
+			return "1 line"
+		}
+		return fmt.Sprintf("%d lines", n)
+	}
+	if dropped.OverLimitLines > 0 {
+		fmt.Fprintf(w, "  %s (%d bytes) not written: over the limit of bytes per second\n", lines(dropped.OverLimitLines), dropped.OverLimitBytes)
+	}
+	if dropped.StuckLines > 0 {
+		fmt.Fprintf(w, "  %s (%d bytes) not written: stderr did not keep up\n", lines(dropped.StuckLines), dropped.StuckBytes)
+	}
 }
 
 // printTracepoint shows every exit by its hardware name, as the kernel's
@@ -200,7 +271,7 @@ func runtimeSummary() string {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	threads := "?"
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+	if b, err := vmm.SelfStatus.ReadAll(); err == nil { // opened before the seccomp filter
 		for _, l := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(l, "Threads:"); ok {
 				threads = strings.TrimSpace(v)
@@ -232,25 +303,53 @@ func cmdStat(args []string) error {
 		return usagef("stat: give one trace file, e.g. kvmlab stat boot.json")
 	}
 	path := fset.Arg(0)
-	f, err := os.Open(path)
+	// A regular file (not /dev/zero, not a FIFO) of at most maxTraceSize,
+	// read as a stream: the reader holds one line at a time
+	// (trace.MaxLine), and the statistics one entry per reason, device
+	// and vCPU.
+	f, _, err := userfile.Open(path, userfile.Spec{What: "trace", Max: maxTraceSize})
 	if err != nil {
 		return usagef("stat %s: %v", path, err)
 	}
 	defer f.Close()
-	evs, err := trace.ReadJSON(f)
-	if err != nil && len(evs) == 0 {
-		if strings.Contains(err.Error(), "traceEvents") {
-			return usagef("stat %s: this is a Chrome trace; kvmlab stat reads the json format (--trace-format json)", path)
-		}
-		return usagef("stat %s: not a kvmlab JSON trace: %v", path, err)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "kvmlab: %s: %v (showing the %d events before it)\n", path, err, len(evs))
+	head := make([]byte, 16)
+	n, _ := io.ReadFull(f, head)
+	if bytes.HasPrefix(bytes.TrimSpace(head[:n]), []byte(`{"traceEvents"`)) {
+		return usagef("stat %s: this is a Chrome trace; kvmlab stat reads the json format (--trace-format json)", path)
 	}
 	s := trace.NewStats()
-	for i := range evs {
-		s.Add(&evs[i])
+	sc, err := trace.ScanJSON(io.MultiReader(bytes.NewReader(head[:n]), io.LimitReader(f, maxTraceSize-int64(n))),
+		func(ev *trace.Event) { s.Add(ev) })
+	if sc.Events == 0 {
+		return usagef("stat %s: %s: not a trace written by 'kvmlab run --trace FILE'", path, noEvents(sc, err))
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kvmlab: %s: %v (skipped; showing the %d events that are)\n", path, err, sc.Events)
 	}
 	s.Write(os.Stdout)
 	return nil
+}
+
+// maxTraceSize bounds what kvmlab stat reads. A trace line is a few hundred
+// bytes, so this is some ten million exits, far more than a Linux boot
+// makes.
+const maxTraceSize = 4 << 30
+
+// noEvents says what a file with no exit events held instead.
+func noEvents(sc trace.Scanned, err error) string {
+	plural := func(n int) string {
+		if n == 1 {
+			return "1 line"
+		}
+		return fmt.Sprintf("%d lines", n)
+	}
+	switch {
+	case err != nil && sc.First == nil: // a read error
+		return err.Error()
+	case sc.Lines == 0:
+		return "is empty"
+	case sc.Bad == 0:
+		return fmt.Sprintf("no exit events in %s, all blank", plural(sc.Lines))
+	}
+	return fmt.Sprintf("no exit events in %s (line %d: %v)", plural(sc.Lines), sc.First.Line, sc.First.Err)
 }

@@ -15,8 +15,10 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"kvmlab/internal/userfile"
 	"kvmlab/vmm"
 	"kvmlab/vmm/boot"
 	"kvmlab/vmm/inspect"
@@ -43,6 +45,7 @@ type runFlags struct {
 	disks, nets                listFlag
 	rng, noEventFDs            bool
 	anyKVM                     bool
+	seccomp                    bool
 
 	resolvedKernel, resolvedInitrd string // after defaults, set by loadConfig
 }
@@ -62,6 +65,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.nets, "net", "virtio-net interface on an existing host TAP: tap=NAME[,mac=52:54:00:12:34:56]; repeatable (create the TAP first: ip tuntap add NAME mode tap)")
 	fs.BoolVar(&f.rng, "rng", false, "virtio-rng entropy device fed by the host's getrandom (/dev/hwrng in the guest)")
 	fs.BoolVar(&f.noEventFDs, "no-eventfds", false, "virtio without ioeventfd/irqfd: every queue doorbell becomes a user-space MMIO exit and every interrupt a KVM_SIGNAL_MSI ioctl (to compare exit counts)")
+	fs.BoolVar(&f.seccomp, "seccomp", true, "confine the running VMM to the system calls it needs with a seccomp filter, installed once the machine is built (--seccomp=false turns it off, for debugging)")
 	fs.BoolVar(&f.anyKVM, "any-kvm", false, "internal: skip the check that /dev/kvm stands on VT-x or AMD SVM (kvmlab bench --here runs its tiny exit-loop guest on kvm_pvm)")
 	fs.StringVar(&f.traceFormat, "trace-format", "json", "trace format: json (one JSON object per exit, read by 'kvmlab stat') or chrome (Chrome Trace Event JSON for Perfetto / chrome://tracing)")
 }
@@ -112,23 +116,16 @@ func defaultGuest() (kernel, initrd string) {
 	return filepath.Join(d, "bzImage"), filepath.Join(d, "initramfs.cpio")
 }
 
-// readUserFile reads a file named on the command line, with one-line errors.
-func readUserFile(flagName, path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, usagef("--%s %s: no such file: check the path", flagName, path)
-	case errors.Is(err, fs.ErrPermission):
-		return nil, usagef("--%s %s: permission denied: make it readable (chmod) or run as its owner", flagName, path)
-	case err != nil:
-		return nil, usagef("--%s %s: %v", flagName, path, err)
-	case st.IsDir():
-		return nil, usagef("--%s %s: is a directory, not a file", flagName, path)
-	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrPermission) {
-		return nil, usagef("--%s %s: permission denied: make it readable (chmod) or run as its owner", flagName, path)
-	}
+// maxKernelSize bounds --kernel. A bzImage is about 10 MiB; an ELF vmlinux
+// with debug information a few hundred MiB. Anything larger is not a kernel
+// (and would need four times its size in guest RAM: minGuestMem).
+const maxKernelSize = 1 << 30
+
+// readUserFile reads a file named on the command line (internal/userfile:
+// a regular file, at most max bytes, read with that bound), with one-line
+// errors naming the flag.
+func readUserFile(flagName, path, what string, max int64) ([]byte, error) {
+	b, err := userfile.ReadFile(path, userfile.Spec{What: what, Max: max})
 	if err != nil {
 		return nil, usagef("--%s %s: %v", flagName, path, err)
 	}
@@ -176,7 +173,7 @@ func (f *runFlags) loadConfig() (vmm.Config, error) {
 			initrdPath = i
 		}
 	}
-	kernel, err := readUserFile("kernel", kernelPath)
+	kernel, err := readUserFile("kernel", kernelPath, "kernel", maxKernelSize)
 	if err != nil {
 		return cfg, err
 	}
@@ -188,17 +185,17 @@ func (f *runFlags) loadConfig() (vmm.Config, error) {
 	}
 	var initrd []byte
 	if initrdPath != "" {
-		// Check the size before reading: a huge file is refused without
-		// costing its read.
-		if st, err := os.Stat(initrdPath); err == nil && !st.IsDir() {
-			lowRAM := min(mem, uint64(memory.MMIOHoleStart))
-			if uint64(st.Size()) > lowRAM/2 {
-				return cfg, usagef("--initrd %s: %d MiB is too large for %d MiB of guest RAM: raise --mem to at least %d MiB",
-					initrdPath, st.Size()>>20, mem>>20, (minGuestMem(len(kernel), int(st.Size()))>>20)+1)
-			}
+		// The size is checked on the opened file before reading: a huge
+		// file is refused without costing its read.
+		lowRAM := min(mem, uint64(memory.MMIOHoleStart))
+		initrd, err = userfile.ReadFile(initrdPath, userfile.Spec{What: "initrd", Max: int64(lowRAM / 2)})
+		var ue *userfile.Error
+		if errors.As(err, &ue) && errors.Is(err, userfile.ErrTooLarge) {
+			return cfg, usagef("--initrd %s: %d MiB is too large for %d MiB of guest RAM: raise --mem to at least %d MiB",
+				initrdPath, ue.Size>>20, mem>>20, (minGuestMem(len(kernel), int(min(ue.Size, 1<<40)))>>20)+1)
 		}
-		if initrd, err = readUserFile("initrd", initrdPath); err != nil {
-			return cfg, err
+		if err != nil {
+			return cfg, usagef("--initrd %s: %v", initrdPath, err)
 		}
 	}
 	if need := minGuestMem(len(kernel), len(initrd)); mem < need {
@@ -280,6 +277,15 @@ func cmdRun(args []string) error {
 	if f.tracepoints && !f.stats {
 		return usagef("--kvm-exit-tracepoint adds a table to --stats: use both")
 	}
+	// Every check before the trace file is created, the KVM check last
+	// of them, so that a refused run leaves an old trace as it was and a
+	// user on any host learns about bad input first.
+	if err := checkTraceFlags(f.traceFile, f.traceFormat); err != nil {
+		return err
+	}
+	if err := checkKVM(cfg, &f); err != nil {
+		return err
+	}
 	obs, err := setupObservation(&cfg, f.traceFile, f.traceFormat, f.stats, f.tracepoints)
 	if err != nil {
 		return err
@@ -287,18 +293,35 @@ func cmdRun(args []string) error {
 	return runMachine(cfg, &f, obs)
 }
 
-// snapshotSymbols finds names for guest kernel addresses: the kernel's own
-// symbols when it is an ELF vmlinux, else a System.map beside it (the
-// kvmlab guest's build leaves one there). nil when there are none.
-func snapshotSymbols(kernel string) *inspect.Symbols {
+// symbolSources opens the files snapshots may take names for guest kernel
+// addresses from: a System.map beside the kernel (the kvmlab guest's build
+// leaves one there), then the kernel itself when it is an ELF vmlinux.
+// They are opened before the seccomp filter goes on, which refuses open,
+// and read only at the first snapshot (see runMachine).
+func symbolSources(kernel string) []*os.File {
 	if kernel == "" {
 		return nil
 	}
-	if sym, err := inspect.LoadSymbols(filepath.Join(filepath.Dir(kernel), "System.map")); err == nil && sym.Len() > 0 {
-		return sym
+	var out []*os.File
+	if f, err := os.Open(filepath.Join(filepath.Dir(kernel), "System.map")); err == nil {
+		out = append(out, f)
 	}
-	if b, err := os.ReadFile(kernel); err == nil && bytes.HasPrefix(b, []byte("\x7fELF")) {
-		if sym, err := inspect.LoadSymbols(kernel); err == nil && sym.Len() > 0 {
+	if f, err := os.Open(kernel); err == nil {
+		var magic [4]byte
+		if _, err := f.ReadAt(magic[:], 0); err == nil && bytes.Equal(magic[:], []byte("\x7fELF")) {
+			out = append(out, f)
+		} else {
+			f.Close()
+		}
+	}
+	return out
+}
+
+// snapshotSymbols reads names for guest kernel addresses from the first of
+// the sources that has any. nil when there are none.
+func snapshotSymbols(sources []*os.File) *inspect.Symbols {
+	for _, f := range sources {
+		if sym, err := inspect.ReadSymbols(f); err == nil && sym.Len() > 0 {
 			return sym
 		}
 	}
@@ -325,10 +348,8 @@ func checkBackend() error {
 	return nil
 }
 
-// runMachine boots cfg on this terminal and maps the outcome to an exit
-// status.
-func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
-	// Check /dev/kvm before touching the terminal.
+// checkKVM refuses a host whose /dev/kvm cannot run cfg, in one line.
+func checkKVM(cfg vmm.Config, f *runFlags) error {
 	sys, err := kvm.Open()
 	if err != nil {
 		return kvmError(err)
@@ -346,6 +367,12 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 		return usagef("--cpus %d: KVM on this host allows at most %d vCPUs per VM: use fewer", cfg.CPUs, max)
 	}
 	sys.Close()
+	return nil
+}
+
+// runMachine boots cfg on this terminal and maps the outcome to an exit
+// status. The caller has run checkKVM, before the terminal is touched.
+func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 
 	cfg.Console = os.Stdout
 	cfg.Log = os.Stderr
@@ -358,7 +385,9 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 
 	restore := func() {}
 	var snapOut io.Writer = os.Stderr
+	var cooked *unix.Termios // the terminal before raw mode, for the seccomp handler
 	if fd := int(os.Stdin.Fd()); term.IsTerminal(fd) {
+		cooked, _ = unix.IoctlGetTermios(fd, unix.TCGETS)
 		// Raw mode: every key goes to the guest, including Ctrl-C; the
 		// guest's own tty does line editing and echo.
 		old, err := term.MakeRaw(fd)
@@ -384,6 +413,7 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 	m, err := vmm.New(cfg)
 	if err != nil {
 		restore()
+		obs.abort() // the old trace file stays as it was
 		return kvmError(err)
 	}
 	defer m.Close()
@@ -401,21 +431,27 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 	snapSigs := make(chan os.Signal, 1)
 	signal.Notify(snapSigs, syscall.SIGUSR1)
 	defer signal.Stop(snapSigs)
+	symSrc := symbolSources(f.resolvedKernel)
 	go func() {
 		// The symbols are read at the first snapshot, not before: a
 		// kernel's System.map is about 2.5 MiB of live heap (and the Go
 		// runtime's metadata for it), which would more than double the
-		// VMM's own memory for a feature most runs never use.
+		// VMM's own memory for a feature most runs never use. Only the
+		// files are open already, for the seccomp filter's sake.
 		var sym *inspect.Symbols
 		loaded := false
 		for range snapSigs {
 			if !loaded {
-				sym, loaded = snapshotSymbols(f.resolvedKernel), true
+				sym, loaded = snapshotSymbols(symSrc), true
 			}
 			m.Snapshot(snapOut, sym)
 		}
 	}()
 	obs.start(m)
+	if err := confine(f, status, cooked, int(os.Stdin.Fd())); err != nil {
+		restore()
+		return err
+	}
 	out := m.Run()
 	restore()
 	if err := obs.finish(m, os.Stderr); err != nil {

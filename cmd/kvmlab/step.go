@@ -11,8 +11,10 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"kvmlab/internal/userfile"
 	"kvmlab/vmm"
 	"kvmlab/vmm/exits"
 	"kvmlab/vmm/inspect"
@@ -480,6 +482,13 @@ func cmdStep(args []string) error {
 	}
 	var sym *inspect.Symbols
 	if symPath != "" {
+		// A regular file of kernel size: LoadSymbols would wait forever
+		// on a FIFO.
+		sf, _, err := userfile.Open(symPath, userfile.Spec{What: "symbol file", Max: maxKernelSize})
+		if err != nil {
+			return usagef("--symbols %s: %v", symPath, err)
+		}
+		sf.Close()
 		if sym, err = inspect.LoadSymbols(symPath); err != nil {
 			return usagef("--symbols %s: %v", symPath, err)
 		}
@@ -490,6 +499,7 @@ func cmdStep(args []string) error {
 		cfg.Cmdline += " nokaslr"
 	}
 	st := &stepper{out: os.Stdout, sym: sym, stats: trace.NewStats(), cons: &consoleBuffer{}}
+	var cooked *unix.Termios // for the seccomp handler (confine)
 	switch {
 	case *script != "":
 		fh, err := os.Open(*script)
@@ -499,6 +509,7 @@ func cmdStep(args []string) error {
 		defer fh.Close()
 		st.in = scannerReader{bufio.NewScanner(fh)}
 	case term.IsTerminal(int(os.Stdin.Fd())):
+		cooked, _ = unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS)
 		old, err := term.MakeRaw(int(os.Stdin.Fd()))
 		if err != nil {
 			return err
@@ -525,6 +536,9 @@ func cmdStep(args []string) error {
 	}
 	defer m.Close()
 	st.quit = m.Quit
+	if err := confine(&f, os.Stderr, cooked, int(os.Stdin.Fd())); err != nil {
+		return err
+	}
 	st.printf("kvmlab step: stopped before the first exit; type help for commands\n")
 	out := m.Run()
 	if rest := st.cons.take(); rest != "" {

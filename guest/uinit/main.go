@@ -31,6 +31,9 @@
 // guest/iobench): sequential and random disk requests on /dev/vda and a TCP
 // stream to the host, between markers.
 //
+// And /bin/kvmlab-hostile (package guest/hostile): a driver that attacks
+// a virtio device the way a hostile guest would, for tests/hostile_test.go.
+//
 // `kvmlab.run=kvmlab-crash` panics the guest kernel on purpose through sysrq
 // (the blast-radius row of `kvmlab compare`). It is not a program in PATH,
 // only a word uinit itself understands on the kernel command line, and it
@@ -54,6 +57,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kvmlab/guest/hostile"
 	"kvmlab/guest/iobench"
 	"kvmlab/guest/probe"
 )
@@ -64,6 +68,9 @@ func main() {
 	}
 	if filepath.Base(os.Args[0]) == iobench.Name {
 		os.Exit(iobench.Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	if filepath.Base(os.Args[0]) == hostile.Name {
+		os.Exit(hostile.Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	if filepath.Base(os.Args[0]) == "kvmlab-console" {
 		os.Exit(consoleBench(os.Args[1:]))

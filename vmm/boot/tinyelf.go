@@ -60,3 +60,32 @@ func PortLoopCode(n uint32) []byte {
 
 // PortLoopELF is PortLoopCode as a TinyELF kernel for kvmlab run.
 func PortLoopELF(n uint32) []byte { return TinyELF(PortLoopCode(n)) }
+
+// MMIOLoadLoopCode is 64-bit code that makes n 32-bit loads, the first at
+// addr and each next one stride bytes further, then writes "ok\n" to COM1
+// and powers off like PortLoopCode. Aimed at guest-physical addresses no
+// memory slot covers (TinyELF's page tables identity-map the low 4 GiB),
+// every load is a KVM_EXIT_MMIO read: with stride 0 one address over and
+// over (a flood of one unclaimed access), with a stride a scan of
+// addresses. addr must be below 4 GiB (it is loaded zero-extended).
+func MMIOLoadLoopCode(addr uint32, stride int32, n uint32) []byte {
+	code := []byte{
+		0xb8, 0, 0, 0, 0, // mov eax, addr (zero-extends into rax)
+		0xb9, 0, 0, 0, 0, // mov ecx, n
+		0x8b, 0x10, // 1: mov edx, [rax]
+		0x48, 0x05, 0, 0, 0, 0, // add rax, stride
+		0xff, 0xc9, // dec ecx
+		0x75, 0xf4, // jnz 1b
+		0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8 (COM1)
+		0xb0, 'o', 0xee, // mov al, 'o'; out dx, al
+		0xb0, 'k', 0xee, // mov al, 'k'; out dx, al
+		0xb0, '\n', 0xee, // mov al, '\n'; out dx, al
+		0x66, 0xba, 0x04, 0x06, // mov dx, 0x604 (PM1a_CNT)
+		0x66, 0xb8, 0x00, 0x34, // mov ax, SLP_EN | 5<<10
+		0x66, 0xef, // out dx, ax
+		0xf4, 0xeb, 0xfd} // 2: hlt; jmp 2b
+	binary.LittleEndian.PutUint32(code[1:], addr)
+	binary.LittleEndian.PutUint32(code[6:], n)
+	binary.LittleEndian.PutUint32(code[14:], uint32(stride))
+	return code
+}

@@ -1,6 +1,11 @@
 package boot
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	"golang.org/x/arch/x86/x86asm"
+)
 
 // TestTinyELFParses checks that the loader accepts TinyELF's output as a
 // 64-bit ELF kernel.
@@ -35,5 +40,32 @@ func TestPortLoopELF(t *testing.T) {
 		if got := code[c.off : c.off+len(c.want)]; string(got) != string(c.want) {
 			t.Errorf("code[%d:] = % x, want % x", c.off, got, c.want)
 		}
+	}
+}
+
+// TestMMIOLoadLoopCode disassembles the MMIO loop guest: the hand-written
+// bytes must decode to the instructions its comments name, with the
+// address, count and stride in place and the loop jumping back to the load.
+func TestMMIOLoadLoopCode(t *testing.T) {
+	code := MMIOLoadLoopCode(0xe000_0000, -8, 1234)
+	want := []string{
+		"MOV EAX, -0x20000000" /* 0xe0000000 as a 32-bit immediate */, "MOV ECX, 0x4d2", "MOV EDX, [RAX]", "ADD RAX, -0x8", "DEC ECX", "JNE .-12",
+		"MOV DX, 0x3f8", "MOV AL, 0x6f", "OUT DX, AL", "MOV AL, 0x6b", "OUT DX, AL", "MOV AL, 0xa", "OUT DX, AL",
+		"MOV DX, 0x604", "MOV AX, 0x3400", "OUT DX, AX", "HLT", "JMP .-3",
+	}
+	var got []string
+	for off := 0; off < len(code); {
+		inst, err := x86asm.Decode(code[off:], 64)
+		if err != nil {
+			t.Fatalf("decode at %d: %v", off, err)
+		}
+		got = append(got, inst.String())
+		off += inst.Len
+	}
+	if strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Errorf("MMIOLoadLoopCode disassembles to\n  %s\nwant\n  %s", strings.Join(got, "; "), strings.Join(want, "; "))
+	}
+	if _, err := Parse(TinyELF(code)); err != nil {
+		t.Fatalf("Parse(TinyELF(MMIOLoadLoopCode)): %v", err)
 	}
 }

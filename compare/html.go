@@ -1,0 +1,139 @@
+package compare
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+	"strconv"
+)
+
+// The HTML report is one self-contained file: inline CSS and SVG bar charts,
+// no scripts, no external resources, so it opens anywhere and can be mailed
+// or archived with the figures it shows.
+
+type htmlBar struct {
+	Label string
+	Value float64
+	Text  string
+	Width float64 // of the bar, in SVG units
+	Y     float64
+	Color string
+}
+
+type htmlChart struct {
+	Title  string
+	Note   string
+	Bars   []htmlBar
+	Height float64
+}
+
+type htmlPage struct {
+	Failures []string
+	Rep      *Report
+	Charts   []htmlChart
+	HasRunc  bool
+}
+
+var sideColors = []string{"#3b6fb6", "#d9822b", "#5a9e4b"}
+
+// chart scales bars to the largest value (linear: the point is how far
+// apart the sides are).
+func chart(title, note, unit string, sides []*Side, get func(*Side) (float64, bool)) htmlChart {
+	c := htmlChart{Title: title, Note: note}
+	var maxV float64
+	for _, s := range sides {
+		if v, ok := get(s); ok {
+			maxV = max(maxV, v)
+		}
+	}
+	for i, s := range sides {
+		v, ok := get(s)
+		b := htmlBar{Label: s.Name, Value: v, Y: float64(i) * 34, Color: sideColors[i%len(sideColors)]}
+		if !ok {
+			b.Text = "n/a"
+		} else {
+			b.Text = fmt.Sprintf("%s %s", num(v), unit)
+			if maxV > 0 {
+				b.Width = 1 + 480*v/maxV
+			}
+		}
+		c.Bars = append(c.Bars, b)
+	}
+	c.Height = float64(len(sides)) * 34
+	return c
+}
+
+// WriteHTML writes the report as one HTML page: the table, and bar charts of
+// the figures that have a size (start-up, memory, image, crossings).
+func (rep *Report) WriteHTML(w io.Writer) error {
+	sides := []*Side{&rep.VM, &rep.Container}
+	if rep.Runc != nil {
+		sides = append(sides, rep.Runc)
+	}
+	ok := func(s *Side) bool { return s.Error == "" || s.StartupMS > 0 }
+	page := htmlPage{Rep: rep, HasRunc: rep.Runc != nil, Charts: []htmlChart{
+		chart("Start -> probe running", "VM: kvmlab loads the kernel, the guest boots its own kernel and init. Container: unpacked root, namespaces, cgroup, exec.", "ms",
+			sides, func(s *Side) (float64, bool) { return s.StartupMS, ok(s) && s.StartupMS > 0 }),
+		chart("Memory used", "VM: the VMM's resident memory, guest RAM it touched included. Container: the cgroup's peak.", "MiB",
+			sides, func(s *Side) (float64, bool) { return mib(s.FootprintBytes), s.FootprintBytes > 0 }),
+		chart("Image on disk", "VM: kernel + initramfs. Container: the unpacked root file system.", "MiB",
+			sides, func(s *Side) (float64, bool) { return mib(s.ImageBytes), s.ImageBytes > 0 }),
+		chart("Crossings of the boundary during the workload", "VM: VM exits (to KVM or kvmlab). Container: system calls into the host kernel.", "",
+			sides, func(s *Side) (float64, bool) { return float64(s.Boundary), s.BoundaryKind != "" }),
+	}}
+	for _, s := range sides {
+		if s.Error != "" {
+			page.Failures = append(page.Failures, s.Name+" failed: "+s.Error)
+		}
+	}
+	return compareTemplate.Execute(w, page)
+}
+
+// num prints a figure with three or four significant digits: enough to
+// compare the bars, few enough to read at a glance.
+func num(v float64) string {
+	switch {
+	case v >= 1000:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+var compareTemplate = template.Must(template.New("compare").Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>kvmlab compare: a VM next to a container</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; background: #fff; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+p.where { color: #555; margin-top: 0; }
+table { border-collapse: collapse; width: 100%; margin: 1em 0 2em; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }
+th { background: #eef2f8; }
+tr.claim td { background: #f6f6f6; font-weight: 600; }
+.chart { margin: 1.2em 0 2em; }
+.chart h2 { font-size: 1.1em; margin-bottom: 0.1em; }
+.chart p { color: #555; margin: 0 0 0.4em; font-size: 0.9em; }
+svg text { font-size: 13px; font-family: system-ui, sans-serif; }
+</style></head>
+<body>
+<h1>A VM next to a container</h1>
+<p class="where">The same u-root userland and the same probe, run as a virtual machine under kvmlab and as a container{{if .HasRunc}} (kvmlab's runtime and runc){{end}}, on {{.Rep.Where}}.</p>
+<table id="compare">
+<thead><tr><th>fact</th><th>host</th><th>VM (kvmlab)</th><th>container (kvmlab)</th>{{if .HasRunc}}<th>container (runc)</th>{{end}}</tr></thead>
+<tbody>
+{{range .Rep.Rows}}{{if .Claim}}<tr class="claim"><td colspan="{{if $.HasRunc}}5{{else}}4{{end}}">{{.Claim}}</td></tr>
+{{end}}<tr><td>{{.Fact}}</td><td>{{.Host}}</td><td>{{.VM}}</td><td>{{.Container}}</td>{{if $.HasRunc}}<td>{{.Runc}}</td>{{end}}</tr>
+{{end}}</tbody></table>
+{{range .Charts}}<div class="chart"><h2>{{.Title}}</h2><p>{{.Note}}</p>
+<svg width="900" height="{{.Height}}" viewBox="0 0 900 {{.Height}}" role="img" aria-label="{{.Title}}">
+{{range .Bars}}<text x="0" y="{{.Y}}" dy="20">{{.Label}}</text>
+<rect x="170" y="{{.Y}}" width="{{.Width}}" height="26" fill="{{.Color}}"></rect>
+<text x="{{printf "%.0f" .Width}}" dx="180" y="{{.Y}}" dy="20">{{.Text}}</text>
+{{end}}</svg></div>
+{{end}}
+{{range .Failures}}<p class="failed">{{.}}</p>
+{{end}}<p>What each row means: docs/isolation.md in the kvmlab repository.</p>
+</body></html>
+`))

@@ -1,0 +1,202 @@
+package compare
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"kvmlab/container"
+	"kvmlab/guest/probe"
+)
+
+// rowSpec is one row of the comparison: a claim, the fact measured, and how
+// to read it from a side (host is nil for the host column, which shows only
+// probe facts).
+type rowSpec struct {
+	claim, fact string
+	probe       func(h, r *probe.Report) string // from the probe's report; h is the host's
+	side        func(s *Side) string            // from the side's measurements; nil: use probe
+	host        func(h *probe.Report) string    // the host column; nil: probe(h, h) or ""
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+var rowSpecs = []rowSpec{
+	{claim: "A VM runs its own kernel; a container shares the host's", fact: "kernel release",
+		probe: func(h, r *probe.Report) string { return r.KernelRelease }},
+	{claim: "", fact: "kernel build",
+		probe: func(h, r *probe.Report) string { return r.KernelVersion }},
+	{claim: "", fact: "same kernel instance as the host (boot id)",
+		probe: func(h, r *probe.Report) string {
+			return yesNo(r.BootID != "" && r.BootID == h.BootID)
+		},
+		host: func(h *probe.Report) string { return shortID(h.BootID) }},
+	{claim: "", fact: "kernel uptime when the probe ran",
+		probe: func(h, r *probe.Report) string { return fmt.Sprintf("%.1f s", r.UptimeSec) }},
+	{claim: "A VM sees virtual hardware", fact: "CPUID hypervisor bit / CPUs / memory",
+		probe: func(h, r *probe.Report) string {
+			return fmt.Sprintf("%s / %d / %d MiB", yesNo(r.Hypervisor), r.CPUs, r.MemTotalKB>>10)
+		}},
+	{claim: "VMs boot in minutes, containers in seconds", fact: "start -> probe running",
+		side: func(s *Side) string { return fmt.Sprintf("%.0f ms", s.StartupMS) }},
+	{claim: "VMs are GBs, containers MBs", fact: "memory used",
+		side: func(s *Side) string {
+			if s.FootprintBytes == 0 {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.1f MiB", mib(s.FootprintBytes))
+		}},
+	{claim: "", fact: "image on disk",
+		side: func(s *Side) string { return fmt.Sprintf("%.1f MiB", mib(s.ImageBytes)) }},
+	{claim: "Isolation: what the workload sees of the host", fact: "processes visible (PID 1)",
+		probe: func(h, r *probe.Report) string { return fmt.Sprintf("%d (%s)", r.Processes, r.PID1) }},
+	{claim: "", fact: "mounts visible",
+		probe: func(h, r *probe.Report) string { return fmt.Sprint(r.Mounts) }},
+	{claim: "", fact: "network interfaces",
+		probe: func(h, r *probe.Report) string { return strings.Join(r.Interfaces, " ") }},
+	{claim: "", fact: "entries in /dev",
+		probe: func(h, r *probe.Report) string { return fmt.Sprint(r.Devices) }},
+	{claim: "", fact: "kernel modules loaded",
+		probe: func(h, r *probe.Report) string {
+			if r.Modules < 0 {
+				return "none (no module support)"
+			}
+			return fmt.Sprint(r.Modules)
+		}},
+	{claim: "", fact: "kernel log (dmesg) readable",
+		probe: func(h, r *probe.Report) string {
+			if !r.DmesgReadable {
+				return "no"
+			}
+			return fmt.Sprintf("yes, %d lines", r.DmesgLines)
+		}},
+	{claim: "The boundary the workload crosses", fact: "VM exits / system calls into the host kernel",
+		side: func(s *Side) string {
+			switch s.BoundaryKind {
+			case "vm-exits":
+				return fmt.Sprintf("%d VM exits (%d to kvmlab)", s.Boundary, s.BoundaryUser)
+			case "syscalls":
+				return fmt.Sprintf("%d system calls", s.Boundary)
+			}
+			return "n/a"
+		}},
+	{claim: "Blast radius of a kernel crash", fact: "sysrq c (crash the kernel)",
+		side: func(s *Side) string { return s.Blast }},
+	{claim: "", fact: "host kernel still up afterwards",
+		side: func(s *Side) string { return yesNo(s.HostSurvived) }},
+}
+
+func shortID(s string) string {
+	if len(s) > 8 {
+		return s[:8] + "…"
+	}
+	return s
+}
+
+// rows turns the sides into the table's rows.
+func rows(rep *Report) []Row {
+	h := rep.HostProbe
+	if h == nil {
+		h = &probe.Report{}
+	}
+	cell := func(rs rowSpec, s *Side) string {
+		if s == nil {
+			return ""
+		}
+		if rs.side != nil {
+			if s.Error != "" && s.StartupMS == 0 {
+				return "failed (see below)"
+			}
+			return rs.side(s)
+		}
+		r, err := s.pr()
+		if err != nil {
+			if s.Error != "" {
+				return "failed (see below)"
+			}
+			return "n/a"
+		}
+		return rs.probe(h, r)
+	}
+	var out []Row
+	for _, rs := range rowSpecs {
+		row := Row{Claim: rs.claim, Fact: rs.fact, VM: cell(rs, &rep.VM), Container: cell(rs, &rep.Container)}
+		switch {
+		case rs.host != nil:
+			row.Host = rs.host(h)
+		case rs.probe != nil:
+			row.Host = rs.probe(h, h)
+		}
+		if rep.Runc != nil {
+			row.Runc = cell(rs, rep.Runc)
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+// Print writes the report as a table for a terminal: a column per side, the
+// claims as headings, and the notes that did not fit in a cell below.
+func (rep *Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "=== kvmlab compare: the same userland as a VM and as a container, on %s ===\n\n", rep.Where)
+	cols := []string{"fact", "host", "VM (kvmlab)", "container (kvmlab)"}
+	if rep.Runc != nil {
+		cols = append(cols, "container (runc)")
+	}
+	width := make([]int, len(cols))
+	cells := func(r Row) []string {
+		c := []string{r.Fact, r.Host, r.VM, r.Container}
+		if rep.Runc != nil {
+			c = append(c, r.Runc)
+		}
+		return c
+	}
+	for i, c := range cols {
+		width[i] = len(c)
+	}
+	for _, r := range rep.Rows {
+		for i, c := range cells(r) {
+			width[i] = max(width[i], min(len([]rune(c)), 48))
+		}
+	}
+	line := func(c []string) {
+		for i, s := range c {
+			if r := []rune(s); len(r) > 48 {
+				s = string(r[:47]) + "…"
+			}
+			fmt.Fprintf(w, "%-*s  ", width[i], s)
+		}
+		fmt.Fprintln(w)
+	}
+	line(cols)
+	for _, r := range rep.Rows {
+		if r.Claim != "" {
+			fmt.Fprintf(w, "\n-- %s\n", r.Claim)
+		}
+		line(cells(r))
+	}
+	fmt.Fprintln(w)
+	for _, s := range []*Side{&rep.VM, &rep.Container, rep.Runc} {
+		if s == nil {
+			continue
+		}
+		if s.FootprintNote != "" {
+			fmt.Fprintf(w, "%s memory: %s\n", s.Name, s.FootprintNote)
+		}
+		if s.Blast != "" && len([]rune(s.Blast)) > 48 {
+			fmt.Fprintf(w, "%s sysrq: %s\n", s.Name, s.Blast)
+		}
+		if s.Error != "" {
+			fmt.Fprintf(w, "%s FAILED: %s\n", s.Name, s.Error)
+		}
+	}
+	if top := container.TopSyscalls(rep.Container.BoundaryDetail, 8); top != "" {
+		fmt.Fprintf(w, "container system calls, most frequent: %s\n", top)
+	}
+	fmt.Fprintln(w, "\nWhat each row means: docs/isolation.md")
+}
