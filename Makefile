@@ -28,9 +28,12 @@ guest: deps
 	  ln -sf $$k/vmlinux $(CACHE)/default/vmlinux && ln -sf $$k/System.map $(CACHE)/default/System.map && \
 	  ln -sf $$i $(CACHE)/default/initramfs.cpio && echo "guest: ready in $(CACHE)/default" >&2
 
+# -buildvcs=auto: kvmlab --version prints the VCS revision the binary was
+# built from, and a GOFLAGS=-buildvcs=false in the environment (as on these
+# machines) would leave it out.
 build: $(BIN)
 $(BIN): $(GO_SOURCES)
-	CGO_ENABLED=0 go build -o $(BIN) ./cmd/kvmlab
+	CGO_ENABLED=0 go build -buildvcs=auto -o $(BIN) ./cmd/kvmlab
 
 lint:
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt: files above need formatting" >&2; exit 1; }

@@ -20,6 +20,7 @@ import (
 	"kvmlab/container"
 	"kvmlab/emuhost"
 	"kvmlab/guest/probe"
+	"kvmlab/internal/human"
 	"kvmlab/vmm"
 )
 
@@ -262,7 +263,7 @@ func (c *consoleWatch) Write(p []byte) (int, error) {
 func (c *consoleWatch) tail() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return tailLines(c.all.String(), 4)
+	return human.TailLines(c.all.String(), 4)
 }
 
 // exitTotals reads the VM's exits so far: those kvmlab handled (user
@@ -334,7 +335,7 @@ func vmSide(o *Options) Side {
 			s.Boundary, s.BoundaryUser = a-allAtStart, u-userAtStart
 			st := m.Stats()
 			s.FootprintBytes = st.RSS
-			s.FootprintNote = fmt.Sprintf("VMM RSS %.1f MiB = guest RAM touched %.1f MiB + VMM %.1f MiB", mib(st.RSS), mib(st.GuestResident), mib(st.VMMResident()))
+			s.FootprintNote = fmt.Sprintf("VMM RSS %.1f MiB = guest RAM touched %.1f MiB + VMM %.1f MiB", human.MiB(st.RSS), human.MiB(st.GuestResident), human.MiB(st.VMMResident()))
 			var r probe.Report
 			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, ProbeMarker)), &r); err != nil {
 				s.Error = "probe output: " + err.Error()
@@ -450,7 +451,7 @@ func runContainerProbe(o *Options, root string, runc, count bool) (res container
 	mu.Lock()
 	defer mu.Unlock()
 	if err == nil && at.IsZero() {
-		err = fmt.Errorf("the probe did not report (exit status %d): %s", res.ExitCode, tailLines(stderr.String(), 3))
+		err = fmt.Errorf("the probe did not report (exit status %d): %s", res.ExitCode, human.TailLines(stderr.String(), 3))
 	}
 	return res, line, at, start, err
 }
@@ -478,17 +479,6 @@ func dirSize(root string) uint64 {
 	})
 	return n
 }
-
-// tailLines joins the last n lines of s, for a one-line error.
-func tailLines(s string, n int) string {
-	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(ls) > n {
-		ls = ls[len(ls)-n:]
-	}
-	return strings.Join(ls, " | ")
-}
-
-func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
 var errNoProbe = errors.New("no probe report")
 

@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"html/template"
 	"io"
-	"strconv"
+
+	"kvmlab/internal/human"
 )
 
 // The HTML report is one self-contained file: inline CSS and SVG bar charts,
@@ -52,7 +53,7 @@ func chart(title, note, unit string, sides []*Side, get func(*Side) (float64, bo
 		if !ok {
 			b.Text = "n/a"
 		} else {
-			b.Text = fmt.Sprintf("%s %s", num(v), unit)
+			b.Text = fmt.Sprintf("%s %s", human.Num(v), unit)
 			if maxV > 0 {
 				b.Width = 1 + 480*v/maxV
 			}
@@ -75,9 +76,9 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 		chart("Start -> probe running", "VM: kvmlab loads the kernel, the guest boots its own kernel and init. Container: unpacked root, namespaces, cgroup, exec.", "ms",
 			sides, func(s *Side) (float64, bool) { return s.StartupMS, ok(s) && s.StartupMS > 0 }),
 		chart("Memory used", "VM: the VMM's resident memory, guest RAM it touched included. Container: the cgroup's peak.", "MiB",
-			sides, func(s *Side) (float64, bool) { return mib(s.FootprintBytes), s.FootprintBytes > 0 }),
+			sides, func(s *Side) (float64, bool) { return human.MiB(s.FootprintBytes), s.FootprintBytes > 0 }),
 		chart("Image on disk", "VM: kernel + initramfs. Container: the unpacked root file system.", "MiB",
-			sides, func(s *Side) (float64, bool) { return mib(s.ImageBytes), s.ImageBytes > 0 }),
+			sides, func(s *Side) (float64, bool) { return human.MiB(s.ImageBytes), s.ImageBytes > 0 }),
 		chart("Crossings of the boundary during the workload", "VM: VM exits (to KVM or kvmlab). Container: system calls into the host kernel.", "",
 			sides, func(s *Side) (float64, bool) { return float64(s.Boundary), s.BoundaryKind != "" }),
 	}}
@@ -87,18 +88,6 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 		}
 	}
 	return compareTemplate.Execute(w, page)
-}
-
-// num prints a figure with three or four significant digits: enough to
-// compare the bars, few enough to read at a glance.
-func num(v float64) string {
-	switch {
-	case v >= 1000:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	}
-	return strconv.FormatFloat(v, 'f', 2, 64)
 }
 
 var compareTemplate = template.Must(template.New("compare").Parse(`<!DOCTYPE html>

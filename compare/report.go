@@ -7,6 +7,7 @@ import (
 
 	"kvmlab/container"
 	"kvmlab/guest/probe"
+	"kvmlab/internal/human"
 )
 
 // rowSpec is one row of the comparison: a claim, the fact measured, and how
@@ -49,10 +50,10 @@ var rowSpecs = []rowSpec{
 			if s.FootprintBytes == 0 {
 				return "n/a"
 			}
-			return fmt.Sprintf("%.1f MiB", mib(s.FootprintBytes))
+			return fmt.Sprintf("%.1f MiB", human.MiB(s.FootprintBytes))
 		}},
 	{claim: "", fact: "image on disk",
-		side: func(s *Side) string { return fmt.Sprintf("%.1f MiB", mib(s.ImageBytes)) }},
+		side: func(s *Side) string { return fmt.Sprintf("%.1f MiB", human.MiB(s.ImageBytes)) }},
 	{claim: "Isolation: what the workload sees of the host", fact: "processes visible (PID 1)",
 		probe: func(h, r *probe.Report) string { return fmt.Sprintf("%d (%s)", r.Processes, r.PID1) }},
 	{claim: "", fact: "mounts visible",

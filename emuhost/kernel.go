@@ -20,12 +20,35 @@ import (
 	"time"
 )
 
-// KVMModules are the kernel modules the emulated host loads, in load order:
-// kvm needs irqbypass, and kvm-amd needs kvm and ccp (the AMD crypto
-// coprocessor driver, used for SEV; it loads fine without the hardware).
-// tun is not KVM's: it gives the emulated host /dev/net/tun, for the TAP
-// devices behind virtio-net.
-var KVMModules = []string{"irqbypass", "ccp", "kvm", "kvm-amd", "tun"}
+// KVMModules are the kernel modules cached with the host kernel, for both
+// emulated hosts: kvm needs irqbypass; kvm-amd (the SVM host's) needs kvm and
+// ccp (the AMD crypto coprocessor driver, used for SEV; it loads fine without
+// the hardware); kvm-intel (the VT-x host's) needs kvm. tun is not KVM's: it
+// gives the emulated host /dev/net/tun, for the TAP devices behind
+// virtio-net. Each emulator loads its own subset, in its order
+// ([Emulator.modules]): kvm-amd refuses to load on a CPU without SVM, and
+// kvm-intel on one without VMX.
+var KVMModules = []string{"irqbypass", "ccp", "kvm", "kvm-amd", "kvm-intel", "tun"}
+
+// modules returns the names (of KVMModules) the emulated host loads, in
+// load order.
+func (e Emulator) modules() []string {
+	if e == BochsVMX {
+		return []string{"irqbypass", "kvm", "kvm-intel", "tun"}
+	}
+	return []string{"irqbypass", "ccp", "kvm", "kvm-amd", "tun"}
+}
+
+// module returns the cached file of the module named name (one of
+// KVMModules).
+func (k *Kernel) module(name string) (string, error) {
+	for i, m := range KVMModules {
+		if m == name && i < len(k.Modules) {
+			return k.Modules[i], nil
+		}
+	}
+	return "", fmt.Errorf("host kernel in %s: module %s not cached", k.Dir, name)
+}
 
 // HostKernelDirEnv names the environment variable that points [HostKernel]
 // at a directory already holding a kernel image and the modules, for use
@@ -136,8 +159,13 @@ func HostKernel(ctx context.Context) (*Kernel, error) {
 	}
 	if _, err := loadCachedKernel(final); err != nil {
 		// An incomplete directory from an older module list (one
-		// without tun): replace it.
-		_ = os.RemoveAll(final)
+		// without tun, or without kvm-intel): move it aside, so that a
+		// process still using its files by path loses them only for
+		// the moment between the two renames.
+		old := filepath.Join(base, ".old-"+filepath.Base(staging))
+		if os.Rename(final, old) == nil {
+			defer os.RemoveAll(old)
+		}
 	}
 	if err := os.Rename(out, final); err != nil {
 		// Another process may have published the same directory first.

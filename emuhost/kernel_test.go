@@ -34,6 +34,7 @@ func TestKernelFromDirOverride(t *testing.T) {
 	write(mods+"virt/lib/irqbypass.ko", "irqbypass module")
 	write(mods+"drivers/crypto/ccp/ccp.ko", "ccp module")
 	write(mods+"drivers/net/tun.ko", "tun module")
+	write(mods+"arch/x86/kvm/kvm-intel.ko", "module kvm-intel.ko")
 	for _, m := range []string{"arch/x86/kvm/kvm.ko", "arch/x86/kvm/kvm-amd.ko"} {
 		p := write(mods+m, "module "+filepath.Base(m))
 		if out, err := exec.Command("xz", p).CombinedOutput(); err != nil {
@@ -51,7 +52,7 @@ func TestKernelFromDirOverride(t *testing.T) {
 	if filepath.Base(k.Vmlinuz) != "vmlinuz-6.9-test" || k.Vmlinux != "" {
 		t.Errorf("Vmlinuz %q, Vmlinux %q", k.Vmlinuz, k.Vmlinux)
 	}
-	want := []string{"irqbypass module", "ccp module", "module kvm.ko", "module kvm-amd.ko", "tun module"}
+	want := []string{"irqbypass module", "ccp module", "module kvm.ko", "module kvm-amd.ko", "module kvm-intel.ko", "tun module"}
 	if len(k.Modules) != len(want) {
 		t.Fatalf("modules %v", k.Modules)
 	}

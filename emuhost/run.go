@@ -36,13 +36,13 @@ type File struct {
 type Emulator string
 
 // QEMUSVM is QEMU's TCG emulating a q35 PC whose CPU ("-cpu max") offers
-// AMD SVM: the emulated host loads kvm_amd. It is the only emulator so
-// far; an Intel VT-x host under Bochs would be a second (issue 13).
+// AMD SVM: the emulated host loads kvm_amd. The other is [BochsVMX].
 const QEMUSVM Emulator = "qemu-svm"
 
 // Spec describes one command to run inside the emulated host.
 type Spec struct {
-	// Emulator is the machine to emulate; "" means QEMUSVM.
+	// Emulator is the machine to emulate; "" means QEMUSVM. BochsVMX
+	// has one CPU and at most 2 GiB, whatever CPUs and MemMB say.
 	Emulator Emulator
 	// Files are added to the host's initramfs (the root file system, in
 	// RAM). Parent directories are created.
@@ -62,6 +62,11 @@ type Spec struct {
 	MemMB int
 	// CPUs is the emulated host's CPU count, default 2.
 	CPUs int
+	// HostAppend is added to the emulated host kernel's command line
+	// (before KVMLAB_HOST_APPEND's words). hostinit passes words of the
+	// form module.param=value to the modules it loads, as modprobe does:
+	// "kvm_intel.ept=0" runs KVM on shadow page tables.
+	HostAppend string
 	// Timeout limits each attempt (boot, command, power-off); default
 	// 10 minutes.
 	Timeout time.Duration
@@ -146,9 +151,9 @@ var ErrNoQEMU = errors.New("qemu-system-x86_64 not found: apt-get install qemu-s
 // status of the command itself is not an error.
 func Run(ctx context.Context, spec Spec) (*Result, error) {
 	switch spec.Emulator {
-	case "", QEMUSVM:
+	case "", QEMUSVM, BochsVMX:
 	default:
-		return nil, fmt.Errorf("emuhost.Run: unknown emulator %q (known: %q)", spec.Emulator, QEMUSVM)
+		return nil, fmt.Errorf("emuhost.Run: unknown emulator %q (known: %q, %q)", spec.Emulator, QEMUSVM, BochsVMX)
 	}
 	if len(spec.Argv) == 0 {
 		return nil, errors.New("emuhost.Run: empty Argv")
@@ -170,9 +175,16 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 	if spec.Timeout <= 0 {
 		spec.Timeout = defaultTimeout
 	}
-	qemu, err := exec.LookPath(qemuBinary)
-	if err != nil {
-		return nil, ErrNoQEMU
+	var qemu string
+	if spec.Emulator == BochsVMX {
+		if err := CheckBochs(ctx); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		if qemu, err = exec.LookPath(qemuBinary); err != nil {
+			return nil, ErrNoQEMU
+		}
 	}
 	kernel, err := HostKernel(ctx)
 	if err != nil {
@@ -192,6 +204,17 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 	initrd := filepath.Join(tmp, "host.cpio")
 	if err := writeInitramfs(initrd, initBin, kernel, spec); err != nil {
 		return nil, fmt.Errorf("building the initramfs: %w", err)
+	}
+
+	if spec.Emulator == BochsVMX {
+		if spec.Interactive {
+			return runBochsInteractive(ctx, tmp, kernel, initrd, spec)
+		}
+		m, err := bochsMachine(ctx, tmp, kernel, initrd, spec, "file", "/dev/fd/3")
+		if err != nil {
+			return nil, err
+		}
+		return runMachineAttempts(ctx, m, limits{spec.Timeout, spec.Quiet}, &syncWriter{w: spec.Output})
 	}
 
 	image := kernel.Vmlinuz
@@ -268,17 +291,51 @@ const hostinitPrefix = "hostinit: "
 // output (0: none).
 type limits struct{ total, quiet time.Duration }
 
-// runAttempts runs QEMU up to twice: an attempt that hangs, or that stops
-// before /init printed anything (a crash while booting: under TCG on a
-// loaded machine, the kernel's timer checks can fail), is retried once.
+// machine is how to start one emulator for an attempt, and how to read it.
+type machine struct {
+	path string
+	args []string
+	// dir is the emulator's working directory ("": this process's).
+	dir string
+	// consoleFD3: the host's serial console arrives on a pipe the
+	// emulator inherits as file descriptor 3; its stdout and stderr are
+	// its own messages. Otherwise the console is its stdout.
+	consoleFD3 bool
+	// exitStatusMeaningless: the emulator's exit status says nothing
+	// about the run (Bochs exits 1 after a clean power-off); the console
+	// is judged alone.
+	exitStatusMeaningless bool
+	// ownNetNS: run the emulator in a new network namespace where this
+	// process may create one (Bochs's VNC display listens on TCP).
+	ownNetNS bool
+	// logFile is the emulator's own log, whose tail goes into errors.
+	logFile string
+	// silence replaces silentHangTimeout when not zero.
+	silence time.Duration
+	// stopAfter, when not nil, returns for a console line how long the
+	// emulator may go on after it before it is stopped (0: no limit).
+	stopAfter func(line string) time.Duration
+}
+
+func (m machine) name() string { return filepath.Base(m.path) }
+
+// runAttempts runs QEMU up to MaxAttempts times: an attempt that hangs, or
+// that stops before /init printed anything (a crash while booting: under TCG
+// on a loaded machine, the kernel's timer checks can fail), is retried.
 func runAttempts(ctx context.Context, qemu string, args []string, lim limits, out *syncWriter) (*Result, error) {
+	return runMachineAttempts(ctx, machine{path: qemu, args: args}, lim, out)
+}
+
+// runMachineAttempts is runAttempts for any emulator: the same retry and
+// diagnosis rules for the QEMU and the Bochs host.
+func runMachineAttempts(ctx context.Context, m machine, lim limits, out *syncWriter) (*Result, error) {
 	res := &Result{}
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
 	const maxAttempts = MaxAttempts
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		res.Attempts = attempt
-		a := runAttempt(ctx, qemu, args, lim, out)
+		a := runMachine(ctx, m, lim, out)
 		res.Output = a.output
 		if a.err != nil {
 			return res, a.err
@@ -299,8 +356,8 @@ func runAttempts(ctx context.Context, qemu string, args []string, lim limits, ou
 				// under test, so it is retried like a hang.
 				what, why = "kernel crashed", crash
 			case strings.Contains(a.output, hostinitPrefix):
-				return res, fmt.Errorf("emulated host stopped without printing %q (qemu: %v); console tail:\n%s\nqemu stderr:\n%s",
-					ExitMarker+" <code>", exitStatus(a.waitErr), tail(a.output, 3000), tail(a.stderr, 1000))
+				return res, fmt.Errorf("emulated host stopped without printing %q (%s: %v); console tail:\n%s\n%s stderr:\n%s",
+					ExitMarker+" <code>", m.name(), exitStatus(a.waitErr), tail(a.output, 3000), m.name(), tail(a.stderr, 1000))
 			default:
 				what, why = "crashed while booting", "it stopped before /init ran"
 				if strings.Contains(a.output, "Kernel panic") {
@@ -313,8 +370,8 @@ func runAttempts(ctx context.Context, qemu string, args []string, lim limits, ou
 				what, a.duration.Round(time.Second), why, attempt+1, maxAttempts)
 			continue
 		}
-		return res, fmt.Errorf("emulated host %s %d times; last attempt after %s (%s); console tail:\n%s\nqemu stderr:\n%s",
-			what, maxAttempts, a.duration.Round(time.Second), why, tail(a.output, 3000), tail(a.stderr, 1000))
+		return res, fmt.Errorf("emulated host %s %d times; last attempt after %s (%s); console tail:\n%s\n%s stderr:\n%s",
+			what, maxAttempts, a.duration.Round(time.Second), why, tail(a.output, 3000), m.name(), tail(a.stderr, 1000))
 	}
 	panic("unreachable")
 }
@@ -335,10 +392,7 @@ func qemuArgs(image, initrd string, spec Spec) []string {
 	if c := os.Getenv(HostCPUEnv); c != "" {
 		cpu = c
 	}
-	cmdline := "console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init"
-	if a := strings.TrimSpace(os.Getenv(HostAppendEnv)); a != "" {
-		cmdline += " " + a
-	}
+	cmdline := hostCmdline(spec)
 	return []string{
 		"-machine", "q35",
 		"-cpu", cpu,
@@ -357,6 +411,19 @@ func qemuArgs(image, initrd string, spec Spec) []string {
 		// the emulated CPUs are starved on a loaded machine.
 		"-append", cmdline,
 	}
+}
+
+// hostCmdline is the emulated host kernel's command line, for both
+// emulators.
+func hostCmdline(spec Spec) string {
+	cmdline := "console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init"
+	if a := strings.TrimSpace(spec.HostAppend); a != "" {
+		cmdline += " " + a
+	}
+	if a := strings.TrimSpace(os.Getenv(HostAppendEnv)); a != "" {
+		cmdline += " " + a
+	}
+	return cmdline
 }
 
 // GoBuild builds the Go package pkg (an import path in module kvmlab, or a
@@ -430,8 +497,12 @@ func writeInitramfs(path, initBin string, k *Kernel, spec Spec) error {
 		return err
 	}
 	var list strings.Builder
-	for i, m := range k.Modules {
-		p := fmt.Sprintf("/harness/ko/%d-%s.ko", i, KVMModules[i])
+	for i, name := range spec.Emulator.modules() {
+		m, err := k.module(name)
+		if err != nil {
+			return err
+		}
+		p := fmt.Sprintf("/harness/ko/%d-%s.ko", i, name)
 		if err := w.FileFrom(p, 0o644, m); err != nil {
 			return err
 		}
@@ -559,6 +630,46 @@ type attempt struct {
 // runAttempt runs QEMU once, streaming its stdout (the host's serial
 // console) to out line by line.
 func runAttempt(ctx context.Context, qemu string, args []string, lim limits, out *syncWriter) attempt {
+	return runMachine(ctx, machine{path: qemu, args: args}, lim, out)
+}
+
+// startMachine starts the emulator with the write end of the console pipe
+// as its stdout or its fd 3, in a network namespace of its own when asked
+// and allowed (as root a new one; else inside a new user namespace, where
+// the kernel permits them; else none).
+func startMachine(m machine, pw *os.File, stderr io.Writer) (*exec.Cmd, error) {
+	try := func(clone uintptr) (*exec.Cmd, error) {
+		cmd := exec.Command(m.path, m.args...)
+		cmd.Dir = m.dir
+		cmd.Stdin = nil // /dev/null
+		cmd.Stdout = pw
+		cmd.Stderr = stderr
+		if m.consoleFD3 {
+			cmd.Stdout = stderr
+			cmd.ExtraFiles = []*os.File{pw}
+		}
+		// Own process group, so that killing it gets everything the
+		// emulator started; and die with us.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: clone}
+		return cmd, cmd.Start()
+	}
+	if m.ownNetNS {
+		flags := []uintptr{syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET}
+		if os.Geteuid() == 0 {
+			flags = []uintptr{syscall.CLONE_NEWNET, syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET}
+		}
+		for _, f := range flags {
+			if cmd, err := try(f); err == nil {
+				return cmd, nil
+			}
+		}
+	}
+	return try(0)
+}
+
+// runMachine runs the emulator once, streaming the host's serial console to
+// out line by line.
+func runMachine(ctx context.Context, m machine, lim limits, out *syncWriter) attempt {
 	timeout := lim.total
 	start := time.Now()
 	pr, pw, err := os.Pipe()
@@ -566,25 +677,33 @@ func runAttempt(ctx context.Context, qemu string, args []string, lim limits, out
 		return attempt{err: err}
 	}
 	var stderr lockedBuffer
-	cmd := exec.Command(qemu, args...)
-	cmd.Stdin = nil // /dev/null
-	cmd.Stdout = pw
-	cmd.Stderr = &stderr
-	// Own process group, so that killing it gets everything QEMU started;
-	// and die with us.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	cmd, err := startMachine(m, pw, &stderr)
+	if err != nil {
 		pr.Close()
 		pw.Close()
-		return attempt{err: fmt.Errorf("starting %s: %w", qemu, err)}
+		return attempt{err: fmt.Errorf("starting %s: %w", m.path, err)}
 	}
 	pw.Close()
 
 	firstOutput := make(chan struct{})
 	activity := make(chan struct{}, 1)
 	readerDone := make(chan string, 1)
+	// stopAt receives the grace periods of console lines after which
+	// the emulator is to stop (machine.stopAfter).
+	stopAt := make(chan time.Duration, 4)
+	var watch func(string)
+	if m.stopAfter != nil {
+		watch = func(line string) {
+			if d := m.stopAfter(line); d > 0 {
+				select {
+				case stopAt <- d:
+				default:
+				}
+			}
+		}
+	}
 	go func() {
-		readerDone <- readConsole(pr, out, firstOutput, activity)
+		readerDone <- readConsoleWatch(pr, out, firstOutput, activity, watch)
 		pr.Close()
 	}()
 	waitDone := make(chan error, 1)
@@ -602,6 +721,11 @@ func runAttempt(ctx context.Context, qemu string, args []string, lim limits, out
 			a.output = "(console output lost: pipe still open after QEMU exited)\n"
 		}
 		a.stderr = stderr.String()
+		if m.logFile != "" {
+			if b, err := os.ReadFile(m.logFile); err == nil && len(b) > 0 {
+				a.stderr += "\n" + m.name() + " log (" + m.logFile + ") tail:\n" + tail(string(b), 2000)
+			}
+		}
 		a.duration = time.Since(start)
 		return a
 	}
@@ -609,6 +733,9 @@ func runAttempt(ctx context.Context, qemu string, args []string, lim limits, out
 	attemptTimer := time.NewTimer(timeout)
 	defer attemptTimer.Stop()
 	silence := silentHangTimeout
+	if m.silence > 0 {
+		silence = m.silence
+	}
 	if silence > timeout {
 		silence = timeout
 	}
@@ -619,8 +746,19 @@ func runAttempt(ctx context.Context, qemu string, args []string, lim limits, out
 	// read of the console.
 	var quiet <-chan time.Time
 	var quietTimer *time.Timer
+	// stop fires when the grace after a stop line has run out.
+	var stop <-chan time.Time
 	for {
 		select {
+		case d := <-stopAt:
+			if stop == nil {
+				stop = time.After(d)
+			}
+		case <-stop:
+			// Not a hang: the console says the host is done (or
+			// dead); it is judged like one that stopped by itself.
+			kill()
+			return finish(attempt{})
 		case <-ctx.Done():
 			kill()
 			return finish(attempt{err: fmt.Errorf("emulated host stopped: %w", ctx.Err())})
@@ -649,9 +787,15 @@ func runAttempt(ctx context.Context, qemu string, args []string, lim limits, out
 			// Hand the status back for finish.
 			waitDone <- err
 			a := finish(attempt{})
+			if m.exitStatusMeaningless && a.output != "" {
+				err = nil
+			}
+			if m.exitStatusMeaningless && a.output == "" && err == nil {
+				err = errors.New("exited before the host printed anything")
+			}
 			if err != nil && !strings.Contains(a.output, ExitMarker) {
-				a.err = fmt.Errorf("%s failed: %v\nqemu stderr:\n%s\nconsole tail:\n%s",
-					qemu, err, tail(a.stderr, 2000), tail(a.output, 2000))
+				a.err = fmt.Errorf("%s failed: %v\n%s stderr:\n%s\nconsole tail:\n%s",
+					m.path, err, m.name(), tail(a.stderr, 2000), tail(a.output, 2000))
 			}
 			return a
 		}
@@ -662,10 +806,19 @@ func runAttempt(ctx context.Context, qemu string, args []string, lim limits, out
 // "\n"), closes firstOutput at the first byte, signals activity (without
 // blocking) at every read, and returns everything read.
 func readConsole(r io.Reader, out io.Writer, firstOutput, activity chan<- struct{}) string {
+	return readConsoleWatch(r, out, firstOutput, activity, nil)
+}
+
+// readConsoleWatch is readConsole that also hands each line (without its
+// end) to watch, when not nil.
+func readConsoleWatch(r io.Reader, out io.Writer, firstOutput, activity chan<- struct{}, watch func(string)) string {
 	var all strings.Builder
 	var pending []byte
 	emit := func(line []byte) {
 		line = bytes.TrimRight(line, "\r")
+		if watch != nil {
+			watch(string(line))
+		}
 		line = append(line, '\n')
 		all.Write(line)
 		_, _ = out.Write(line)

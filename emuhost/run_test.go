@@ -285,7 +285,7 @@ func TestRunRefusesBadSpec(t *testing.T) {
 		spec Spec
 		want string
 	}{
-		{"unknown emulator", Spec{Emulator: "bochs-vmx", Argv: []string{"true"}}, `unknown emulator "bochs-vmx"`},
+		{"unknown emulator", Spec{Emulator: "vbox-vmx", Argv: []string{"true"}}, `unknown emulator "vbox-vmx"`},
 		{"no argv", Spec{}, "empty Argv"},
 		{"relative path", Spec{Argv: []string{"true"}, Files: []File{{Path: "bin/x", Data: []byte{}}}}, "must be absolute"},
 		{"two sources", Spec{Argv: []string{"true"}, Files: []File{{Path: "/x", HostPath: "/etc/hostname", Data: []byte{}}}}, "both HostPath and Data"},

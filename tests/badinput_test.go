@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kvmlab/vmm/boot"
+	"kvmlab/guest/tiny"
 )
 
 // TestBadInput: every mistake a user can make on the command line gets one
@@ -177,6 +177,10 @@ func TestCheck(t *testing.T) {
 	if !strings.Contains(s, "SVM") && !strings.Contains(s, "VT-x") {
 		t.Errorf("check output names no virtualisation extension:\n%s", s)
 	}
+	// In an emulated host, the extension is the one emulated.
+	if want := map[string]string{"amd": "AMD SVM (svm)", "intel": "VT-x (vmx)"}[emulatedCPU()]; want != "" && !strings.Contains(s, want) {
+		t.Errorf("check output lacks %q in the emulated %s host:\n%s", want, emulatedCPU(), s)
+	}
 }
 
 // TestTraceKeptOnRefusal: a run refused for any reason leaves an existing
@@ -231,7 +235,7 @@ func TestTraceKeptOnRefusal(t *testing.T) {
 func TestDiskInUse(t *testing.T) {
 	dir := t.TempDir()
 	spin := filepath.Join(dir, "spin.elf")
-	if err := os.WriteFile(spin, boot.TinyELF([]byte{0xeb, 0xfe}), 0o644); err != nil {
+	if err := os.WriteFile(spin, tiny.ELF([]byte{0xeb, 0xfe}), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	img := filepath.Join(dir, "a.img")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building and testing kvmlab needs on a Debian machine, when it
-# is missing: QEMU (the emulated host for machines without /dev/kvm), the
-# kernel build tools, Debian's kernel source, cpio. Idempotent and quiet.
+# is missing: QEMU and Bochs (the emulated AMD and Intel hosts for machines
+# without /dev/kvm), the kernel build tools, Debian's kernel source, cpio.
+# Idempotent and quiet.
 set -euo pipefail
 need=()
 
@@ -40,6 +41,14 @@ command -v ip >/dev/null || need+=(iproute2)
 # The container tests also run the same root file system under runc, a
 # production OCI runtime, for comparison.
 command -v runc >/dev/null || need+=(runc)
+# The emulated Intel host (VT-x, issue 13): Bochs 2.7 (Debian 12's) with its
+# BIOS and VGA BIOS, booting an ISOLINUX CD image that xorriso writes.
+bochs --help 2>&1 | grep -qE 'Bochs x86 Emulator (2\.([7-9]|[1-9][0-9])|[3-9]\.)' || need+=(bochs)
+[[ -r /usr/share/bochs/BIOS-bochs-latest ]] || need+=(bochsbios)
+[[ -r /usr/share/vgabios/vgabios.bin ]] || need+=(vgabios)
+[[ -r /usr/lib/ISOLINUX/isolinux.bin ]] || need+=(isolinux)
+[[ -r /usr/lib/syslinux/modules/bios/ldlinux.c32 ]] || need+=(syslinux-common)
+command -v xorriso >/dev/null || need+=(xorriso)
 if ((${#need[@]})); then
 	# map tool names to packages
 	pkgs=()

@@ -11,6 +11,12 @@
 // exists (a laptop, a nested-virtualisation CI runner), and through the
 // emulated host everywhere else, and never skip for lack of KVM.
 //
+// Beside the AMD host, a second emulated host runs a small group of the same
+// tests (intelGroups) on Intel VT-x: Bochs emulating a Haswell Core i7, with
+// kvm_intel loaded (emuhost.BochsVMX). The two run at the same time; the
+// Intel host's lines carry an "intel| " prefix. KVMLAB_EMULATED_CPU=intel
+// with -run sends a selection of tests to the Intel host.
+//
 // Inputs (set by 'make integration'):
 //
 //	KVMLAB_BIN        the kvmlab binary (statically linked)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"kvmlab/vmm/boot"
+	"kvmlab/guest/tiny"
 )
 
 // TestExitLoopGuests runs the two Go sides of the bench's exit-cost loop
@@ -20,7 +20,7 @@ import (
 func TestExitLoopGuests(t *testing.T) {
 	const n = 3000
 	path := filepath.Join(t.TempDir(), "loop.elf")
-	if err := os.WriteFile(path, boot.PortLoopELF(n), 0o644); err != nil {
+	if err := os.WriteFile(path, tiny.PortLoopELF(n), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("KVMLAB_RUNTIME_REPORT", "1")

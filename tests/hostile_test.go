@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"kvmlab/guest/hostile"
-	"kvmlab/vmm/boot"
+	"kvmlab/guest/tiny"
 )
 
 // The hostile-guest suite (issue 16, item 7): guests that abuse what a
@@ -386,7 +386,7 @@ func bootToShellFor(t *testing.T, session time.Duration, args ...string) *guestC
 }
 
 // TestHostileTinyGuests runs hand-assembled guests that load from MMIO
-// addresses nothing claims (boot.MMIOLoadLoopCode) under kvmlab run, and
+// addresses nothing claims (tiny.MMIOLoadLoopCode) under kvmlab run, and
 // checks the VMM runs each to its poweroff with its stderr and memory
 // bounded. On a real /dev/kvm they are fast; in the emulated host each
 // load is a nested exit, so the counts stay moderate.
@@ -408,7 +408,7 @@ func TestHostileTinyGuests(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "flood.elf")
-			if err := os.WriteFile(path, boot.TinyELF(boot.MMIOLoadLoopCode(tc.addr, tc.stride, n)), 0o644); err != nil {
+			if err := os.WriteFile(path, tiny.ELF(tiny.MMIOLoadLoopCode(tc.addr, tc.stride, n)), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			args := []string{"run", "--quiet", "--kernel", path, "--mem", "64M"}

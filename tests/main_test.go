@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +21,21 @@ import (
 )
 
 const inHostEnv = "KVMLAB_IN_EMULATED_HOST"
+
+// emulatedCPUEnv names the CPU vendor of the emulated host the tests run in:
+// "amd" (QEMU, SVM) or "intel" (Bochs, VT-x). The runner sets it for the
+// inner run; set to intel outside, it sends a -run selection to the Intel
+// host instead of the AMD one.
+const emulatedCPUEnv = "KVMLAB_EMULATED_CPU"
+
+// emulatedCPU is the vendor of the emulated host this inner run is in, or ""
+// on a real /dev/kvm (where the vendor is the machine's own).
+func emulatedCPU() string {
+	if os.Getenv(inHostEnv) != "1" {
+		return ""
+	}
+	return os.Getenv(emulatedCPUEnv)
+}
 
 func TestMain(m *testing.M) {
 	if os.Getenv(standInEnv) == "1" {
@@ -98,24 +115,76 @@ func runInEmulatedHost() int {
 			}
 		}
 	}
-	runs := [][]string{base}
-	if !userSelected {
-		// Several shorter emulated-host runs instead of one long one:
-		// when the emulated host itself fails (it is QEMU emulating a
-		// CPU in software, and nested KVM stresses it), only that group
-		// is retried.
-		runs = nil
-		var all []string
-		for _, g := range testGroups {
-			runs = append(runs, append(append([]string{}, base...), "-test.run=^("+g+")$"))
-			all = append(all, g)
-		}
-		runs = append(runs, append(append([]string{}, base...), "-test.skip=^("+strings.Join(all, "|")+"|TestEmulatedHostSuite)$"))
+	group := func(g string) hostRun {
+		return hostRun{args: append(append([]string{}, base...), "-test.run=^("+g+")$")}
 	}
+	if userSelected {
+		// The selection runs in one emulated host: the AMD one, or the
+		// Intel one when KVMLAB_EMULATED_CPU=intel.
+		emu, err := emuhost.EmulatorFor(cmp.Or(os.Getenv(emulatedCPUEnv), "amd"))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "tests: %s: %v\n", emulatedCPUEnv, err)
+			return 1
+		}
+		s := series{emu: emu, runs: []hostRun{{args: base}}, out: os.Stdout}
+		return s.run(ctx, hk, self, bin, guest, base)
+	}
+	// Several shorter emulated-host runs instead of one long one: when
+	// the emulated host itself fails (it is QEMU or Bochs emulating a CPU
+	// in software, and nested KVM stresses it), only that group is
+	// retried.
+	amd := series{emu: emuhost.QEMUSVM, out: os.Stdout}
+	var all []string
+	for _, g := range testGroups {
+		amd.runs = append(amd.runs, group(g))
+		all = append(all, g)
+	}
+	amd.runs = append(amd.runs, hostRun{args: append(append([]string{}, base...), "-test.skip=^("+strings.Join(all, "|")+"|TestEmulatedHostSuite)$")})
+	// The Intel groups run beside the AMD ones: Bochs is one thread and
+	// QEMU's two vCPUs mostly take turns, so the two fill the two cores
+	// of a CI runner. Their output lines carry an "intel| " prefix.
+	intel := series{emu: emuhost.BochsVMX, out: &prefixWriter{prefix: "intel| ", w: os.Stdout}}
+	for _, g := range intelGroups {
+		r := group(g.tests)
+		r.hostAppend, r.proof = g.hostAppend, g.proof
+		intel.runs = append(intel.runs, r)
+	}
+	intelDone := make(chan int, 1)
+	go func() { intelDone <- intel.run(ctx, hk, self, bin, guest, base) }()
+	worst := amd.run(ctx, hk, self, bin, guest, base)
+	if code := <-intelDone; code != 0 {
+		fmt.Printf("tests: the VT-x group(s) in the emulated Intel host failed (exit status %d); their output is above, each line starting \"intel| \"\n", code)
+		worst = code
+	}
+	return worst
+}
+
+// series is a list of emulated-host runs made one after the other in hosts
+// of one kind, with their reruns.
+type series struct {
+	emu  emuhost.Emulator
+	runs []hostRun
+	out  io.Writer
+}
+
+// hostRun is one emulated-host run: the test binary's arguments, words for
+// the host kernel's command line, and a line its console must show then.
+type hostRun struct {
+	args              []string
+	hostAppend, proof string
+}
+
+// run makes the runs and returns the worst exit status.
+func (s series) run(ctx context.Context, hk *emuhost.Kernel, self, bin, guest string, base []string) int {
 	worst := 0
-	for i, args := range runs {
-		fmt.Printf("tests: emulated-host run %d of %d: %s\n", i+1, len(runs), strings.Join(args[1:], " "))
-		code, out := runOnce(ctx, hk, self, bin, guest, args)
+	for i, r := range s.runs {
+		args := r.args
+		host := ""
+		if r.hostAppend != "" {
+			host = " (host: " + r.hostAppend + ")"
+		}
+		fmt.Fprintf(s.out, "tests: emulated-host run %d of %d (%s, %s%s): %s\n", i+1, len(s.runs), s.emu, s.emu.Vendor(), host, strings.Join(args[1:], " "))
+		code, out := runOnce(ctx, s.emu, r.hostAppend, s.out, hk, self, bin, guest, args)
 		for rerun := 1; rerun <= maxReruns; rerun++ {
 			failed := emulatorFault(out)
 			if code == 0 || len(failed) == 0 {
@@ -123,16 +192,51 @@ func runInEmulatedHost() int {
 			}
 			// See emulatorFault: rerun just those tests in a fresh
 			// emulated host, and say so loudly.
-			fmt.Printf("tests: RERUN %d of %d: %s failed after a guest triple fault, a guest stalled inside KVM or an oops of the emulated host's kernel (QEMU's software SVM; see emulatorFault); running them again in a fresh emulated host\n",
-				rerun, maxReruns, strings.Join(failed, ", "))
+			fmt.Fprintf(s.out, "tests: RERUN %d of %d: %s failed after a guest triple fault, a guest stalled inside KVM or an oops of the emulated host's kernel (%s, a software CPU; see emulatorFault); running them again in a fresh emulated host\n",
+				rerun, maxReruns, strings.Join(failed, ", "), s.emu)
 			args := append(append([]string{}, base...), "-test.run=^("+strings.Join(failed, "|")+")$")
-			code, out = runOnce(ctx, hk, self, bin, guest, args)
+			code, out = runOnce(ctx, s.emu, r.hostAppend, s.out, hk, self, bin, guest, args)
+		}
+		if r.proof != "" && code == 0 && !strings.Contains(out, r.proof) {
+			// The tests passed, but not in the host they were meant
+			// for: the command line did not take.
+			fmt.Fprintf(s.out, "tests: the host's console lacks %q: %s did not take effect\n", r.proof, r.hostAppend)
+			code = 1
 		}
 		if code != 0 {
 			worst = code
 		}
 	}
 	return worst
+}
+
+// prefixWriter writes each line with a prefix, so that two emulated hosts
+// can share one output. Each line goes out in one write, as the other
+// series' lines do (emuhost streams the console line by line), so lines
+// interleave whole.
+type prefixWriter struct {
+	prefix  string
+	w       io.Writer
+	partial []byte
+}
+
+var outputMu sync.Mutex
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	outputMu.Lock()
+	defer outputMu.Unlock()
+	p.partial = append(p.partial, b...)
+	for {
+		i := bytes.IndexByte(p.partial, '\n')
+		if i < 0 {
+			break
+		}
+		if _, err := fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.partial[:i]); err != nil {
+			return 0, err
+		}
+		p.partial = p.partial[i+1:]
+	}
+	return len(b), nil
 }
 
 // maxReruns is how many fresh emulated hosts a group's failed tests get
@@ -218,6 +322,34 @@ var testGroups = []string{
 	"TestHostileGuest|TestHostileTinyGuests",
 }
 
+// intelGroups run in the emulated Intel host (Bochs emulating VT-x, issue
+// 13), beside the AMD groups, on every run: existing tests, so that the VT-x
+// half of the VMM (KVM_SET_TSS_ADDR and the identity map, VMX exit reasons,
+// single-step and breakpoints through VMX) is exercised by the same
+// assertions as the SVM half, and vendor-aware where a test names hardware
+// exit reasons (emulatedCPU). Bochs interprets every instruction on one
+// thread: a guest boot in it takes tens of seconds, so the group stays small.
+//
+// The second group runs with kvm_intel.ept=0: KVM on shadow page tables, and
+// without unrestricted guest (which needs EPT), so real-mode code, such as a
+// second vCPU's startup after INIT and SIPI (TestBootDefaultGuest/2cpu), runs
+// in vm86 mode on the TSS that KVM_SET_TSS_ADDR placed: the oldest VT-x
+// path, and still the one on CPUs without EPT.
+var intelGroups = []hostGroup{
+	{tests: "TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestBootDefaultGuest|TestStats|TestStepScript|TestStepDebug|TestVirtioDisk"},
+	{tests: "TestTinyGuestTripleFault|TestBootDefaultGuest", hostAppend: "kvm_intel.ept=0", proof: "hostinit: module kvm_intel: ept=0"},
+}
+
+// hostGroup is a group of tests for one emulated host, and what is special
+// about that host.
+type hostGroup struct {
+	tests string
+	// hostAppend goes on the host kernel's command line
+	// (emuhost.Spec.HostAppend); proof is a line of the host's console
+	// that shows it took effect.
+	hostAppend, proof string
+}
+
 // hostTools are host programs the tests run inside the emulated host, which
 // has none of them: e2fsprogs to make and read ext4 images and iproute2 for
 // the TAP and the network namespace (virtio tests), runc for the container
@@ -226,9 +358,17 @@ var hostTools = []string{"mkfs.ext4", "debugfs", "ip", "runc"}
 
 // runOnce runs one emulated-host run and returns its exit status and the
 // inner run's console output.
-func runOnce(ctx context.Context, hk *emuhost.Kernel, self, bin, guest string, args []string) (int, string) {
+func runOnce(ctx context.Context, emu emuhost.Emulator, hostAppend string, stdout io.Writer, hk *emuhost.Kernel, self, bin, guest string, args []string) (int, string) {
 	var console bytes.Buffer
+	timeout := 10 * time.Minute // a group takes 1-2 min; a hung emulated host is retried
+	if emu == emuhost.BochsVMX {
+		// Bochs boots in about two minutes, and each guest takes tens
+		// of seconds in it.
+		timeout = 30 * time.Minute
+	}
 	spec := emuhost.Spec{
+		Emulator:   emu,
+		HostAppend: hostAppend,
 		Files: []emuhost.File{
 			{HostPath: self, Path: "/kvmlab/tests.test", Mode: 0o755},
 			{HostPath: bin, Path: "/kvmlab/kvmlab", Mode: 0o755},
@@ -239,11 +379,11 @@ func runOnce(ctx context.Context, hk *emuhost.Kernel, self, bin, guest string, a
 			{HostPath: hk.Vmlinuz, Path: "/kvmlab/debian/vmlinuz", Mode: 0o644},
 		},
 		Argv: args,
-		Env: []string{inHostEnv + "=1", "KVMLAB_BIN=/kvmlab/kvmlab", "KVMLAB_GUEST_DIR=/kvmlab/guest",
+		Env: []string{inHostEnv + "=1", emulatedCPUEnv + "=" + emu.Vendor(), "KVMLAB_BIN=/kvmlab/kvmlab", "KVMLAB_GUEST_DIR=/kvmlab/guest",
 			"KVMLAB_DEBIAN_KERNEL=/kvmlab/debian/vmlinuz", "KVMLAB_DEBIAN_VERSION=" + hk.Version},
 		Dir:     "/kvmlab",
-		Timeout: 10 * time.Minute, // a group takes 1-2 min; a hung emulated host is retried
-		Output:  io.MultiWriter(os.Stdout, &console),
+		Timeout: timeout,
+		Output:  io.MultiWriter(stdout, &console),
 	}
 	tools, err := emuhost.Programs(hostTools...)
 	if err != nil {
@@ -257,12 +397,12 @@ func runOnce(ctx context.Context, hk *emuhost.Kernel, self, bin, guest string, a
 	spec.Files = append(spec.Files, tools...)
 	res, err := emuhost.Run(ctx, spec)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "tests: emulated host: %v\n", err)
+		fmt.Fprintf(stdout, "tests: emulated host (%s): %v\n", emu, err)
 		return 1, ""
 	}
-	fmt.Printf("tests: emulated host finished in %v (%d attempt(s)), inner exit status %d\n", res.Duration.Round(time.Second), res.Attempts, res.ExitCode)
+	fmt.Fprintf(stdout, "tests: emulated host (%s) finished in %v (%d attempt(s)), inner exit status %d\n", emu, res.Duration.Round(time.Second), res.Attempts, res.ExitCode)
 	if res.ExitCode == 0 && !strings.Contains(res.Output, "\nPASS") && !strings.HasPrefix(res.Output, "PASS") {
-		fmt.Fprintln(os.Stderr, "tests: the inner run exited 0 without printing PASS")
+		fmt.Fprintf(stdout, "tests: the inner run in %s exited 0 without printing PASS\n", emu)
 		return 1, ""
 	}
 	return res.ExitCode, strings.ReplaceAll(console.String(), "\r", "")

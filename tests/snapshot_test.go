@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"kvmlab/vmm/boot"
+	"kvmlab/guest/tiny"
 )
 
 // TestSnapshot: kill -USR1 makes kvmlab describe where its guest is. The
@@ -20,7 +20,7 @@ import (
 func TestSnapshot(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "spin.elf")
 	spin := []byte{0xf3, 0x90, 0xeb, 0xfc} // 1: pause; jmp 1b
-	if err := os.WriteFile(path, boot.TinyELF(spin), 0o644); err != nil {
+	if err := os.WriteFile(path, tiny.ELF(spin), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	g := startGuestCmd(t, 3*time.Minute, []string{kvmlabBin(t)}, "run", "--quiet", "--kernel", path, "--mem", "64M")
@@ -60,7 +60,7 @@ func TestSnapshot(t *testing.T) {
 	}
 	// RIP is on one of the loop's two instructions, disassembled.
 	if !regexp.MustCompile(`=> 0000000000100000  f3 90 +pause|=> 0000000000100002  eb fc +jmp 0x100000`).MatchString(first) {
-		t.Errorf("first snapshot does not mark RIP on the loop at %#x", boot.TinyELFBase)
+		t.Errorf("first snapshot does not mark RIP on the loop at %#x", tiny.Base)
 	}
 	if !strings.Contains(second, "exits to kvmlab: 0, +0 since snapshot 1") {
 		t.Errorf("second snapshot: want no exits to kvmlab since the first")

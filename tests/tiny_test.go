@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"kvmlab/vmm/boot"
+	"kvmlab/guest/tiny"
 )
 
 // TestTinyGuestTripleFault is the KVM smoke test: a few hand-assembled bytes
@@ -24,7 +24,7 @@ func TestTinyGuestTripleFault(t *testing.T) {
 		0x0f, 0x0b, // ud2
 	}
 	path := filepath.Join(t.TempDir(), "tiny.elf")
-	if err := os.WriteFile(path, boot.TinyELF(prog), 0o644); err != nil {
+	if err := os.WriteFile(path, tiny.ELF(prog), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	stdout, stderr, code := runKvmlab(t, 60*time.Second, "run", "--kernel", path, "--mem", "64M")

@@ -6,6 +6,7 @@ import (
 
 	"kvmlab/vmm/exits"
 	"kvmlab/vmm/trace"
+	"kvmlab/vmm/x86"
 )
 
 // BenchmarkDispatch measures one turn of the exit path in user space, decode
@@ -30,7 +31,7 @@ func BenchmarkDispatch(b *testing.B) {
 			tm.observed = tm.cfg.Trace != nil
 			tm.syncRegs = true // RIP from the run page, as on a host with KVM_CAP_SYNC_REGS
 			tm.started = time.Now()
-			exits.EncodeIO(tm.run, exits.Out, 1, COM1Port, 1, 0x1000, []byte{'H'})
+			exits.EncodeIO(tm.run, exits.Out, 1, x86.COM1Port, 1, 0x1000, []byte{'H'})
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

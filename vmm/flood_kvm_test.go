@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"kvmlab/vmm/boot"
+	"kvmlab/guest/tiny"
 	"kvmlab/vmm/kvm"
 	"kvmlab/vmm/reportlimit"
 )
 
 // KVM smoke tests of the report limiter: a real guest on /dev/kvm that
-// makes a device fail on every exit (boot.MMIOLoadLoopCode: n loads from
+// makes a device fail on every exit (tiny.MMIOLoadLoopCode: n loads from
 // one address, then "ok" on COM1 and a poweroff). They need only a /dev/kvm that runs
 // hand-assembled guests (kvm_pvm does), not one that boots Linux.
 
@@ -42,7 +42,7 @@ func needKVM(t *testing.T) {
 // failure after a generous bound (a hang detector, not a speed test).
 func runFlood(t *testing.T, n uint32, log *floodLog) (Outcome, []reportlimit.Total, reportlimit.Dropped) {
 	t.Helper()
-	m, err := New(Config{Kernel: boot.TinyELF(boot.MMIOLoadLoopCode(emptyWindowAddr, 0, n)), MemBytes: 64 << 20, CPUs: 1, Log: log})
+	m, err := New(Config{Kernel: tiny.ELF(tiny.MMIOLoadLoopCode(emptyWindowAddr, 0, n)), MemBytes: 64 << 20, CPUs: 1, Log: log})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"kvmlab/vmm/boot"
+	"kvmlab/guest/tiny"
 	"kvmlab/vmm/kvm"
 )
 
@@ -66,7 +66,7 @@ func TestTinyGuestMMIOFlood(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var log countingWriter
 			var console bytes.Buffer
-			m, err := New(Config{Kernel: boot.TinyELF(boot.MMIOLoadLoopCode(tc.addr, tc.stride, n)),
+			m, err := New(Config{Kernel: tiny.ELF(tiny.MMIOLoadLoopCode(tc.addr, tc.stride, n)),
 				MemBytes: 64 << 20, CPUs: 1, Log: &log, Console: &console, Stats: tc.stats})
 			if err != nil {
 				t.Fatalf("New: %v", err)

@@ -8,6 +8,13 @@
 // MMIO accesses to the device bus, and goes round again. Everything the guest
 // does that KVM handles in the kernel (most exits) never shows up here.
 //
+// The machine wires parts that live elsewhere and holds none of their
+// details: guest RAM and its checked access are package guestmem's, the x86
+// CPU state at entry (segments, control registers, MSRs, CPUID) and the
+// PC's fixed addresses and ports are package x86's, the kernel's placement
+// in RAM is package boot's, and every device, the POST port included, is a
+// package under devices/ that sees only offsets on the bus.
+//
 // The machine ends when the guest powers off (ACPI PM1a_CNT SLP_EN with
 // SLP_TYP=S5), reboots (i8042 pulse-reset or the ACPI reset register, which
 // is the same i8042 port), triple-faults (KVM_EXIT_SHUTDOWN), or KVM reports
@@ -33,29 +40,17 @@ import (
 	"kvmlab/devices/cmos"
 	"kvmlab/devices/i8042"
 	"kvmlab/devices/pci"
+	"kvmlab/devices/post"
 	"kvmlab/devices/serial"
+	"kvmlab/guestmem"
 	"kvmlab/vmm/acpi"
 	"kvmlab/vmm/boot"
 	"kvmlab/vmm/exits"
+	"kvmlab/vmm/hwexit"
 	"kvmlab/vmm/kvm"
-	"kvmlab/vmm/memory"
 	"kvmlab/vmm/reportlimit"
 	"kvmlab/vmm/trace"
-)
-
-// Fixed guest-physical addresses of the PC platform.
-const (
-	IOAPICAddr = 0xfec0_0000
-	LAPICAddr  = 0xfee0_0000
-	// Intel VT-x needs a 3-page TSS and a 1-page identity map somewhere
-	// in guest-physical space that is neither RAM nor a device; the top of
-	// the MMIO hole, below the BIOS ROM area QEMU uses, is the usual spot.
-	IdentityMapAddr = 0xfeff_c000
-	TSSAddr         = 0xfeff_d000
-
-	COM1Port = 0x3f8
-	COM1IRQ  = 4
-	SCIIRQ   = 9
+	"kvmlab/vmm/x86"
 )
 
 // Config describes a machine.
@@ -127,7 +122,7 @@ type Machine struct {
 	cfg     Config
 	sys     *kvm.System
 	vm      *kvm.VM
-	mem     *memory.Memory
+	mem     *guestmem.Memory
 	bus     *bus.Bus
 	vcpus   []*vcpu
 	uart    *serial.UART
@@ -155,7 +150,7 @@ type Machine struct {
 	statsMu      sync.Mutex
 	statsFiles   []*os.File
 	statsReaders []*kvm.StatsReader
-	vendor       exits.Vendor
+	vendor       hwexit.Vendor
 	seq          atomic.Uint64
 
 	snapMu   sync.Mutex
@@ -222,13 +217,13 @@ func New(cfg Config) (m *Machine, err error) {
 		return nil, err
 	}
 	// Intel-only setup (see kvm.VM.SetTSSAddr): harmless on AMD.
-	if err := m.vm.SetIdentityMapAddr(IdentityMapAddr); err != nil {
+	if err := m.vm.SetIdentityMapAddr(x86.IdentityMapAddr); err != nil {
 		return nil, err
 	}
-	if err := m.vm.SetTSSAddr(TSSAddr); err != nil {
+	if err := m.vm.SetTSSAddr(x86.TSSAddr); err != nil {
 		return nil, err
 	}
-	if m.mem, err = memory.New(cfg.MemBytes); err != nil {
+	if m.mem, err = guestmem.New(cfg.MemBytes); err != nil {
 		return nil, err
 	}
 	for i, r := range m.mem.Regions() {
@@ -246,9 +241,9 @@ func New(cfg Config) (m *Machine, err error) {
 		return nil, err
 	}
 	tables, rsdp, err := acpi.Build(acpi.Config{
-		CPUs: cfg.CPUs, LAPICAddr: LAPICAddr, IOAPICAddr: IOAPICAddr, IOAPICID: uint8(cfg.CPUs),
-		SCIIRQ: SCIIRQ, PM1aEvtBlk: acpipm.EvtBlk, PM1aCntBlk: acpipm.CntBlk, SlpTypS5: acpipm.SlpTypS5,
-		ResetPort: 0x64, ResetValue: 0xfe,
+		CPUs: cfg.CPUs, LAPICAddr: x86.LAPICAddr, IOAPICAddr: x86.IOAPICAddr, IOAPICID: uint8(cfg.CPUs),
+		SCIIRQ: x86.SCIIRQ, PM1aEvtBlk: acpipm.EvtBlk, PM1aCntBlk: acpipm.CntBlk, SlpTypS5: acpipm.SlpTypS5,
+		ResetPort: x86.ResetPort, ResetValue: x86.ResetValue,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ACPI tables: %w", err)
@@ -256,7 +251,7 @@ func New(cfg Config) (m *Machine, err error) {
 	if err := m.mem.WriteAt(tables, acpi.Base); err != nil {
 		return nil, fmt.Errorf("ACPI tables: %w", err)
 	}
-	entry, err := boot.Load(m.mem, img, cfg.Initrd, cfg.Cmdline, memory.GPA(rsdp))
+	entry, err := boot.Load(m.mem, img, cfg.Initrd, cfg.Cmdline, guestmem.GPA(rsdp))
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +266,7 @@ func New(cfg Config) (m *Machine, err error) {
 
 func (m *Machine) addDevices() error {
 	m.out = newAsyncWriter(m.cfg.Console)
-	m.uart = serial.New("COM1", kvm.Line{VM: m.vm, IRQ: COM1IRQ}, m.out)
+	m.uart = serial.New("COM1", kvm.Line{VM: m.vm, IRQ: x86.COM1IRQ}, m.out)
 	kbd := i8042.New(func() {
 		m.stop(Outcome{Reason: StopReboot, VCPU: -1, Detail: "guest pulsed the reset line through the i8042 (reboot)"})
 	})
@@ -283,12 +278,12 @@ func (m *Machine) addDevices() error {
 		name       string
 		dev        bus.Device
 	}{
-		{COM1Port, 8, "COM1", m.uart},
-		{0x60, 1, "i8042-data", kbd.DataPort()},
-		{0x64, 1, "i8042-cmd", kbd.CommandPort()},
-		{0x70, 2, "CMOS", cmos.New(time.Now)},
+		{x86.COM1Port, 8, "COM1", m.uart},
+		{x86.I8042DataPort, 1, "i8042-data", kbd.DataPort()},
+		{x86.I8042CommandPort, 1, "i8042-cmd", kbd.CommandPort()},
+		{x86.CMOSPort, 2, "CMOS", cmos.New(time.Now)},
 		{acpipm.Base, acpipm.Size, "ACPI-PM", pm},
-		{0x80, 1, "POST", &postPort{}},
+		{x86.POSTPort, post.Size, "POST", post.New()},
 	}
 	for _, r := range regs {
 		if err := m.bus.Register(bus.PIO, r.base, r.size, r.name, r.dev); err != nil {
@@ -303,68 +298,6 @@ func (m *Machine) addDevices() error {
 		return err
 	}
 	return m.addVirtio()
-}
-
-// postPort is port 0x80, the BIOS power-on-self-test code port. Linux writes
-// to it as an I/O delay (unless built with IO_DELAY_NONE like ours); it does
-// nothing but remember the last code.
-type postPort struct{ last atomic.Uint32 }
-
-func (p *postPort) Read(_ uint64, data []byte) error {
-	for i := range data {
-		data[i] = byte(p.last.Load())
-	}
-	return nil
-}
-
-func (p *postPort) Write(_ uint64, data []byte) error {
-	if len(data) > 0 {
-		p.last.Store(uint32(data[0]))
-	}
-	return nil
-}
-
-func (p *postPort) Describe(_ uint64, write bool, data []byte) string {
-	if write && len(data) > 0 {
-		return fmt.Sprintf("POST code %#02x (I/O delay)", data[0])
-	}
-	return "POST read"
-}
-
-// Boot-time MSRs (Intel SDM Vol. 4; AMD APM Vol. 2 Appendix A).
-const (
-	msrIA32TSC        = 0x10
-	msrIA32MiscEnable = 0x1a0
-	msrMTRRDefType    = 0x2ff
-	msrSysenterCS     = 0x174
-	msrSysenterESP    = 0x175
-	msrSysenterEIP    = 0x176
-	msrSTAR           = 0xc000_0081
-	msrLSTAR          = 0xc000_0082
-	msrCSTAR          = 0xc000_0083
-	msrSyscallMask    = 0xc000_0084
-	msrKernelGSBase   = 0xc000_0102
-)
-
-func bootMSRs(supported map[uint32]bool) []kvm.MSR {
-	all := []kvm.MSR{
-		{Index: msrSysenterCS}, {Index: msrSysenterESP}, {Index: msrSysenterEIP},
-		{Index: msrSTAR}, {Index: msrLSTAR}, {Index: msrCSTAR}, {Index: msrSyscallMask}, {Index: msrKernelGSBase},
-		{Index: msrIA32TSC},
-		// Fast string operations enabled, as firmware leaves it.
-		{Index: msrIA32MiscEnable, Data: 1},
-		// MTRRs enabled with write-back as the default memory type:
-		// firmware's job on real hardware; without it Linux treats RAM
-		// as uncached.
-		{Index: msrMTRRDefType, Data: 1<<11 | 6},
-	}
-	var out []kvm.MSR
-	for _, msr := range all {
-		if supported[msr.Index] {
-			out = append(out, msr)
-		}
-	}
-	return out
 }
 
 func (m *Machine) createVCPUs(entry *boot.Entry) error {
@@ -388,10 +321,10 @@ func (m *Machine) createVCPUs(entry *boot.Entry) error {
 		}
 		v := &vcpu{VCPU: kv}
 		m.vcpus = append(m.vcpus, v)
-		if err := kv.SetCPUID2(FilterCPUID(cpuid, uint32(id), m.cfg.CPUs)); err != nil {
+		if err := kv.SetCPUID2(x86.FilterCPUID(cpuid, uint32(id), m.cfg.CPUs)); err != nil {
 			return err
 		}
-		if err := kv.SetMSRs(bootMSRs(supported)); err != nil {
+		if err := kv.SetMSRs(x86.BootMSRs(supported)); err != nil {
 			return err
 		}
 		if id != 0 {
@@ -399,78 +332,29 @@ func (m *Machine) createVCPUs(entry *boot.Entry) error {
 			// boot CPU starts them through its local APIC.
 			continue
 		}
-		if err := setupBootRegs(kv, entry); err != nil {
+		if err := x86.SetupLongMode(kv, longModeEntry(entry)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// segmentFromDescriptor unpacks a GDT entry (Intel SDM Vol. 3A §3.4.5) into
-// the form KVM wants for the hidden part of a segment register.
-func segmentFromDescriptor(sel uint16, d uint64) kvm.Segment {
-	limit := uint32(d&0xffff) | uint32((d>>48)&0xf)<<16
-	g := uint8((d >> 55) & 1)
-	if g == 1 {
-		limit = limit<<12 | 0xfff
+// longModeEntry is the loader's entry state in the form package x86 loads
+// into the boot CPU.
+func longModeEntry(e *boot.Entry) x86.LongModeEntry {
+	return x86.LongModeEntry{
+		RIP: e.RIP, RSP: e.RSP, RSI: e.RSI, CR3: e.CR3,
+		GDT:          kvm.DTable{Base: e.GDTBase, Limit: e.GDTLimit},
+		CodeSelector: e.CodeSelector, DataSelector: e.DataSelector,
+		CodeDescriptor: e.CodeDescriptor, DataDescriptor: e.DataDescriptor,
 	}
-	return kvm.Segment{
-		Base:     (d>>16)&0xffffff | ((d>>56)&0xff)<<24,
-		Limit:    limit,
-		Selector: sel,
-		Type:     uint8((d >> 40) & 0xf),
-		S:        uint8((d >> 44) & 1),
-		DPL:      uint8((d >> 45) & 3),
-		Present:  uint8((d >> 47) & 1),
-		AVL:      uint8((d >> 52) & 1),
-		L:        uint8((d >> 53) & 1),
-		DB:       uint8((d >> 54) & 1),
-		G:        g,
-	}
-}
-
-// Control-register bits for 64-bit entry.
-const (
-	cr0PE   = 1 << 0
-	cr0MP   = 1 << 1
-	cr0ET   = 1 << 4
-	cr0NE   = 1 << 5
-	cr0WP   = 1 << 16
-	cr0PG   = 1 << 31
-	cr4PAE  = 1 << 5
-	eferLME = 1 << 8
-	eferLMA = 1 << 10
-)
-
-// setupBootRegs puts the boot CPU straight into 64-bit long mode at the
-// kernel's 64-bit entry point, as the "64-bit boot protocol" describes: paging
-// on with an identity map, a flat 64-bit code segment, RSI = boot_params.
-func setupBootRegs(c *kvm.VCPU, e *boot.Entry) error {
-	s, err := c.GetSregs()
-	if err != nil {
-		return err
-	}
-	code := segmentFromDescriptor(e.CodeSelector, e.CodeDescriptor)
-	data := segmentFromDescriptor(e.DataSelector, e.DataDescriptor)
-	s.CS = code
-	s.DS, s.ES, s.FS, s.GS, s.SS = data, data, data, data, data
-	s.GDT = kvm.DTable{Base: e.GDTBase, Limit: e.GDTLimit}
-	s.IDT = kvm.DTable{}
-	s.CR0 = cr0PE | cr0MP | cr0ET | cr0NE | cr0WP | cr0PG
-	s.CR3 = e.CR3
-	s.CR4 = cr4PAE
-	s.EFER = eferLME | eferLMA
-	if err := c.SetSregs(s); err != nil {
-		return err
-	}
-	return c.SetRegs(kvm.Regs{RIP: e.RIP, RSP: e.RSP, RSI: e.RSI, RFLAGS: 2})
 }
 
 // Bus returns the device bus (for tests and the tracer).
 func (m *Machine) Bus() *bus.Bus { return m.bus }
 
 // Memory returns guest RAM.
-func (m *Machine) Memory() *memory.Memory { return m.mem }
+func (m *Machine) Memory() *guestmem.Memory { return m.mem }
 
 // ExitCounts returns how many user-space exits of each KVM reason there were.
 func (m *Machine) ExitCounts() map[exits.Reason]uint64 {
@@ -568,7 +452,7 @@ func (m *Machine) kickAll() {
 	for i := 0; i < 100; i++ {
 		running := false
 		for _, v := range m.vcpus {
-			v.SetImmediateExit(true)
+			exits.SetImmediateExit(v.Run, true)
 			if tid := v.tid.Load(); tid > 0 {
 				running = true
 				_ = unix.Tgkill(pid, int(tid), unix.SIGURG)
@@ -610,19 +494,19 @@ const vcpuYieldEvery = 5 * time.Millisecond
 // emulated host a costly one.
 const yieldCheckExits = 16
 
-// SchedYield is the vCPU loop's yield to the Go scheduler (see
-// vcpuYieldEvery). A loop that enters KVM_RUN calls Exit once per exit;
+// schedYield is the vCPU loop's yield to the Go scheduler (see
+// vcpuYieldEvery). A loop that enters KVM_RUN calls exit once per exit;
 // the zero value is ready, and yields first vcpuYieldEvery after the
-// first call. Exported so that kvmlab bench's Go floor runs the very same
-// loop as kvmlab.
-type SchedYield struct {
+// first call. (kvmlab bench's Go floor keeps a copy of it, so that it
+// runs the same loop as kvmlab; see bench/gofloor.go.)
+type schedYield struct {
 	last  time.Time
 	exits uint
 }
 
-// Exit counts one exit and yields when vcpuYieldEvery has passed since
+// exit counts one exit and yields when vcpuYieldEvery has passed since
 // the last yield.
-func (y *SchedYield) Exit() {
+func (y *schedYield) exit() {
 	y.exits++
 	if y.exits%yieldCheckExits != 1 {
 		return
@@ -643,14 +527,14 @@ func (m *Machine) vcpuLoop(v *vcpu) {
 	defer runtime.UnlockOSThread()
 	v.tid.Store(int32(unix.Gettid()))
 	defer v.tid.Store(0)
-	var yield SchedYield
+	var yield schedYield
 	for !m.stopped.Load() {
 		if m.observed {
 			v.enter = time.Now()
 		}
 		// Let the scheduler see this goroutine scheduled, so that its
 		// monitor does not take our P on every tick (vcpuYieldEvery).
-		yield.Exit()
+		yield.exit()
 		if r := v.snapPending(); r != nil {
 			m.answerSnapshot(v, r, false)
 		}

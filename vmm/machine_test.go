@@ -5,16 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"kvmlab/devices/bus"
-	"kvmlab/vmm/boot"
 	"kvmlab/vmm/exits"
 	"kvmlab/vmm/kvm"
 	"kvmlab/vmm/reportlimit"
+	"kvmlab/vmm/x86"
 )
 
 // The dispatcher tests below drive Machine.handle the way vcpuLoop does,
@@ -111,7 +112,7 @@ func newTestMachine(t *testing.T) *testMachine {
 		name       string
 		dev        bus.Device
 	}{
-		{bus.PIO, COM1Port, 8, "COM1", tm.com1},
+		{bus.PIO, x86.COM1Port, 8, "COM1", tm.com1},
 		{bus.PIO, 0xcf8, 4, "PCI-addr", tm.pciAddr},
 		{bus.MMIO, 0xd000_0000, 256, "mmio-dev", tm.mmio},
 	} {
@@ -169,7 +170,7 @@ func TestHandlePortOut(t *testing.T) {
 			tm := newTestMachine(t)
 			exits.EncodeIO(tm.run, exits.Out, tc.size, tc.port, tc.count, pioData, []byte(tc.data))
 			tm.exit(t)
-			if got := tc.dev(tm).calls; !equalCalls(got, tc.wantCalls) {
+			if got := tc.dev(tm).calls; !slices.Equal(got, tc.wantCalls) {
 				t.Errorf("device saw %v, want %v", got, tc.wantCalls)
 			}
 			if tm.isStopped() {
@@ -177,18 +178,6 @@ func TestHandlePortOut(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalCalls(a, b []devCall) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestHandlePortIn(t *testing.T) {
@@ -278,7 +267,7 @@ func TestHandleMMIO(t *testing.T) {
 		tm := newTestMachine(t)
 		exits.EncodeMMIO(tm.run, 0xd000_0020, make([]byte, 4), false)
 		tm.exit(t)
-		if want := []devCall{{false, 0x20, "\x30\x31\x32\x33"}}; !equalCalls(tm.mmio.calls, want) {
+		if want := []devCall{{false, 0x20, "\x30\x31\x32\x33"}}; !slices.Equal(tm.mmio.calls, want) {
 			t.Errorf("device saw %v, want %v", tm.mmio.calls, want)
 		}
 		var e exits.Exit
@@ -296,7 +285,7 @@ func TestHandleMMIO(t *testing.T) {
 		tm := newTestMachine(t)
 		exits.EncodeMMIO(tm.run, 0xd000_00f8, []byte{1, 2, 3, 4, 5, 6, 7, 8}, true)
 		tm.exit(t)
-		if want := []devCall{{true, 0xf8, "\x01\x02\x03\x04\x05\x06\x07\x08"}}; !equalCalls(tm.mmio.calls, want) {
+		if want := []devCall{{true, 0xf8, "\x01\x02\x03\x04\x05\x06\x07\x08"}}; !slices.Equal(tm.mmio.calls, want) {
 			t.Errorf("device saw %v, want %v", tm.mmio.calls, want)
 		}
 	})
@@ -351,8 +340,7 @@ func TestHandleStops(t *testing.T) {
 		{"internal error without a hint", func(run []byte) { internalError(run, 42) },
 			StopInternalError, "KVM internal error, suberror 42", true, true},
 		{"failed VM entry", func(run []byte) {
-			exits.EncodeReason(run, exits.FailEntry)
-			run[32], run[35] = 0x21, 0x80 // hardware_entry_failure_reason 0x80000021
+			exits.EncodeFailEntry(run, 0x80000021, 0)
 		}, StopFailEntry, "VM entry failed, hardware reason 0x80000021", true, true},
 		{"an exit the VMM does not handle is an error", func(run []byte) { exits.EncodeReason(run, exits.Hypercall) },
 			StopError, "vCPU 0: unhandled exit KVM_EXIT_HYPERCALL", true, true},
@@ -389,15 +377,9 @@ func TestHandleStops(t *testing.T) {
 	}
 }
 
-func systemEvent(run []byte, typ byte) {
-	exits.EncodeReason(run, exits.SystemEvent)
-	run[32] = typ
-}
+func systemEvent(run []byte, typ uint32) { exits.EncodeSystemEvent(run, typ) }
 
-func internalError(run []byte, sub byte) {
-	exits.EncodeReason(run, exits.InternalError)
-	run[32] = sub
-}
+func internalError(run []byte, sub uint32) { exits.EncodeInternalError(run, sub) }
 
 func TestFirstStopWins(t *testing.T) {
 	tm := newTestMachine(t)
@@ -446,34 +428,6 @@ func TestStopReason(t *testing.T) {
 		if tc.r.String() != tc.name || tc.r.Success() != tc.success {
 			t.Errorf("StopReason(%d) = %q success %v, want %q %v", int(tc.r), tc.r.String(), tc.r.Success(), tc.name, tc.success)
 		}
-	}
-}
-
-func TestSegmentFromDescriptor(t *testing.T) {
-	tests := []struct {
-		name string
-		sel  uint16
-		desc uint64
-		want kvm.Segment
-	}{
-		{"flat 64-bit code: L=1, D/B=0, G=1, execute/read accessed", boot.CodeSelector, 0x00af9b000000ffff, kvm.Segment{
-			Base: 0, Limit: 0xffffffff, Selector: boot.CodeSelector, Type: 0xb, S: 1, DPL: 0, Present: 1, L: 1, DB: 0, G: 1}},
-		{"flat 4 GiB data: D/B=1, G=1, read/write accessed", boot.DataSelector, 0x00cf93000000ffff, kvm.Segment{
-			Base: 0, Limit: 0xffffffff, Selector: boot.DataSelector, Type: 0x3, S: 1, Present: 1, DB: 1, G: 1}},
-		{"flat 32-bit code: L=0, D/B=1", 0x08, 0x00cf9a000000ffff, kvm.Segment{
-			Base: 0, Limit: 0xffffffff, Selector: 0x08, Type: 0xa, S: 1, Present: 1, DB: 1, G: 1}},
-		{"byte-granular, based, DPL 3, AVL set", 0x2b, 0x1255f2345678abcd, kvm.Segment{
-			Base: 0x12345678, Limit: 0x5abcd, Selector: 0x2b, Type: 0x2, S: 1, DPL: 3, Present: 1, AVL: 1, DB: 1}},
-		{"4 KiB-granular limit 0 covers one page", 0x10, 0x0080920000000000, kvm.Segment{
-			Limit: 0xfff, Selector: 0x10, Type: 0x2, S: 1, Present: 1, G: 1}},
-		{"null descriptor", 0, 0, kvm.Segment{}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := segmentFromDescriptor(tc.sel, tc.desc); got != tc.want {
-				t.Errorf("segmentFromDescriptor(%#x, %#016x) =\n  %+v, want\n  %+v", tc.sel, tc.desc, got, tc.want)
-			}
-		})
 	}
 }
 

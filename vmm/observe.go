@@ -7,9 +7,10 @@ import (
 	"time"
 
 	"kvmlab/devices/bus"
+	"kvmlab/guestmem"
 	"kvmlab/vmm/exits"
+	"kvmlab/vmm/hwexit"
 	"kvmlab/vmm/kvm"
-	"kvmlab/vmm/memory"
 	"kvmlab/vmm/trace"
 )
 
@@ -48,7 +49,7 @@ func (c *Control) SetRegs(r kvm.Regs) error { return c.v.SetRegs(r) }
 // ReadPhys copies guest-physical memory.
 func (c *Control) ReadPhys(gpa uint64, n int) ([]byte, error) {
 	b := make([]byte, n)
-	if err := c.m.mem.ReadAt(b, memory.GPA(gpa)); err != nil {
+	if err := c.m.mem.ReadAt(b, guestmem.GPA(gpa)); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -57,7 +58,7 @@ func (c *Control) ReadPhys(gpa uint64, n int) ([]byte, error) {
 // WritePhys stores into guest-physical memory, through the same checked
 // layer as every device (used to plant and remove INT3 breakpoints).
 func (c *Control) WritePhys(gpa uint64, p []byte) error {
-	return c.m.mem.WriteAt(p, memory.GPA(gpa))
+	return c.m.mem.WriteAt(p, guestmem.GPA(gpa))
 }
 
 // SetSWBreakpoints turns the interception of the guest's #BP exception on or
@@ -147,17 +148,10 @@ func (c *Control) applyDebug() error {
 }
 
 // Vendor is the host's virtualisation flavour ("vmx" or "svm").
-func (c *Control) Vendor() exits.Vendor { return c.m.vendor }
+func (c *Control) Vendor() hwexit.Vendor { return c.m.vendor }
 
 // Bus gives the device bus (for naming devices).
 func (c *Control) Bus() *bus.Bus { return c.m.bus }
-
-// offsets inside struct kvm_run for synchronised registers (KVM_CAP_SYNC_REGS).
-const (
-	offValidRegs = 288
-	offSyncRIP   = 304 + 16*8 // s.regs.regs.rip
-	syncX86Regs  = 1
-)
 
 // observe handles an exit with tracing, statistics or stepping on.
 func (m *Machine) observe(v *vcpu) {
@@ -170,10 +164,10 @@ func (m *Machine) observe(v *vcpu) {
 		Reason:  e.Reason.String(),
 		Code:    uint32(e.Reason),
 		GuestNS: exitAt.Sub(v.enter).Nanoseconds(),
-		HW:      exits.HWFor(e.Reason, m.vendor, e),
+		HW:      hwexit.HWFor(e.Reason, m.vendor, e),
 	}
 	if m.syncRegs {
-		ev.RIP = binary.LittleEndian.Uint64(v.Run[offSyncRIP:])
+		ev.RIP = exits.SyncedRIP(v.Run)
 	} else if r, err := v.GetRegs(); err == nil {
 		ev.RIP = r.RIP
 	}
@@ -222,23 +216,23 @@ func (m *Machine) setupObservation() {
 		// exit, so reading RIP costs no ioctl.
 		m.syncRegs = true
 		for _, v := range m.vcpus {
-			binary.LittleEndian.PutUint64(v.Run[offValidRegs:], syncX86Regs)
+			exits.EnableSyncRegs(v.Run)
 		}
 	}
 }
 
 // hostVendor reads the CPU vendor string from CPUID leaf 0.
-func hostVendor(cpuid []kvm.CPUIDEntry) exits.Vendor {
+func hostVendor(cpuid []kvm.CPUIDEntry) hwexit.Vendor {
 	for _, e := range cpuid {
 		if e.Function == 0 {
 			var b [12]byte
 			binary.LittleEndian.PutUint32(b[0:], e.EBX)
 			binary.LittleEndian.PutUint32(b[4:], e.EDX)
 			binary.LittleEndian.PutUint32(b[8:], e.ECX)
-			return exits.VendorFromCPUID(string(b[:]))
+			return hwexit.VendorFromCPUID(string(b[:]))
 		}
 	}
-	return exits.VendorFromCPUID("")
+	return hwexit.VendorFromCPUID("")
 }
 
 // KernelStats reads every vCPU's KVM binary statistics (exits handled in the

@@ -1,15 +1,13 @@
 package vmm
 
 import (
-	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"kvmlab/vmm/inspect"
+	"kvmlab/vmm/kvm"
 )
 
 // Snapshots: what is the guest doing right now?
@@ -32,15 +30,18 @@ import (
 // that climbs while kvmlab saw no exit means a guest looping on exits the
 // kernel handles, and one that stands still means a guest running without
 // exiting at all (or a vCPU halted).
+//
+// Snapshot returns what it saw as data (a Snapshot with one VCPUSnapshot per
+// vCPU); the caller decides how to show it (kvmlab run prints it on stderr,
+// cmd/kvmlab/snapshot.go).
 
 // snapRequest is one vCPU's part of a snapshot: the vCPU answers on reply.
 type snapRequest struct {
-	sym   *inspect.Symbols
 	reply chan snapAnswer
 }
 
 type snapAnswer struct {
-	text        string
+	state       VCPUState
 	exits       uint64 // user-space exits of this vCPU so far
 	interrupted bool   // the request brought the vCPU out of KVM_RUN
 }
@@ -53,38 +54,99 @@ type snapState struct {
 	kernel []map[string]uint64
 }
 
-// snapshotWait is how long Snapshot waits for a vCPU to answer. A vCPU
+// SnapshotWait is how long Snapshot waits for a vCPU to answer. A vCPU
 // answers within one exit; one that does not is stuck outside KVM_RUN,
 // which is itself worth reporting.
-const snapshotWait = 2 * time.Second
+const SnapshotWait = 2 * time.Second
 
-// Snapshot writes, for every vCPU, where the guest is (mode, RIP with its
-// symbol and the instructions there, the registers), how many exits
-// reached kvmlab, and what KVM handled in the kernel, both as the
-// difference from the previous snapshot. It is safe to call from any
-// goroutine while the machine runs (kvmlab run calls it on SIGUSR1); the
-// guest only loses the time of one extra exit per vCPU. sym, if not nil,
-// names guest kernel addresses.
-func (m *Machine) Snapshot(w io.Writer, sym *inspect.Symbols) {
+// Snapshot is one look inside a running machine.
+type Snapshot struct {
+	N  int       // 1 for the machine's first snapshot
+	At time.Time // when it was taken
+	// Started says whether Run had started the vCPUs; SinceStart is how
+	// long before At it did.
+	Started    bool
+	SinceStart time.Duration
+	// Prev is the number of the previous snapshot (0: this is the
+	// first), SincePrev how long before At it was taken. The
+	// differences below are since that one, or since the start.
+	Prev      int
+	SincePrev time.Duration
+	VCPUs     []VCPUSnapshot
+	// KernelErr is why KVM's own counters could not be read (nil when
+	// they were).
+	KernelErr error
+}
+
+// VCPUSnapshot is what one vCPU said.
+type VCPUSnapshot struct {
+	ID int
+	// Answered is false when the vCPU did not answer within
+	// SnapshotWait: its thread is neither in KVM_RUN nor in the loop.
+	// Nothing below is set then.
+	Answered bool
+	// Interrupted: the request brought the vCPU out of KVM_RUN (it was
+	// inside); otherwise it was between exits.
+	Interrupted bool
+	// Exits is how many exits of this vCPU reached kvmlab so far, and
+	// ExitsSincePrev how many since snapshot Prev (HasPrevExits false
+	// when there is no previous count to subtract).
+	Exits          uint64
+	ExitsSincePrev uint64
+	HasPrevExits   bool
+	State          VCPUState
+	// Kernel lists KVM's counters for this vCPU that moved since the
+	// previous snapshot (or since the start), exit counters first, then
+	// largest first. HasKernel is false when KVM has no counters for it.
+	Kernel    []CounterDelta
+	HasKernel bool
+}
+
+// VCPUState is where a vCPU was: its registers and the code at RIP.
+type VCPUState struct {
+	// Err is why the registers could not be read; nothing else is set.
+	Err   error
+	Regs  kvm.Regs
+	Sregs kvm.Sregs
+	// PC is RIP as a linear address (CS's base added: non-zero only in
+	// real mode and some 32-bit guests), and Code up to 32 bytes read
+	// there through the guest's page tables. CodeErr is why fewer (or
+	// none) could be read.
+	PC      uint64
+	Code    []byte
+	CodeErr error
+}
+
+// CounterDelta is how far one of KVM's counters moved.
+type CounterDelta struct {
+	Name  string
+	Delta uint64
+}
+
+// Snapshot brings every vCPU out of KVM_RUN once and returns where the
+// guest is (registers and the code at RIP), how many exits reached kvmlab,
+// and what KVM handled in the kernel, both as the difference from the
+// previous snapshot. It is safe to call from any goroutine while the
+// machine runs (kvmlab run calls it on SIGUSR1); the guest only loses the
+// time of one extra exit per vCPU.
+func (m *Machine) Snapshot() Snapshot {
 	m.snapMu.Lock()
 	defer m.snapMu.Unlock()
 	now := time.Now()
 	prev := m.snapPrev
 	cur := snapState{n: prev.n + 1, at: now, exits: make([]uint64, len(m.vcpus))}
-	var b strings.Builder
-	fmt.Fprintf(&b, "kvmlab: snapshot %d", cur.n)
-	if !m.started.IsZero() {
-		fmt.Fprintf(&b, ", %.2f s after the vCPUs started", now.Sub(m.started).Seconds())
+	out := Snapshot{N: cur.n, At: now, Started: !m.started.IsZero(), VCPUs: make([]VCPUSnapshot, 0, len(m.vcpus))}
+	if out.Started {
+		out.SinceStart = now.Sub(m.started)
 	}
 	if prev.n > 0 {
-		fmt.Fprintf(&b, ", %.2f s after snapshot %d", now.Sub(prev.at).Seconds(), prev.n)
+		out.Prev, out.SincePrev = prev.n, now.Sub(prev.at)
 	}
-	b.WriteString("\n")
 
 	reqs := make([]*snapRequest, len(m.vcpus))
 	pid := unix.Getpid()
 	for i, v := range m.vcpus {
-		reqs[i] = &snapRequest{sym: sym, reply: make(chan snapAnswer, 1)}
+		reqs[i] = &snapRequest{reply: make(chan snapAnswer, 1)}
 		v.snap.Store(reqs[i])
 		// The same kick as kickAll, without immediate_exit: the vCPU
 		// comes out once, answers at the top of its loop, and goes on.
@@ -94,134 +156,90 @@ func (m *Machine) Snapshot(w io.Writer, sym *inspect.Symbols) {
 	}
 	kernel, kerr := m.KernelStats()
 	cur.kernel = kernel
-	deadline := time.After(snapshotWait)
+	out.KernelErr = kerr
+	deadline := time.After(SnapshotWait)
 	for i, v := range m.vcpus {
+		vs := VCPUSnapshot{ID: v.ID}
 		var a snapAnswer
 		select {
 		case a = <-reqs[i].reply:
 		case <-deadline:
 			// Withdraw the request, unless the vCPU took it just now.
 			if v.snap.CompareAndSwap(reqs[i], nil) {
-				fmt.Fprintf(&b, "  vCPU %d: no answer within %v: its thread is not in KVM_RUN or the loop (stopped, or blocked in a device)\n", v.ID, snapshotWait)
+				out.VCPUs = append(out.VCPUs, vs)
 				continue
 			}
 			a = <-reqs[i].reply
 		}
 		cur.exits[i] = a.exits
-		where := "between exits"
-		if a.interrupted {
-			where = "inside KVM_RUN (the request interrupted it)"
-		}
-		fmt.Fprintf(&b, "  vCPU %d: was %s; exits to kvmlab: %d", v.ID, where, a.exits)
+		vs.Answered, vs.Interrupted, vs.Exits, vs.State = true, a.interrupted, a.exits, a.state
 		if prev.n > 0 && i < len(prev.exits) {
-			fmt.Fprintf(&b, ", +%d since snapshot %d", a.exits-prev.exits[i], prev.n)
+			vs.ExitsSincePrev, vs.HasPrevExits = a.exits-prev.exits[i], true
 		}
-		b.WriteString("\n")
-		b.WriteString(indent(a.text, "    "))
-		switch {
-		case kerr != nil:
-			fmt.Fprintf(&b, "    KVM's own counters: %v\n", kerr)
-		case i < len(kernel):
+		if kerr == nil && i < len(kernel) {
 			var before map[string]uint64
 			if i < len(prev.kernel) {
 				before = prev.kernel[i]
 			}
-			fmt.Fprintf(&b, "    KVM's own counters%s: %s\n", sinceWhat(prev.n), kernelCounterDelta(kernel[i], before))
+			vs.Kernel, vs.HasKernel = KernelCounterDeltas(kernel[i], before), true
 		}
+		out.VCPUs = append(out.VCPUs, vs)
 	}
 	m.snapPrev = cur
-	_, _ = io.WriteString(w, b.String())
+	return out
 }
 
-func sinceWhat(n int) string {
-	if n == 0 {
-		return " so far"
-	}
-	return fmt.Sprintf(" since snapshot %d", n)
-}
-
-// kernelCounterDelta lists the counters that moved, largest first; the
-// exit counters lead because they say the most about a silent guest.
-func kernelCounterDelta(now, before map[string]uint64) string {
-	type kv struct {
-		name string
-		d    uint64
-	}
-	var moved []kv
+// KernelCounterDeltas lists the counters in now that moved since before
+// (everything non-zero when before is nil), exit counters first because
+// they say the most about a silent guest, then largest first. A counter
+// that went down is a gauge, not a count, and is left out.
+func KernelCounterDeltas(now, before map[string]uint64) []CounterDelta {
+	var moved []CounterDelta
 	for k, v := range now {
 		d := v - before[k]
 		if before != nil && v < before[k] {
 			d = 0 // a gauge that went down
 		}
 		if d > 0 {
-			moved = append(moved, kv{k, d})
+			moved = append(moved, CounterDelta{k, d})
 		}
 	}
-	if len(moved) == 0 {
-		return "none moved (the vCPU neither exited nor was interrupted: halted, or not run)"
-	}
 	sort.Slice(moved, func(i, j int) bool {
-		ei, ej := strings.HasSuffix(moved[i].name, "exits"), strings.HasSuffix(moved[j].name, "exits")
+		ei, ej := strings.HasSuffix(moved[i].Name, "exits"), strings.HasSuffix(moved[j].Name, "exits")
 		if ei != ej {
 			return ei
 		}
-		if moved[i].d != moved[j].d {
-			return moved[i].d > moved[j].d
+		if moved[i].Delta != moved[j].Delta {
+			return moved[i].Delta > moved[j].Delta
 		}
-		return moved[i].name < moved[j].name
+		return moved[i].Name < moved[j].Name
 	})
-	const most = 10
-	var parts []string
-	for i, c := range moved {
-		if i == most {
-			parts = append(parts, fmt.Sprintf("(%d more)", len(moved)-most))
-			break
-		}
-		parts = append(parts, fmt.Sprintf("%s +%d", c.name, c.d))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func indent(s, pre string) string {
-	if s == "" {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return pre + strings.Join(lines, "\n"+pre) + "\n"
+	return moved
 }
 
 // answerSnapshot runs on the vCPU's own goroutine, outside KVM_RUN, when a
 // snapshot was requested: it reads the registers and the code at RIP.
 func (m *Machine) answerSnapshot(v *vcpu, r *snapRequest, interrupted bool) {
-	r.reply <- snapAnswer{text: m.describeVCPU(v, r.sym), exits: v.exits, interrupted: interrupted}
+	r.reply <- snapAnswer{state: m.vcpuState(v), exits: v.exits, interrupted: interrupted}
 }
 
-// describeVCPU renders a vCPU's mode, the instructions at RIP and its
-// registers; it must run on the vCPU's goroutine.
-func (m *Machine) describeVCPU(v *vcpu, sym *inspect.Symbols) string {
-	regs, err := v.GetRegs()
-	if err != nil {
-		return "registers unavailable: " + err.Error()
+// vcpuState reads a vCPU's registers and the instructions at RIP; it must
+// run on the vCPU's goroutine.
+func (m *Machine) vcpuState(v *vcpu) VCPUState {
+	var st VCPUState
+	var err error
+	if st.Regs, err = v.GetRegs(); err != nil {
+		return VCPUState{Err: err}
 	}
-	sregs, err := v.GetSregs()
-	if err != nil {
-		return "registers unavailable: " + err.Error()
+	if st.Sregs, err = v.GetSregs(); err != nil {
+		return VCPUState{Err: err}
 	}
-	var b strings.Builder
-	mode := inspect.CPUMode(sregs)
-	fmt.Fprintf(&b, "%s, CPL %d\n", mode.Name, mode.CPL)
 	c := &Control{m: m, v: v}
 	// RIP is a linear address once CS's base is added (non-zero only in
 	// real mode and some 32-bit guests).
-	pc := regs.RIP + sregs.CS.Base
-	if code, err := c.ReadVirt(pc, 32); len(code) > 0 {
-		b.WriteString(inspect.FormatLines(inspect.Disassemble(code, pc, mode.Bits, 3), pc, sym))
-		b.WriteString("\n")
-	} else if err != nil {
-		fmt.Fprintf(&b, "code at %#x unreadable: %v\n", pc, err)
-	}
-	b.WriteString(FormatRegs(regs, sregs))
-	return b.String()
+	st.PC = st.Regs.RIP + st.Sregs.CS.Base
+	st.Code, st.CodeErr = c.ReadVirt(st.PC, 32)
+	return st
 }
 
 // snapPending returns the snapshot request waiting for this vCPU, if any.

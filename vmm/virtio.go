@@ -22,8 +22,8 @@ import (
 	"kvmlab/devices/virtio/blk"
 	virtionet "kvmlab/devices/virtio/net"
 	"kvmlab/devices/virtio/rng"
+	"kvmlab/guestmem"
 	"kvmlab/vmm/kvm"
-	"kvmlab/vmm/memory"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,7 +43,7 @@ type NetConfig struct {
 // The PCI memory window (the root bridge's _CRS in the DSDT): from the end
 // of low RAM up to the I/O APIC.
 const (
-	pciWindowBase = uint64(memory.MMIOHoleStart)
+	pciWindowBase = uint64(guestmem.MMIOHoleStart)
 	pciWindowEnd  = 0xFEC0_0000
 )
 

@@ -46,10 +46,10 @@ const compareNeedsRoot = "compare: the container side needs root (namespaces, cg
 func cmdCompare(args []string) error {
 	var f compareFlags
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), compareUsage); fs.PrintDefaults() }
+	setUsage(fs, compareUsage)
 	fs.StringVar(&f.kernel, "kernel", "", "guest kernel (default: the kvmlab guest kernel)")
 	fs.StringVar(&f.initrd, "initrd", "", "the userland both sides run: a u-root initramfs with /bin/kvmlab-probe (default: the kvmlab initramfs)")
-	fs.StringVar(&f.mem, "mem", "256M", "the VM's RAM, and the container's memory limit")
+	fs.StringVar(&f.mem, "mem", "256M", "the VM's RAM, and the container's memory limit: MiB (256), or with a K, M or G suffix (256M)")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON")
 	fs.StringVar(&f.html, "html", "", "also write a self-contained HTML report with charts to this file")
 	fs.BoolVar(&f.noRunc, "no-runc", false, "leave runc out even when it is installed")

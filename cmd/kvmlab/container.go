@@ -16,9 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"kvmlab/container"
 )
@@ -68,7 +65,7 @@ type containerFlags struct {
 func (f *containerFlags) register(fset *flag.FlagSet) {
 	f.fset = fset
 	fset.StringVar(&f.mem, "mem", fmt.Sprintf("%dM", container.DefaultMemory>>20),
-		"memory limit (RAM, no swap beyond it), with a K, M or G suffix, e.g. 256M; 0 for none")
+		"memory limit (RAM, no swap beyond it): MiB as in QEMU's -m (256), or with a K, M or G suffix (256M); 0 for none")
 	fset.StringVar(&f.cpus, "cpus", "", "CPU time limit in CPUs, e.g. 1 or 0.5; default: none")
 	fset.IntVar(&f.pids, "pids", container.DefaultPids, "most tasks (processes and threads, the container's init included) at once; 0 for none")
 	fset.BoolVar(&f.userns, "userns", false, "run in a user namespace: the container's root is your user (always so without root); "+
@@ -225,10 +222,7 @@ func cmdContainer(args []string) error {
 	fset := flag.NewFlagSet("container", flag.ContinueOnError)
 	var f containerFlags
 	f.register(fset)
-	fset.Usage = func() {
-		fmt.Fprint(fset.Output(), containerUsage)
-		fset.PrintDefaults()
-	}
+	setUsage(fset, containerUsage)
 	if help, err := parseFlags(fset, args, true); help || err != nil {
 		return err
 	}
@@ -248,7 +242,7 @@ func cmdContainer(args []string) error {
 	if f.runc {
 		res, err = runWithRunc(cfg)
 	} else {
-		res, err = runContainer(cfg)
+		res, err = container.Foreground(cfg, printNotes)
 	}
 	if errors.Is(err, container.ErrNoRunc) {
 		return usagef("--runc: runc is not installed: install it (apt-get install runc) or leave out --runc")
@@ -257,13 +251,13 @@ func cmdContainer(args []string) error {
 		return err // "container setup failed: ..." or a host error
 	}
 	if f.runc {
-		printNotes(res.Notes) // runContainer printed its own at the start
+		printNotes(res.Notes) // Foreground printed its own at the start
 	}
 	if res.OOMKilled {
 		fmt.Fprintf(os.Stderr, "kvmlab: container: the kernel's OOM killer killed the workload (memory limit %s)\n", f.mem)
 	}
 	if f.verbose {
-		printContainerReport(res)
+		printNotes(res.Report())
 	}
 	if f.countSyscalls {
 		fmt.Fprintf(os.Stderr, "kvmlab: container: the workload made %d system calls into the host kernel; most frequent: %s\n",
@@ -275,34 +269,6 @@ func cmdContainer(args []string) error {
 	return nil
 }
 
-// runContainer runs cfg with kvmlab's runtime, passing SIGINT, SIGTERM and
-// SIGHUP on to the workload (through the container's init).
-func runContainer(cfg container.Config) (container.Result, error) {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	c, err := container.Start(cfg)
-	if err != nil {
-		return container.Result{}, err
-	}
-	// Before the workload's own output: a missing cgroup or a sweep of
-	// leftovers is news to whoever started it.
-	printNotes(c.Notes())
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			select {
-			case s := <-sigs:
-				_ = c.Signal(s)
-			case <-done:
-				return
-			}
-		}
-	}()
-	return c.Wait()
-}
-
 // runWithRunc runs cfg through runc; SIGINT, SIGTERM and SIGHUP kill it.
 func runWithRunc(cfg container.Config) (container.Result, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -310,48 +276,9 @@ func runWithRunc(cfg container.Config) (container.Result, error) {
 	return container.RunRunc(ctx, cfg)
 }
 
-// printNotes prints the runtime's notes, one line each.
+// printNotes prints the runtime's notes (or its report), one line each.
 func printNotes(notes []string) {
 	for _, n := range notes {
 		fmt.Fprintf(os.Stderr, "kvmlab: container: %s\n", n)
 	}
-}
-
-func printContainerReport(res container.Result) {
-	w := os.Stderr
-	cg := res.Cgroup
-	fmt.Fprintf(w, "kvmlab: container: cgroup %s", cg.Version)
-	if len(cg.Dirs) > 0 {
-		fmt.Fprintf(w, " at %s", strings.Join(cg.Dirs, ", "))
-	}
-	fmt.Fprintln(w)
-	for _, s := range cg.Wrote {
-		fmt.Fprintf(w, "kvmlab: container:   wrote %s\n", s)
-	}
-	for _, s := range cg.Read {
-		fmt.Fprintf(w, "kvmlab: container:   read  %s\n", s)
-	}
-	status := fmt.Sprintf("exit status %d", res.ExitCode)
-	if res.Signal != 0 {
-		status = fmt.Sprintf("killed by %s (status %d)", unix.SignalName(res.Signal), res.ExitCode)
-	}
-	oom := strconv.FormatBool(res.OOMKilled)
-	if cg.Version == "runc" {
-		oom = "n/a" // runc removed its cgroup before we could look
-	}
-	fmt.Fprintf(w, "kvmlab: container: %s, OOM-killed %s, memory peak %s, at the end %s\n",
-		status, oom, sizeOrNA(res.MemoryPeak), sizeOrNA(res.MemoryCurrent))
-	startToExec := "n/a"
-	if res.StartToExec > 0 {
-		startToExec = res.StartToExec.Round(time.Microsecond).String()
-	}
-	fmt.Fprintf(w, "kvmlab: container: start to exec %s (unpacking the root %v), wall %v, teardown %v\n",
-		startToExec, res.Unpack.Round(time.Microsecond), res.Wall.Round(time.Microsecond), res.Teardown.Round(time.Microsecond))
-}
-
-func sizeOrNA(b uint64) string {
-	if b == 0 {
-		return "n/a"
-	}
-	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
 }

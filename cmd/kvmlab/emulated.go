@@ -14,11 +14,31 @@ import (
 
 // runEmulated boots the guest inside the emulated host: a Debian kernel under
 // QEMU's software emulation (TCG), which emulates AMD SVM well enough for
-// kvm_amd to load, so that this same kvmlab binary finds a working /dev/kvm
-// inside it. The guest's console, typed at and read through two layers of
-// serial port, is this terminal. It is slow (the host CPU is emulated
-// instruction by instruction) but it is real KVM. See package emuhost.
+// kvm_amd to load, or with --emulated-cpu intel under Bochs, which emulates
+// Intel VT-x for kvm_intel; so that this same kvmlab binary finds a working
+// /dev/kvm inside it. The guest's console, typed at and read through two
+// layers of serial port, is this terminal. It is slow (the host CPU is
+// emulated instruction by instruction) but it is real KVM. See package
+// emuhost.
 func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
+	emu, err := emuhost.EmulatorFor(f.emulatedCPU)
+	if err != nil {
+		return usagef("--emulated-cpu %s: use amd (QEMU, AMD SVM) or intel (Bochs, Intel VT-x)", f.emulatedCPU)
+	}
+	if !f.emulated {
+		return usagef("--emulated-cpu %s chooses the emulated host's CPU: add --emulated-host", f.emulatedCPU)
+	}
+	if emu == emuhost.BochsVMX {
+		// The Bochs host has 2 GiB; the guest's RAM plus room for the
+		// host itself (its kernel, and kvmlab and the guest's files in
+		// its RAM disk: 512 MiB is ample) must fit.
+		if maxMB := uint64(emuhostIntelMemMB - 512); mem>>20 > maxMB {
+			return usagef("--mem %s: the emulated Intel host has %d MiB: give the guest %dM or less", f.mem, emuhostIntelMemMB, maxMB)
+		}
+		if err := emuhost.CheckBochs(context.Background()); err != nil {
+			return usagef("--emulated-cpu intel: %v", err)
+		}
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -67,13 +87,22 @@ func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
 	}
 	// The emulated host needs the guest's RAM plus room for itself.
 	hostMB := max(2048, int(mem>>20)+1536)
-	fmt.Fprintln(os.Stderr, "kvmlab: starting the emulated host (QEMU TCG, nested KVM); the guest console follows. Ctrl-A x quits.")
+	what := "QEMU TCG, AMD SVM, nested KVM"
+	if emu == emuhost.BochsVMX {
+		what = "Bochs, Intel VT-x, nested KVM; about two minutes to boot"
+	}
+	fmt.Fprintf(os.Stderr, "kvmlab: starting the emulated host (%s); the guest console follows. Ctrl-A x quits.\n", what)
 	spec := emuhost.Spec{
-		Files: files, Argv: argv, MemMB: hostMB, CPUs: max(2, f.cpus),
+		Emulator: emu,
+		Files:    files, Argv: argv, MemMB: hostMB, CPUs: max(2, f.cpus),
 		Interactive: true, Output: os.Stdout,
 	}
 	return runEmulatedSpec(spec)
 }
+
+// emuhostIntelMemMB is the memory of the emulated Intel host (Bochs
+// boots with at most 2 GiB; see emuhost.BochsVMX).
+const emuhostIntelMemMB = 2048
 
 // emulatedGuestFiles are what `bench` and `compare` carry into the emulated
 // host to run themselves there: this kvmlab binary, the kernel and the
@@ -126,4 +155,13 @@ func printReport(jsonOut bool, v any, table func(io.Writer)) error {
 	}
 	table(os.Stdout)
 	return nil
+}
+
+// intelHostCheck tells `kvmlab check` whether the emulated Intel host
+// (Bochs, VT-x) can run here, and otherwise the one-line fix.
+func intelHostCheck() (ok bool, detail string) {
+	if err := emuhost.CheckBochs(context.Background()); err != nil {
+		return false, err.Error()
+	}
+	return true, "Bochs 2.7+ with VT-x and EPT, ISOLINUX and xorriso (the emulated Intel host)"
 }

@@ -3,19 +3,29 @@
 //
 //	kvmlab run    [flags]   boot a guest with an interactive serial console
 //	kvmlab check            can this host run guests? what is missing?
+//	kvmlab help             every command (commandTable)
 //
 // The command is thin: it parses flags, turns bad input into one clear line
-// and a non-zero exit status, and calls the vmm package.
+// and a non-zero exit status, and calls the packages that do the work (vmm
+// with vmm/stepper and vmm/observatory, container, compare, bench,
+// emuhost). It keeps the conventions of a well-kept Go tool (package
+// internal/cli): --help on standard output, one-line usage errors naming
+// the flag, internal flags hidden, --version, and shell completion
+// generated from the flag sets themselves.
 package main
 
 import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
+	"text/tabwriter"
 
 	"kvmlab/container"
+	"kvmlab/internal/cli"
+	"kvmlab/internal/footprint"
 )
 
 // usageError is bad user input: one line, exit status 2.
@@ -32,31 +42,61 @@ type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
-const topUsage = `kvmlab: an educational hypervisor
+// command is one subcommand: what it is called, what it takes and does (the
+// usage and zsh's completion show both), and the function that runs it.
+type command struct {
+	name, args, summary string
+	run                 func(args []string) error
+	words               []string // what its first argument may be, for completion
+}
 
-Usage:
-  kvmlab run   [flags]   boot a Linux guest (default: the kvmlab guest) with a serial console
-  kvmlab step  [flags]   boot a guest and stop at every VM exit: registers, code, explanations
-  kvmlab stat  TRACE     exit statistics from a trace written by run --trace
-  kvmlab check           tell whether this host can run guests, and what to do if not
-  kvmlab container [flags] -- CMD   run CMD in a container with the guest's userland, on this kernel
-  kvmlab bench [flags]   boot the same guest under kvmlab, QEMU (q35, microvm) and gokvm; compare
-  kvmlab compare [flags] the same userland as a VM and as a container, measured side by side
-  kvmlab help COMMAND    show a command's flags
+// commandTable lists kvmlab's commands, in the order the usage shows them.
+// A function rather than a variable: help and completion read the table
+// from inside commands the table names.
+func commandTable() []command {
+	table := []command{
+		{"run", "[flags]", "boot a Linux guest (default: the kvmlab guest) with a serial console", cmdRun, nil},
+		{"step", "[flags]", "boot a guest and stop at every VM exit: registers, code, explanations", cmdStep, nil},
+		{"stat", "TRACE", "exit statistics from a trace written by run --trace", cmdStat, nil},
+		{"check", "", "tell whether this host can run guests, and what to do if not", cmdCheck, nil},
+		{"container", "[flags] -- CMD", "run CMD in a container with the guest's userland, on this kernel", cmdContainer, nil},
+		{"bench", "[flags]", "boot the same guest under kvmlab, QEMU (q35, microvm) and gokvm; compare", cmdBench, nil},
+		{"compare", "[flags]", "the same userland as a VM and as a container, measured side by side", cmdCompare, nil},
+		{"help", "COMMAND", "show a command's flags", cmdHelp, nil},
+		{"version", "", "print kvmlab's version, VCS revision and Go version", cmdVersion, nil},
+		{"completion", "bash|zsh", "print a shell completion script: source <(kvmlab completion bash)", cmdCompletion, []string{"bash", "zsh"}},
+	}
+	for i := range table {
+		if table[i].name == "help" { // help takes a command's name
+			for _, c := range table {
+				table[i].words = append(table[i].words, c.name)
+			}
+		}
+	}
+	return table
+}
 
-Run 'kvmlab run --help' for the flags of run.
-`
+// printUsage writes the list of commands.
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, "kvmlab: an educational hypervisor\n\nUsage:\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	for _, c := range commandTable() {
+		fmt.Fprintf(tw, "  kvmlab %s %s\t%s\n", c.name, c.args, c.summary)
+	}
+	tw.Flush()
+	fmt.Fprint(w, "\nRun 'kvmlab COMMAND --help' for the flags of a command, e.g. 'kvmlab run --help'.\n")
+}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "run" {
 		// Once, before anything is allocated: a Go heap without
-		// transparent huge pages (see trim.go). Here, not in realMain,
+		// transparent huge pages (see package footprint). Here, not in realMain,
 		// so that tests calling realMain stay in their process.
-		reexecWithoutHeapTHP()
+		footprint.ReexecWithoutHeapTHP()
 		// No heap profile is ever written by kvmlab run, so no
 		// allocation needs sampling: each sample unwinds the stack
 		// through the runtime's function tables, which the image trim has
-		// just dropped (see trim.go). Set as early as main can.
+		// just dropped (see package footprint). Set as early as main can.
 		runtime.MemProfileRate = 0
 	}
 	os.Exit(realMain(os.Args[1:]))
@@ -64,38 +104,26 @@ func main() {
 
 func realMain(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, topUsage)
+		printUsage(os.Stderr)
 		return 2
 	}
 	var err error
-	switch args[0] {
-	case "run":
-		err = cmdRun(args[1:])
-	case "check":
-		err = cmdCheck(args[1:])
-	case "step":
-		err = cmdStep(args[1:])
-	case "stat":
-		err = cmdStat(args[1:])
-	case "container":
-		err = cmdContainer(args[1:])
+	switch name := args[0]; name {
 	case container.InitCommand:
 		// Hidden: kvmlab re-run by the container runtime as a
 		// container's init (see package container).
 		return container.Init()
-	case "bench":
-		err = cmdBench(args[1:])
-	case "compare":
-		err = cmdCompare(args[1:])
-	case "help", "-h", "-help", "--help":
-		if len(args) > 1 {
-			return realMain([]string{args[1], "--help"})
-		}
-		fmt.Print(topUsage)
-		return 0
+	case "-h", "-help", "--help":
+		err = cmdHelp(args[1:])
+	case "-version", "--version":
+		err = cmdVersion(args[1:])
 	default:
-		fmt.Fprintf(os.Stderr, "kvmlab: unknown command %q: run 'kvmlab help' for the list\n", args[0])
-		return 2
+		c, ok := lookupCommand(name)
+		if !ok {
+			fmt.Fprintf(os.Stderr, "kvmlab: unknown command %q: run 'kvmlab help' for the list\n", name)
+			return 2
+		}
+		err = c.run(args[1:])
 	}
 	if err == nil {
 		return 0
@@ -113,18 +141,91 @@ func realMain(args []string) int {
 	return 1
 }
 
-// parseFlags parses a subcommand's flags. help is true when the user asked
-// for --help (already printed). Stray arguments are an error unless
-// positional is set.
-func parseFlags(fset *flag.FlagSet, args []string, positional bool) (help bool, err error) {
-	if err := fset.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return true, nil
+func lookupCommand(name string) (command, bool) {
+	for _, c := range commandTable() {
+		if c.name == name {
+			return c, true
 		}
-		return false, exitError{2}
+	}
+	return command{}, false
+}
+
+// cmdHelp prints the list of commands, or with a command's name, its flags
+// (kvmlab help run is kvmlab run --help).
+func cmdHelp(args []string) error {
+	fset := flag.NewFlagSet("help", flag.ContinueOnError)
+	setUsage(fset, "Usage: kvmlab help [COMMAND]\n\nList kvmlab's commands, or show one command's flags.\n")
+	if help, err := parseFlags(fset, args, true); help || err != nil {
+		return err
+	}
+	switch fset.NArg() {
+	case 0:
+		printUsage(os.Stdout)
+		return nil
+	case 1:
+		c, ok := lookupCommand(fset.Arg(0))
+		if !ok {
+			return usagef("help: unknown command %q: run 'kvmlab help' for the list", fset.Arg(0))
+		}
+		return c.run([]string{"--help"})
+	}
+	return usagef("help: name one command, e.g. kvmlab help run")
+}
+
+// cmdVersion prints what the binary knows of its own build (cli.Version).
+func cmdVersion(args []string) error {
+	fset := flag.NewFlagSet("version", flag.ContinueOnError)
+	setUsage(fset, "Usage: kvmlab version (or kvmlab --version)\n\nPrint kvmlab's module version, the VCS revision it was built from (+dirty when\nthe work tree had changes) and the Go toolchain that built it.\n")
+	if help, err := parseFlags(fset, args, false); help || err != nil {
+		return err
+	}
+	fmt.Println(cli.Version("kvmlab"))
+	return nil
+}
+
+// setUsage makes fset's --help print header, then the flags a user may set
+// (internal ones hidden: cli.PrintFlags).
+func setUsage(fset *flag.FlagSet, header string) {
+	fset.Usage = func() {
+		fmt.Fprint(fset.Output(), header)
+		cli.PrintFlags(fset)
+	}
+}
+
+// describeFlags, when set, receives each command's flag set from
+// parseFlags in place of parsing it, and the command returns at once as if
+// --help had been given. Shell completion reads the real flag sets this way
+// (see flagSetOf): they are built inside each command, next to the
+// variables they fill, and nowhere else.
+var describeFlags func(*flag.FlagSet)
+
+// parseFlags parses a subcommand's flags. help is true when the user asked
+// for --help, which is printed on standard output. A bad flag is one line
+// naming it and pointing at --help (the flag package would print the whole
+// usage after it). Stray arguments are an error unless positional is set.
+func parseFlags(fset *flag.FlagSet, args []string, positional bool) (help bool, err error) {
+	if describeFlags != nil {
+		describeFlags(fset)
+		return true, nil
+	}
+	if fset.Usage == nil {
+		setUsage(fset, fmt.Sprintf("Usage: kvmlab %s [flags]\n\nFlags:\n", fset.Name()))
+	}
+	fset.SetOutput(io.Discard)
+	err = fset.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fset.SetOutput(os.Stdout)
+		fset.Usage()
+		return true, nil
+	case err != nil:
+		return false, usagef("%s: %v: see 'kvmlab %s --help'", fset.Name(), err, fset.Name())
 	}
 	if !positional && fset.NArg() > 0 {
-		return false, usagef("%s: unexpected argument %q: flags start with --, e.g. --kernel PATH", fset.Name(), fset.Arg(0))
+		if fset.Lookup("kernel") != nil { // kvmlab run bzImage
+			return false, usagef("%s: unexpected argument %q: flags start with --, e.g. --kernel PATH", fset.Name(), fset.Arg(0))
+		}
+		return false, usagef("%s: unexpected argument %q: see 'kvmlab %s --help'", fset.Name(), fset.Arg(0), fset.Name())
 	}
 	return false, nil
 }

@@ -18,12 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"kvmlab/guestmem"
+	"kvmlab/internal/footprint"
 	"kvmlab/internal/userfile"
 	"kvmlab/vmm"
 	"kvmlab/vmm/boot"
 	"kvmlab/vmm/inspect"
 	"kvmlab/vmm/kvm"
-	"kvmlab/vmm/memory"
 )
 
 // DefaultCmdline is what the guest gets without --append: the console on
@@ -40,6 +41,7 @@ type runFlags struct {
 	quiet                      bool
 	stats                      bool
 	emulated                   bool
+	emulatedCPU                string // amd or intel: the emulated host's CPU (emulated.go)
 	traceFile, traceFormat     string
 	tracepoints                bool
 	disks, nets                listFlag
@@ -54,10 +56,11 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a bzImage or an ELF vmlinux (default: the kvmlab guest kernel, built by 'make guest')")
 	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk (cpio, optionally compressed) (default: the kvmlab u-root initramfs when --kernel is not given)")
 	fs.StringVar(&f.appendLine, "append", DefaultCmdline, "kernel command line")
-	fs.StringVar(&f.mem, "mem", "512M", "guest RAM, with a K, M or G suffix (e.g. 512M, 4G)")
+	fs.StringVar(&f.mem, "mem", "512M", "guest RAM: MiB as in QEMU's -m (512), or with a K, M, G or T suffix (512M, 4G)")
 	fs.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
 	fs.BoolVar(&f.quiet, "quiet", false, "do not print kvmlab's own status lines (the guest console is unaffected)")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "boot inside an emulated host (QEMU TCG with nested KVM) for machines without /dev/kvm; needs qemu-system-x86 and the kvmlab source tree")
+	fs.StringVar(&f.emulatedCPU, "emulated-cpu", "amd", "with --emulated-host: the emulated host's CPU: amd (QEMU, AMD SVM) or intel (Bochs, Intel VT-x: slower, one CPU, 2 GiB; needs bochs, isolinux, xorriso)")
 	fs.BoolVar(&f.stats, "stats", false, "when the guest stops, print VM exit statistics (by KVM reason, hardware reason, vCPU and device, with handling times; and KVM's in-kernel exit counters) and memory use, on stderr")
 	fs.BoolVar(&f.tracepoints, "kvm-exit-tracepoint", false, "with --stats: also count every VM exit by hardware reason from the kernel's kvm:kvm_exit tracepoint (root and tracefs needed; experimental: it has locked up the QEMU-emulated test host)")
 	fs.StringVar(&f.traceFile, "trace", "", "write every VM exit that reaches kvmlab to this file (see --trace-format)")
@@ -70,12 +73,21 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.traceFormat, "trace-format", "json", "trace format: json (one JSON object per exit, read by 'kvmlab stat') or chrome (Chrome Trace Event JSON for Perfetto / chrome://tracing)")
 }
 
-// parseSize reads "512M", "4G", "1048576".
+// parseSize reads a size as QEMU's -m does: a bare number is MiB ("512"),
+// a K, M, G or T suffix (also KiB, MB...) a power of 1024 ("4G"), and a B
+// suffix alone bytes ("1048576B"). MiB is the unit a guest's RAM is counted
+// in, and a bare number meaning bytes would only ever be a mistake.
 func parseSize(s string) (uint64, error) {
 	t := strings.TrimSpace(strings.ToUpper(s))
-	t = strings.TrimSuffix(t, "B")
-	t = strings.TrimSuffix(t, "I") // accept MiB, GiB
-	mult := uint64(1)
+	mult := uint64(1 << 20) // a bare number
+	switch {
+	case strings.HasSuffix(t, "IB"): // KiB, MiB...: the letter must follow
+		t = strings.TrimSuffix(t, "IB")
+		mult = 0
+	case strings.HasSuffix(t, "B"): // KB, MB... or bytes
+		t = strings.TrimSuffix(t, "B")
+		mult = 1
+	}
 	if n := len(t); n > 0 {
 		switch t[n-1] {
 		case 'K':
@@ -89,7 +101,7 @@ func parseSize(s string) (uint64, error) {
 		}
 	}
 	v, err := strconv.ParseUint(t, 10, 64)
-	if err != nil || v == 0 {
+	if err != nil || v == 0 || mult == 0 {
 		return 0, fmt.Errorf("%q is not a size", s)
 	}
 	if v > (1<<63)/mult {
@@ -187,7 +199,7 @@ func (f *runFlags) loadConfig() (vmm.Config, error) {
 	if initrdPath != "" {
 		// The size is checked on the opened file before reading: a huge
 		// file is refused without costing its read.
-		lowRAM := min(mem, uint64(memory.MMIOHoleStart))
+		lowRAM := min(mem, uint64(guestmem.MMIOHoleStart))
 		initrd, err = userfile.ReadFile(initrdPath, userfile.Spec{What: "initrd", Max: int64(lowRAM / 2)})
 		var ue *userfile.Error
 		if errors.As(err, &ue) && errors.Is(err, userfile.ErrTooLarge) {
@@ -256,10 +268,7 @@ func cmdRun(args []string) error {
 	fset := flag.NewFlagSet("run", flag.ContinueOnError)
 	var f runFlags
 	f.register(fset)
-	fset.Usage = func() {
-		fmt.Fprint(fset.Output(), "Usage: kvmlab run [flags]\n\nBoot a Linux guest with its serial console on this terminal. Ctrl-A x quits.\nThe guest's poweroff or reboot ends kvmlab with status 0.\n\nFlags:\n")
-		fset.PrintDefaults()
-	}
+	setUsage(fset, "Usage: kvmlab run [flags]\n\nBoot a Linux guest with its serial console on this terminal. Ctrl-A x quits.\nThe guest's poweroff or reboot ends kvmlab with status 0.\n\nFlags:\n")
 	if help, err := parseFlags(fset, args, false); help || err != nil {
 		return err
 	}
@@ -270,7 +279,7 @@ func cmdRun(args []string) error {
 	if f.emulated && f.traceFile != "" {
 		return usagef("--trace with --emulated-host: the trace would stay inside the emulated host; use --stats there, or trace on a host with /dev/kvm")
 	}
-	if f.emulated {
+	if f.emulated || f.emulatedCPU != "amd" { // runEmulated refuses --emulated-cpu without --emulated-host
 		return runEmulated(&f, f.resolvedKernel, f.resolvedInitrd, cfg.MemBytes)
 	}
 	cfg.Stats = f.stats
@@ -413,7 +422,7 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 	m, err := vmm.New(cfg)
 	if err != nil {
 		restore()
-		obs.abort() // the old trace file stays as it was
+		obs.Abort() // the old trace file stays as it was
 		return kvmError(err)
 	}
 	defer m.Close()
@@ -424,8 +433,8 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 	debug.FreeOSMemory()
 	// And drop the pages of kvmlab's own binary that start-up mapped, now
 	// and every few seconds, so that only the code and tables the running
-	// VMM uses stay mapped (trim.go).
-	trim := startImageTrimmer(imageTrimPeriod, os.Stderr)
+	// VMM uses stay mapped (package footprint).
+	trim := footprint.StartImageTrimmer(footprint.ImageTrimPeriod, os.Stderr)
 	defer trim.Stop()
 	// kill -USR1 <pid>: where is the guest right now (vmm/snapshot.go)?
 	snapSigs := make(chan os.Signal, 1)
@@ -444,21 +453,21 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 			if !loaded {
 				sym, loaded = snapshotSymbols(symSrc), true
 			}
-			m.Snapshot(snapOut, sym)
+			_, _ = io.WriteString(snapOut, formatSnapshot(m.Snapshot(), sym))
 		}
 	}()
-	obs.start(m)
+	obs.Start(m)
 	if err := confine(f, status, cooked, int(os.Stdin.Fd())); err != nil {
 		restore()
 		return err
 	}
 	out := m.Run()
 	restore()
-	if err := obs.finish(m, os.Stderr); err != nil {
+	if err := obs.Finish(m, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "kvmlab: trace: %v\n", err)
 	}
 	if os.Getenv(runtimeReportEnv) != "" {
-		fmt.Fprintf(os.Stderr, "kvmlab: %s\n", runtimeSummary())
+		fmt.Fprintf(os.Stderr, "kvmlab: %s\n", vmm.RuntimeSummary())
 		fmt.Fprintf(os.Stderr, "kvmlab: the machine ran for %d ns\n", out.Ran.Nanoseconds())
 	}
 	nl := "\n"

@@ -13,7 +13,10 @@ func TestParseSize(t *testing.T) {
 	}{
 		{"512M", 512 << 20, ""},
 		{"4G", 4 << 30, ""},
-		{"1048576", 1 << 20, ""},
+		{"512", 512 << 20, ""}, // a bare number is MiB, as in QEMU's -m
+		{"1048576", 1 << 40, ""},
+		{"1048576B", 1 << 20, ""}, // B alone: bytes
+		{"512b", 512, ""},
 		{"2GiB", 2 << 30, ""},
 		{"2gib", 2 << 30, ""},
 		{"512MB", 512 << 20, ""},
@@ -21,14 +24,19 @@ func TestParseSize(t *testing.T) {
 		{"64KiB", 64 << 10, ""},
 		{"1T", 1 << 40, ""},
 		{" 256M ", 256 << 20, ""},
-		{"1", 1, ""},
-		{"8388608T", 1 << 63, ""}, // 2^23 TiB is exactly the limit
-		{"9223372036854775808", 1 << 63, ""},
+		{"1", 1 << 20, ""},
+		{"8388608T", 1 << 63, ""},      // 2^23 TiB is exactly the limit
+		{"8796093022208", 1 << 63, ""}, // 2^43 MiB
+		{"9223372036854775808B", 1 << 63, ""},
 		{"1.5G", 0, "not a size"},
 		{"0", 0, "not a size"},
 		{"0M", 0, "not a size"},
 		{"", 0, "not a size"},
 		{"M", 0, "not a size"},
+		{"B", 0, "not a size"},
+		{"MiB", 0, "not a size"},
+		{"1iB", 0, "not a size"},
+		{"1I", 0, "not a size"},
 		{"lots", 0, "not a size"},
 		{"-1M", 0, "not a size"},
 		{"4 G", 0, "not a size"},
@@ -36,7 +44,9 @@ func TestParseSize(t *testing.T) {
 		{"0x1000", 0, "not a size"},
 		{"99999999999T", 0, "too large"},
 		{"8388609T", 0, "too large"},
-		{"9223372036854775809", 0, "too large"},
+		{"9223372036854775809B", 0, "too large"},
+		{"8796093022209", 0, "too large"},
+		{"9223372036854775808", 0, "too large"},   // MiB
 		{"18446744073709551616", 0, "not a size"}, // does not fit in 64 bits at all
 	}
 	for _, tc := range tests {

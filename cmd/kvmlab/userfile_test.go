@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kvmlab/vmm/boot"
+	"kvmlab/guest/tiny"
 	"kvmlab/vmm/kvm"
 )
 
@@ -48,7 +48,7 @@ func TestUserFiles(t *testing.T) {
 		return p
 	}
 	kernel := filepath.Join(dir, "tiny.elf")
-	if err := os.WriteFile(kernel, boot.PortLoopELF(10), 0o644); err != nil {
+	if err := os.WriteFile(kernel, tiny.PortLoopELF(10), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	fifo := filepath.Join(dir, "fifo")

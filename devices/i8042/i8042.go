@@ -79,11 +79,11 @@ package i8042
 
 import (
 	"fmt"
-	"strings"
 	"sync"
 
 	"kvmlab/devices/bus"
 	"kvmlab/devices/irq"
+	"kvmlab/internal/human"
 )
 
 // Status register bits (port 0x64, read).
@@ -641,23 +641,10 @@ func dataMeaning(cmd, v byte) string {
 	return "to keyboard: ACKed"
 }
 
-func bitNames(v byte, names [8]string) string {
-	var parts []string
-	for i, n := range names {
-		if v&(1<<i) != 0 && n != "" {
-			parts = append(parts, n)
-		}
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, " ")
-}
-
 func statusBits(v byte) string {
-	return bitNames(v, [8]string{"OBF", "IBF", "SYS", "CMD", "UNLOCKED", "AUXDATA", "TIMEOUT", "PARITY"})
+	return human.Bits(uint64(v), []string{"OBF", "IBF", "SYS", "CMD", "UNLOCKED", "AUXDATA", "TIMEOUT", "PARITY"})
 }
 
 func ctrBits(v byte) string {
-	return bitNames(v, [8]string{"KBDINT", "AUXINT", "SYS", "", "KBDDIS", "AUXDIS", "XLATE", ""})
+	return human.Bits(uint64(v), []string{"KBDINT", "AUXINT", "SYS", "", "KBDDIS", "AUXDIS", "XLATE", ""})
 }

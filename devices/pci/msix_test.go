@@ -3,6 +3,7 @@ package pci
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -420,24 +421,12 @@ func TestMSIXPendingDelivery(t *testing.T) {
 						t.Errorf("%s: vector %d sent but still pending", s.what, m.vector)
 					}
 				}
-				if len(got) != len(s.sent) || (len(got) > 0 && !equalInts(got, s.sent)) {
+				if !slices.Equal(got, s.sent) {
 					t.Fatalf("%s: sent vectors %v, want %v", s.what, got, s.sent)
 				}
 			}
 		})
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestMSIXPendingUsesCurrentEntry: the OS may reprogram a masked entry

@@ -129,6 +129,7 @@ import (
 
 	"kvmlab/devices/bus"
 	"kvmlab/devices/irq"
+	"kvmlab/internal/human"
 )
 
 // NumPorts is the size of the UART's I/O port range.
@@ -758,7 +759,7 @@ func (u *UART) Describe(off uint64, write bool, data []byte) string {
 		if dlab {
 			return fmt.Sprintf("%s DLM %s %s (DLAB)", u.name, dir, hex)
 		}
-		return fmt.Sprintf("%s IER %s %s (%s)", u.name, dir, hex, bitNames(v, ierNames))
+		return fmt.Sprintf("%s IER %s %s (%s)", u.name, dir, hex, human.Bits(uint64(v), ierNames[:]))
 	case regIIR:
 		if write {
 			return fmt.Sprintf("%s FCR write %s (%s)", u.name, hex, describeFCR(v))
@@ -767,17 +768,17 @@ func (u *UART) Describe(off uint64, write bool, data []byte) string {
 	case regLCR:
 		return fmt.Sprintf("%s LCR %s %s (%s)", u.name, dir, hex, describeLCR(v))
 	case regMCR:
-		return fmt.Sprintf("%s MCR %s %s (%s)", u.name, dir, hex, bitNames(v, mcrNames))
+		return fmt.Sprintf("%s MCR %s %s (%s)", u.name, dir, hex, human.Bits(uint64(v), mcrNames[:]))
 	case regLSR:
 		if write {
 			return fmt.Sprintf("%s LSR write %s (read-only, ignored)", u.name, hex)
 		}
-		return fmt.Sprintf("%s LSR read %s (%s)", u.name, hex, bitNames(v, lsrNames))
+		return fmt.Sprintf("%s LSR read %s (%s)", u.name, hex, human.Bits(uint64(v), lsrNames[:]))
 	case regMSR:
 		if write {
 			return fmt.Sprintf("%s MSR write %s (read-only, ignored)", u.name, hex)
 		}
-		return fmt.Sprintf("%s MSR read %s (%s)", u.name, hex, bitNames(v, msrNames))
+		return fmt.Sprintf("%s MSR read %s (%s)", u.name, hex, human.Bits(uint64(v), msrNames[:]))
 	default: // regSCR
 		return fmt.Sprintf("%s SCR %s %s", u.name, dir, hex)
 	}
@@ -789,26 +790,6 @@ var (
 	lsrNames = [8]string{"DR", "OE", "PE", "FE", "BI", "THRE", "TEMT", "RXFE"}
 	msrNames = [8]string{"DCTS", "DDSR", "TERI", "DDCD", "CTS", "DSR", "RI", "DCD"}
 )
-
-// bitNames lists the names of the set bits, lowest first, joined by '|'.
-// Set bits without a name print as bitN.
-func bitNames(v byte, names [8]string) string {
-	var parts []string
-	for i := range 8 {
-		if v&(1<<i) == 0 {
-			continue
-		}
-		if names[i] != "" {
-			parts = append(parts, names[i])
-		} else {
-			parts = append(parts, "bit"+strconv.Itoa(i))
-		}
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, "|")
-}
 
 func describeIIR(v byte) string {
 	var s string

@@ -38,7 +38,7 @@ import (
 	"sync/atomic"
 
 	"kvmlab/devices/pci"
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 
 	"golang.org/x/sys/unix"
 )
@@ -103,7 +103,7 @@ type Doorbells interface {
 
 // PCIOptions configure a transport.
 type PCIOptions struct {
-	Mem  *memory.Memory
+	Mem  *guestmem.Memory
 	MSI  pci.MSIXSink // delivers MSI-X messages
 	Bell Doorbells    // nil: doorbells exit to user space
 	// Log receives one line per notable event (driver errors, resets).
@@ -434,13 +434,13 @@ func (t *PCI) writeCommon(off uint64, data []byte) error {
 			q.MSIXVector = v
 		}
 		if touched(regQueueDesc, 8) {
-			q.DescAddr = memory.GPA(le.Uint64(img[regQueueDesc:]))
+			q.DescAddr = guestmem.GPA(le.Uint64(img[regQueueDesc:]))
 		}
 		if touched(regQueueDriver, 8) {
-			q.AvailAddr = memory.GPA(le.Uint64(img[regQueueDriver:]))
+			q.AvailAddr = guestmem.GPA(le.Uint64(img[regQueueDriver:]))
 		}
 		if touched(regQueueDevice, 8) {
-			q.UsedAddr = memory.GPA(le.Uint64(img[regQueueDevice:]))
+			q.UsedAddr = guestmem.GPA(le.Uint64(img[regQueueDevice:]))
 		}
 		if touched(regQueueEnable, 2) && le.Uint16(img[regQueueEnable:]) == 1 && !q.Ready {
 			// §4.1.4.3.2: the driver only ever writes 1; check the

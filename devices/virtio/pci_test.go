@@ -29,7 +29,7 @@ import (
 	"kvmlab/devices/virtio"
 	"kvmlab/devices/virtio/rng"
 	"kvmlab/devices/virtio/virtiotest"
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 // The root's memory window and the exit tracer reach the transport through
@@ -314,7 +314,7 @@ func (g guest) pending(v int) bool { return g.read(virtio.MSIXPBA, 8)&(1<<v) != 
 type setup struct {
 	features                  uint64
 	size                      uint16
-	desc, avail, used         memory.GPA
+	desc, avail, used         guestmem.GPA
 	configVector, queueVector uint16
 	noMSIX                    bool
 }
@@ -909,7 +909,7 @@ func TestPCIQueueEnableRefused(t *testing.T) {
 		{"descriptor table in the hole", func(r *rig, s *setup) { s.desc, _ = r.ram.Hole() }},
 		{"device ring runs past the end of RAM", func(r *rig, s *setup) { s.used = r.ram.Low.End() - 8 }},
 		{"driver ring beyond all RAM", func(r *rig, s *setup) { s.avail = 1 << 40 }},
-		{"descriptor table wraps 2^64", func(r *rig, s *setup) { s.desc = ^memory.GPA(0) &^ 15 }},
+		{"descriptor table wraps 2^64", func(r *rig, s *setup) { s.desc = ^guestmem.GPA(0) &^ 15 }},
 		{"size 0", func(r *rig, s *setup) { s.size = 0 }},
 		{"size not a power of two", func(r *rig, s *setup) { s.size = 12 }},
 		{"size above the maximum", func(r *rig, s *setup) { s.size = 2 * rng.QueueSize }},
@@ -1662,11 +1662,11 @@ func fuzzOp(g guest, drv *virtiotest.Driver, dev *serialDevice, bells *fakeBells
 		dev.mu.Unlock()
 	case 6:
 		hole, _ := drv.RAM.Hole()
-		addr := [4]memory.GPA{
-			memory.GPA(v) % memory.GPA(drv.RAM.Low.Size()), // somewhere in RAM, rings included
-			hole + memory.GPA(v%0x1000),
-			drv.RAM.High.Base + memory.GPA(v%0x1100), // may run past the end
-			memory.GPA(v)<<32 | memory.GPA(v),
+		addr := [4]guestmem.GPA{
+			guestmem.GPA(v) % guestmem.GPA(drv.RAM.Low.Size()), // somewhere in RAM, rings included
+			hole + guestmem.GPA(v%0x1000),
+			drv.RAM.High.Base + guestmem.GPA(v%0x1100), // may run past the end
+			guestmem.GPA(v)<<32 | guestmem.GPA(v),
 		}[c%4]
 		d := virtiotest.Desc{Addr: addr, Len: uint32(b) << (c >> 5), Flags: uint16(c>>2) & 7, Next: uint16(a >> 4)}
 		dev.mu.Lock()
@@ -1687,7 +1687,7 @@ func fuzzOp(g guest, drv *virtiotest.Driver, dev *serialDevice, bells *fakeBells
 			s.queueVector = uint16(b)
 		}
 		if a&16 != 0 {
-			s.avail = memory.GPA(v) &^ 1
+			s.avail = guestmem.GPA(v) &^ 1
 		}
 		_ = g.init(s)
 		if a&32 != 0 {

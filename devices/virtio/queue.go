@@ -21,7 +21,7 @@ package virtio
 // Both idx fields are free-running 16-bit counters, not ring positions: the
 // number of new entries is always idx minus the last value seen, modulo
 // 2^16, and can never exceed Size. Each idx is written by one side while the
-// other reads it, so they go through memory.LoadUint16/StoreUint16, which
+// other reads it, so they go through guestmem.LoadUint16/StoreUint16, which
 // are atomic and ordered: the ring entry is in memory before the index that
 // publishes it.
 //
@@ -44,7 +44,7 @@ import (
 	"io"
 	"math"
 
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 // Split-ring constants (§2.7).
@@ -95,7 +95,7 @@ type Queue struct {
 	// DescAddr, AvailAddr and UsedAddr are the guest-physical addresses of
 	// the descriptor table, the driver (available) ring and the device
 	// (used) ring.
-	DescAddr, AvailAddr, UsedAddr memory.GPA
+	DescAddr, AvailAddr, UsedAddr guestmem.GPA
 	// Ready is queue_enable.
 	Ready bool
 	// MSIXVector is the MSI-X table entry for this queue's interrupts
@@ -114,7 +114,7 @@ type Queue struct {
 
 // Buffer is one guest buffer of a chain.
 type Buffer struct {
-	Addr memory.GPA
+	Addr guestmem.GPA
 	Len  uint32
 }
 
@@ -178,7 +178,7 @@ func (q *Queue) checkSize() error {
 
 // wordArea returns the smallest run of aligned 32-bit words that covers
 // [addr, addr+n).
-func wordArea(addr memory.GPA, n uint64) (memory.GPA, uint64) {
+func wordArea(addr guestmem.GPA, n uint64) (guestmem.GPA, uint64) {
 	start := addr &^ 3
 	end := (uint64(addr) + n + 3) &^ 3
 	return start, end - uint64(start)
@@ -192,14 +192,14 @@ func wordArea(addr memory.GPA, n uint64) (memory.GPA, uint64) {
 // atomically through those words; a driver ring that ends 2 bytes short of
 // the end of a RAM region is therefore refused, which no real driver does.
 // Errors wrap ErrNeedsReset.
-func (q *Queue) Validate(mem *memory.Memory) error {
+func (q *Queue) Validate(mem *guestmem.Memory) error {
 	if err := q.checkSize(); err != nil {
 		return err
 	}
 	for _, a := range []struct {
 		name  string
-		addr  memory.GPA
-		align memory.GPA
+		addr  guestmem.GPA
+		align guestmem.GPA
 	}{
 		{"descriptor table", q.DescAddr, 16},
 		{"driver ring", q.AvailAddr, 2},
@@ -213,7 +213,7 @@ func (q *Queue) Validate(mem *memory.Memory) error {
 	usedAt, usedLen := wordArea(q.UsedAddr, UsedRingBytes(q.Size))
 	for _, a := range []struct {
 		name string
-		addr memory.GPA
+		addr guestmem.GPA
 		n    uint64
 	}{
 		{"descriptor table", q.DescAddr, DescTableBytes(q.Size)},
@@ -228,16 +228,16 @@ func (q *Queue) Validate(mem *memory.Memory) error {
 }
 
 // Addresses of the fields of the two rings.
-func (q *Queue) availIdxAddr() memory.GPA { return q.AvailAddr + 2 }
-func (q *Queue) availRingAddr(i uint16) memory.GPA {
-	return q.AvailAddr + 4 + 2*memory.GPA(i%q.Size)
+func (q *Queue) availIdxAddr() guestmem.GPA { return q.AvailAddr + 2 }
+func (q *Queue) availRingAddr(i uint16) guestmem.GPA {
+	return q.AvailAddr + 4 + 2*guestmem.GPA(i%q.Size)
 }
-func (q *Queue) usedEventAddr() memory.GPA { return q.AvailAddr + 4 + 2*memory.GPA(q.Size) }
-func (q *Queue) usedIdxAddr() memory.GPA   { return q.UsedAddr + 2 }
-func (q *Queue) usedRingAddr(i uint16) memory.GPA {
-	return q.UsedAddr + 4 + 8*memory.GPA(i%q.Size)
+func (q *Queue) usedEventAddr() guestmem.GPA { return q.AvailAddr + 4 + 2*guestmem.GPA(q.Size) }
+func (q *Queue) usedIdxAddr() guestmem.GPA   { return q.UsedAddr + 2 }
+func (q *Queue) usedRingAddr(i uint16) guestmem.GPA {
+	return q.UsedAddr + 4 + 8*guestmem.GPA(i%q.Size)
 }
-func (q *Queue) availEventAddr() memory.GPA { return q.UsedAddr + 4 + 8*memory.GPA(q.Size) }
+func (q *Queue) availEventAddr() guestmem.GPA { return q.UsedAddr + 4 + 8*guestmem.GPA(q.Size) }
 
 // Pop returns the next available chain, or nil with no error when the
 // driver has posted nothing new or the queue is not Ready.
@@ -264,7 +264,7 @@ func (q *Queue) availEventAddr() memory.GPA { return q.UsedAddr + 4 + 8*memory.G
 // With EVENT_IDX on, Pop keeps avail_event equal to the number of chains
 // popped (§2.7.10), so the driver notifies again as soon as it posts past
 // it.
-func (q *Queue) Pop(mem *memory.Memory) (*Chain, error) {
+func (q *Queue) Pop(mem *guestmem.Memory) (*Chain, error) {
 	if !q.Ready {
 		return nil, nil
 	}
@@ -323,7 +323,7 @@ func (q *Queue) Pop(mem *memory.Memory) (*Chain, error) {
 	return c, nil
 }
 
-func (q *Queue) storeAvailEvent(mem *memory.Memory, v uint16) error {
+func (q *Queue) storeAvailEvent(mem *guestmem.Memory, v uint16) error {
 	if err := mem.StoreUint16(q.availEventAddr(), v); err != nil {
 		return driverErr("writing avail_event: %w", err)
 	}
@@ -332,7 +332,7 @@ func (q *Queue) storeAvailEvent(mem *memory.Memory, v uint16) error {
 
 // desc is one descriptor, copied out of guest memory (§2.7.5).
 type desc struct {
-	addr  memory.GPA
+	addr  guestmem.GPA
 	len   uint32
 	flags uint16
 	next  uint16
@@ -340,7 +340,7 @@ type desc struct {
 
 func parseDesc(b []byte) desc {
 	return desc{
-		addr:  memory.GPA(binary.LittleEndian.Uint64(b[0:])),
+		addr:  guestmem.GPA(binary.LittleEndian.Uint64(b[0:])),
 		len:   binary.LittleEndian.Uint32(b[8:]),
 		flags: binary.LittleEndian.Uint16(b[12:]),
 		next:  binary.LittleEndian.Uint16(b[14:]),
@@ -350,7 +350,7 @@ func parseDesc(b []byte) desc {
 // chainBuilder accumulates the buffers of one chain and enforces the rules
 // that span the whole chain, direct and indirect parts alike.
 type chainBuilder struct {
-	mem      *memory.Memory
+	mem      *guestmem.Memory
 	c        *Chain
 	total    uint64 // bytes in all buffers so far
 	writable bool   // a writable descriptor was seen
@@ -359,10 +359,10 @@ type chainBuilder struct {
 // descLoc names a descriptor in error messages. It is formatted only when
 // there is an error, so the walk allocates nothing for it.
 type descLoc struct {
-	i        uint32     // index in the descriptor table or indirect table
-	indirect bool       // i is an entry of an indirect table ...
-	parent   uint32     // ... that this direct descriptor points to
-	table    memory.GPA // ... at this address
+	i        uint32       // index in the descriptor table or indirect table
+	indirect bool         // i is an entry of an indirect table ...
+	parent   uint32       // ... that this direct descriptor points to
+	table    guestmem.GPA // ... at this address
 }
 
 func (l descLoc) String() string {
@@ -399,7 +399,7 @@ func (b *chainBuilder) add(d desc, where descLoc) error {
 }
 
 // walk follows the chain that starts at descriptor head (< Size).
-func (q *Queue) walk(mem *memory.Memory, head uint16) (*Chain, error) {
+func (q *Queue) walk(mem *guestmem.Memory, head uint16) (*Chain, error) {
 	b := chainBuilder{mem: mem, c: &Chain{Head: head}}
 	var raw [DescSize]byte
 	i := head
@@ -409,7 +409,7 @@ func (q *Queue) walk(mem *memory.Memory, head uint16) (*Chain, error) {
 		if n == int(q.Size) {
 			return nil, driverErr("chain from head %d is longer than the queue size %d (a loop?)", head, q.Size)
 		}
-		at := q.DescAddr + DescSize*memory.GPA(i)
+		at := q.DescAddr + DescSize*guestmem.GPA(i)
 		if err := mem.ReadAt(raw[:], at); err != nil {
 			return nil, driverErr("reading descriptor %d: %w", i, err)
 		}
@@ -482,7 +482,7 @@ func (b *chainBuilder) indirect(d desc, where descLoc) error {
 // sees the entry (§2.7.8.2). head must be the Head of a chain
 // popped from this queue: head ≥ Size is a device bug and its error does
 // not wrap ErrNeedsReset; an error writing the ring (not in RAM) does.
-func (q *Queue) Push(mem *memory.Memory, head uint16, written uint32) error {
+func (q *Queue) Push(mem *guestmem.Memory, head uint16, written uint32) error {
 	if err := q.checkSize(); err != nil {
 		return err
 	}
@@ -511,7 +511,7 @@ func (q *Queue) Push(mem *memory.Memory, head uint16, written uint32) error {
 // past used_event since the previous call. Call it after the Pushes of a
 // batch, once: each call moves "the previous call". A queue that is not
 // Ready never needs one.
-func (q *Queue) NeedsInterrupt(mem *memory.Memory) (bool, error) {
+func (q *Queue) NeedsInterrupt(mem *guestmem.Memory) (bool, error) {
 	if !q.Ready {
 		return false, nil
 	}
@@ -561,12 +561,12 @@ func totalLen(bs []Buffer) uint64 {
 // copies from guest memory at each Read, through mem's checks, so what it
 // returns is what the guest holds at that moment: a device that parses a
 // header must parse its own copy. At the end it returns io.EOF.
-func (c *Chain) Reader(mem *memory.Memory) io.Reader {
+func (c *Chain) Reader(mem *guestmem.Memory) io.Reader {
 	return &chainReader{mem: mem, bufs: c.Readable}
 }
 
 type chainReader struct {
-	mem  *memory.Memory
+	mem  *guestmem.Memory
 	bufs []Buffer // still to read; bufs[0] from off
 	off  uint32
 }
@@ -576,7 +576,7 @@ func (r *chainReader) Read(p []byte) (int, error) {
 	for n < len(p) && len(r.bufs) > 0 {
 		b := r.bufs[0]
 		k := uint32(min(uint64(len(p)-n), uint64(b.Len-r.off)))
-		if err := r.mem.ReadAt(p[n:n+int(k)], b.Addr+memory.GPA(r.off)); err != nil {
+		if err := r.mem.ReadAt(p[n:n+int(k)], b.Addr+guestmem.GPA(r.off)); err != nil {
 			return n, driverErr("reading chain buffer %#x+%d: %w", uint64(b.Addr), b.Len, err)
 		}
 		n += int(k)
@@ -598,14 +598,14 @@ func (r *chainReader) Read(p []byte) (int, error) {
 var ErrChainFull = fmt.Errorf("virtio: chain's writable buffers are full: %w", io.ErrShortWrite)
 
 // Writer returns a writer over the chain's writable buffers.
-func (c *Chain) Writer(mem *memory.Memory) *ChainWriter {
+func (c *Chain) Writer(mem *guestmem.Memory) *ChainWriter {
 	return &ChainWriter{mem: mem, bufs: c.Writable}
 }
 
 // ChainWriter writes into a chain's writable buffers, in order, and counts
 // the bytes: Written is the len to Push.
 type ChainWriter struct {
-	mem     *memory.Memory
+	mem     *guestmem.Memory
 	bufs    []Buffer // still to fill; bufs[0] from off
 	off     uint32
 	written uint64
@@ -618,7 +618,7 @@ func (w *ChainWriter) Write(p []byte) (int, error) {
 	for n < len(p) && len(w.bufs) > 0 {
 		b := w.bufs[0]
 		k := uint32(min(uint64(len(p)-n), uint64(b.Len-w.off)))
-		if err := w.mem.WriteAt(p[n:n+int(k)], b.Addr+memory.GPA(w.off)); err != nil {
+		if err := w.mem.WriteAt(p[n:n+int(k)], b.Addr+guestmem.GPA(w.off)); err != nil {
 			w.written += uint64(n)
 			return n, driverErr("writing chain buffer %#x+%d: %w", uint64(b.Addr), b.Len, err)
 		}

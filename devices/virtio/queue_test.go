@@ -5,13 +5,14 @@ import (
 	"errors"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
 
 	"kvmlab/devices/virtio"
 	"kvmlab/devices/virtio/virtiotest"
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 const (
@@ -127,7 +128,7 @@ func TestValidate(t *testing.T) {
 		{"device ring avail_event beyond RAM", func(q *virtio.Queue) { q.UsedAddr = lowEnd - 132 }, "device ring"},
 		{"device ring ends exactly at the end of RAM", func(q *virtio.Queue) { q.UsedAddr = lowEnd - 136 }, ""},
 		{"device ring in High", func(q *virtio.Queue) { q.UsedAddr = ram.High.Base }, ""},
-		{"address wraps 2^64", func(q *virtio.Queue) { q.DescAddr = memory.GPA(math.MaxUint64 &^ 15) }, "descriptor table"},
+		{"address wraps 2^64", func(q *virtio.Queue) { q.DescAddr = guestmem.GPA(math.MaxUint64 &^ 15) }, "descriptor table"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -287,12 +288,12 @@ func TestPopHostile(t *testing.T) {
 	ram, _ := newDriver(t, size)
 	lowEnd := ram.Low.End()
 	hole, _ := ram.Hole()
-	buf := memory.GPA(0x8000) // inside Low, past the rings
-	table := memory.GPA(0x9000)
+	buf := guestmem.GPA(0x8000) // inside Low, past the rings
+	table := guestmem.GPA(0x9000)
 	// Local types keep the table short (go vet wants keyed fields in
 	// literals of other packages' structs).
 	type raw struct {
-		addr  memory.GPA
+		addr  guestmem.GPA
 		len   uint32
 		flags uint16
 		next  uint16
@@ -392,7 +393,7 @@ func TestPopHostile(t *testing.T) {
 			if err != nil || c == nil {
 				t.Fatalf("Pop = %+v, %v", c, err)
 			}
-			if !sameBuffers(c.Readable, buffers(tc.wantR)) || !sameBuffers(c.Writable, buffers(tc.wantW)) {
+			if !slices.Equal(c.Readable, buffers(tc.wantR)) || !slices.Equal(c.Writable, buffers(tc.wantW)) {
 				t.Fatalf("Pop = R %+v W %+v; want R %+v W %+v", c.Readable, c.Writable, tc.wantR, tc.wantW)
 			}
 		})
@@ -401,7 +402,7 @@ func TestPopHostile(t *testing.T) {
 
 // localBuf is virtio.Buffer for unkeyed table literals.
 type localBuf struct {
-	addr memory.GPA
+	addr guestmem.GPA
 	len  uint32
 }
 
@@ -411,18 +412,6 @@ func buffers(bs []localBuf) []virtio.Buffer {
 		out = append(out, virtio.Buffer{Addr: b.addr, Len: b.len})
 	}
 	return out
-}
-
-func sameBuffers(a, b []virtio.Buffer) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestChainOver4GiB: §2.7.5.2 caps a chain at 2^32 bytes, and the used
@@ -472,7 +461,7 @@ func TestPushErrors(t *testing.T) {
 		t.Fatalf("Push(head 8) on size 8 = %v, want a device-bug error", err)
 	}
 	d.Queue.UsedAddr = ram.Low.End() - 8
-	if err := d.Queue.Push(ram.Memory, 1, 0); !errors.Is(err, virtio.ErrNeedsReset) || !errors.Is(err, memory.ErrOutOfRange) {
+	if err := d.Queue.Push(ram.Memory, 1, 0); !errors.Is(err, virtio.ErrNeedsReset) || !errors.Is(err, guestmem.ErrOutOfRange) {
 		t.Fatalf("Push on a used ring outside RAM = %v", err)
 	}
 }
@@ -626,7 +615,7 @@ func TestChainReader(t *testing.T) {
 	hole, _ := ram.Hole()
 	bad := &virtio.Chain{Readable: []virtio.Buffer{c.Readable[0], {Addr: hole, Len: 4}}}
 	got, err := io.ReadAll(bad.Reader(ram.Memory))
-	if string(got) != "The " || !errors.Is(err, memory.ErrOutOfRange) {
+	if string(got) != "The " || !errors.Is(err, guestmem.ErrOutOfRange) {
 		t.Fatalf("ReadAll over a bad buffer = %q, %v", got, err)
 	}
 }
@@ -684,7 +673,7 @@ const (
 	fuzzLow   = 64 << 10
 	fuzzHole  = 64 << 10
 	fuzzHigh  = 32 << 10
-	fuzzTable = memory.GPA(fuzzLow + fuzzHole) // High.Base
+	fuzzTable = guestmem.GPA(fuzzLow + fuzzHole) // High.Base
 )
 
 // fuzzDesc expands 8 input bytes into a descriptor that is likely to be
@@ -697,9 +686,9 @@ func fuzzDesc(b []byte) virtiotest.Desc {
 	a := uint64(e[0]) | uint64(e[1])<<8
 	l := uint32(e[2]) | uint32(e[3])<<8
 	f := e[4]
-	d := virtiotest.Desc{Addr: memory.GPA(a * 4), Len: l, Flags: uint16(f & 0xf), Next: uint16(e[5])}
+	d := virtiotest.Desc{Addr: guestmem.GPA(a * 4), Len: l, Flags: uint16(f & 0xf), Next: uint16(e[5])}
 	if f&0x80 != 0 {
-		d.Addr = memory.GPA(math.MaxUint64 - a)
+		d.Addr = guestmem.GPA(math.MaxUint64 - a)
 	}
 	if f&0x40 != 0 {
 		d.Len = l<<16 | 0xffff
@@ -714,8 +703,8 @@ func fuzzDesc(b []byte) virtiotest.Desc {
 // modelPop is an independent, deliberately naive model of which chains Pop
 // must accept: walk first, collecting every descriptor, then check the
 // whole list. It returns the buffers or ok=false.
-func modelPop(mem *memory.Memory, q *virtio.Queue, last uint16) (head uint16, r, w []virtio.Buffer, empty, ok bool) {
-	rd := func(at memory.GPA, n int) ([]byte, bool) {
+func modelPop(mem *guestmem.Memory, q *virtio.Queue, last uint16) (head uint16, r, w []virtio.Buffer, empty, ok bool) {
+	rd := func(at guestmem.GPA, n int) ([]byte, bool) {
 		b := make([]byte, n)
 		return b, mem.ReadAt(b, at) == nil
 	}
@@ -725,7 +714,7 @@ func modelPop(mem *memory.Memory, q *virtio.Queue, last uint16) (head uint16, r,
 		for i := 7; i >= 0; i-- {
 			a = a<<8 | uint64(b[i])
 		}
-		return virtiotest.Desc{Addr: memory.GPA(a), Len: uint32(b[8]) | uint32(b[9])<<8 | uint32(b[10])<<16 | uint32(b[11])<<24,
+		return virtiotest.Desc{Addr: guestmem.GPA(a), Len: uint32(b[8]) | uint32(b[9])<<8 | uint32(b[10])<<16 | uint32(b[11])<<24,
 			Flags: u16(b[12:]), Next: u16(b[14:])}
 	}
 	b, good := rd(q.AvailAddr+2, 2)
@@ -739,7 +728,7 @@ func modelPop(mem *memory.Memory, q *virtio.Queue, last uint16) (head uint16, r,
 	if idx-last > q.Size {
 		return 0, nil, nil, false, false
 	}
-	if b, good = rd(q.AvailAddr+4+2*memory.GPA(last%q.Size), 2); !good {
+	if b, good = rd(q.AvailAddr+4+2*guestmem.GPA(last%q.Size), 2); !good {
 		return 0, nil, nil, false, false
 	}
 	head = u16(b)
@@ -751,7 +740,7 @@ func modelPop(mem *memory.Memory, q *virtio.Queue, last uint16) (head uint16, r,
 		if n == int(q.Size) {
 			return 0, nil, nil, false, false
 		}
-		b, good := rd(q.DescAddr+16*memory.GPA(i), 16)
+		b, good := rd(q.DescAddr+16*guestmem.GPA(i), 16)
 		if !good {
 			return 0, nil, nil, false, false
 		}
@@ -874,8 +863,8 @@ func FuzzQueuePop(f *testing.F) {
 			t.Fatalf("the kit's layout does not validate: %v", err)
 		}
 		// Move a ring to the edge of RAM, or out of it.
-		usedLen := memory.GPA(virtio.UsedRingBytes(size))
-		availLen := memory.GPA(virtio.AvailRingBytes(size))
+		usedLen := guestmem.GPA(virtio.UsedRingBytes(size))
+		availLen := guestmem.GPA(virtio.AvailRingBytes(size))
 		switch ringAt % 8 {
 		case 1: // used ring ends exactly at the end of High (it is 2 mod 4 long)
 			d.UsedAddr = ram.High.End() - usedLen - 2
@@ -962,7 +951,7 @@ func FuzzQueuePop(f *testing.F) {
 				return
 			}
 			last++
-			if valid && (c.Head != mHead || !sameBuffers(c.Readable, mR) || !sameBuffers(c.Writable, mW)) {
+			if valid && (c.Head != mHead || !slices.Equal(c.Readable, mR) || !slices.Equal(c.Writable, mW)) {
 				t.Fatalf("Pop = head %d R %+v W %+v; model head %d R %+v W %+v", c.Head, c.Readable, c.Writable, mHead, mR, mW)
 			}
 			for _, b := range append(append([]virtio.Buffer(nil), c.Readable...), c.Writable...) {

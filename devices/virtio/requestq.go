@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 // RequestQueue drives a device whose only queue is a request queue the
@@ -52,7 +52,7 @@ func (r *RequestQueue) Quiesce(f func() error) error {
 // which returns the bytes written into the chain or an error that puts the
 // device into DEVICE_NEEDS_RESET; then it asks for one interrupt for the
 // batch.
-func (r *RequestQueue) Serve(q int, serve func(mem *memory.Memory, c *Chain) (uint32, error)) {
+func (r *RequestQueue) Serve(q int, serve func(mem *guestmem.Memory, c *Chain) (uint32, error)) {
 	if q != 0 {
 		return // there is no other queue; the transport never sends this
 	}

@@ -27,7 +27,7 @@
 //     between driver and device.
 //
 // A Device never sees the transport, and the transport never parses a
-// request. Both reach guest RAM only through kvmlab/vmm/memory, which
+// request. Both reach guest RAM only through kvmlab/guestmem, which
 // checks every address and length.
 //
 // # Device status (§2.1)
@@ -43,7 +43,7 @@ import (
 	"errors"
 	"strconv"
 
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 // Device status bits (§2.1).
@@ -123,7 +123,7 @@ type Device interface {
 
 // Env is what an activated device works with.
 type Env struct {
-	Mem      *memory.Memory
+	Mem      *guestmem.Memory
 	Queues   []*Queue
 	Features uint64 // negotiated
 	// Interrupt tells the driver that queue q has new used buffers. The

@@ -1,5 +1,6 @@
 // Command hostinit is PID 1 of the emulated host that package
-// kvmlab/emuhost boots (today under QEMU's TCG, emulating AMD SVM).
+// kvmlab/emuhost boots (under QEMU's TCG emulating AMD SVM, or under Bochs
+// emulating Intel VT-x).
 //
 // It mounts the usual file systems, loads the KVM modules listed in
 // /harness/modules, checks that /dev/kvm appeared, runs the command described
@@ -69,6 +70,7 @@ func logf(format string, args ...any) {
 // finish reports the exit code and powers off. It never returns.
 func finish(code int) {
 	fmt.Fprintf(console, "%s %d\n", exitMarker, code)
+	drainConsole()
 	unix.Sync()
 	err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	// Still here: power-off failed. QEMU runs with -no-reboot, so a
@@ -78,6 +80,17 @@ func finish(code int) {
 	logf("restart failed (%v); halting here", err)
 	for {
 		time.Sleep(time.Hour)
+	}
+}
+
+// drainConsole waits until the serial port has sent everything written to
+// the console (tcdrain, TCSBRK with a non-zero argument): a UART sends at
+// its baud rate, and one emulated by Bochs does so in emulated time, so
+// without this the last lines (the exit marker among them) are lost when
+// the machine powers off. Under QEMU the wait is nil: its UART sends at once.
+func drainConsole() {
+	if f, ok := console.(*os.File); ok {
+		_ = unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1)
 	}
 }
 
@@ -199,6 +212,9 @@ func loadModules() int {
 			if strings.Contains(path, "kvm-amd") && errors.Is(err, unix.ENODEV) {
 				hint = " (the emulated CPU has no SVM: run QEMU with -cpu max under TCG)"
 			}
+			if strings.Contains(path, "kvm-intel") && errors.Is(err, unix.ENODEV) {
+				hint = " (the emulated CPU has no VMX: run Bochs with a CPU model that has it, such as corei7_haswell_4770)"
+			}
 			fail(exitModule, "loading module %s: %v%s", path, err, hint)
 		}
 	}
@@ -214,11 +230,42 @@ func loadModule(path string) error {
 		return err
 	}
 	defer f.Close()
-	err = unix.FinitModule(int(f.Fd()), "", 0)
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	params := moduleParams(string(cmdline), moduleName(path))
+	if params != "" {
+		logf("module %s: %s", moduleName(path), params)
+	}
+	err = unix.FinitModule(int(f.Fd()), params, 0)
 	if errors.Is(err, unix.EEXIST) {
 		return nil // already loaded or built in
 	}
 	return err
+}
+
+// moduleName is the kernel's name of the module in a file of /harness/ko,
+// "N-name.ko": dashes become underscores, as the kernel names modules
+// ("2-kvm-intel.ko" is kvm_intel).
+func moduleName(path string) string {
+	name := strings.TrimSuffix(filepath.Base(path), ".ko")
+	if i := strings.IndexByte(name, '-'); i > 0 && strings.Trim(name[:i], "0123456789") == "" {
+		name = name[i+1:]
+	}
+	return strings.ReplaceAll(name, "-", "_")
+}
+
+// moduleParams picks the module's parameters from the kernel command line,
+// "module.param=value" words, as modprobe(8) does (the kernel itself
+// applies them only to built-in code): so the emulated host's command line
+// (KVMLAB_HOST_APPEND) can say kvm_intel.ept=0.
+func moduleParams(cmdline, module string) string {
+	var params []string
+	for _, w := range strings.Fields(cmdline) {
+		mod, param, ok := strings.Cut(w, ".")
+		if ok && strings.ReplaceAll(mod, "-", "_") == module && param != "" && !strings.HasPrefix(param, "=") {
+			params = append(params, param)
+		}
+	}
+	return strings.Join(params, " ")
 }
 
 // waitForKVM waits briefly for devtmpfs to show /dev/kvm.

@@ -67,7 +67,7 @@
 // # Guest-physical layout
 //
 // Everything is placed at fixed addresses, all in the first megabyte except
-// the kernel and the initrd. Every write goes through package memory, which
+// the kernel and the initrd. Every write goes through package guestmem, which
 // checks it against the RAM regions.
 //
 //	address range          contents
@@ -88,7 +88,7 @@
 //
 // The e820 map handed to the guest is E820(mem): [0, 0x9fc00) RAM,
 // [0x9fc00, 0x100000) reserved, [0x100000, end of low RAM) RAM, and the RAM
-// above 4 GiB if any (see package memory for the MMIO hole).
+// above 4 GiB if any (see package guestmem for the MMIO hole).
 //
 // # Trust
 //

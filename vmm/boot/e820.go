@@ -1,6 +1,6 @@
 package boot
 
-import "kvmlab/vmm/memory"
+import "kvmlab/guestmem"
 
 // E820 memory types (the ACPI address range types the BIOS int 0x15,
 // eax=0xe820 call reports).
@@ -24,7 +24,7 @@ func (e E820Entry) End() uint64 { return e.Addr + e.Size }
 // its hands off reserved ranges, which is what protects the ACPI tables at
 // ACPIStart; it finds them through the RSDP. The result is sorted; adjacent
 // ranges of one type are merged.
-func E820(mem *memory.Memory) []E820Entry {
+func E820(mem *guestmem.Memory) []E820Entry {
 	var out []E820Entry
 	add := func(start, end uint64, typ uint32) {
 		if start >= end {

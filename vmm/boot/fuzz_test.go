@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 var updateSeeds = flag.Bool("update-seeds", false, "rewrite the seed corpus in testdata/fuzz/FuzzParse")
@@ -92,12 +92,12 @@ func TestFuzzSeeds(t *testing.T) {
 
 var fuzzRAM struct {
 	once sync.Once
-	mem  *memory.Memory
+	mem  *guestmem.Memory
 }
 
 // fuzzMem is a small fake guest: 4 MiB at 0 and 64 KiB at 4 GiB, shared by
 // all iterations of a fuzz worker (its contents do not matter).
-func fuzzMem(t testing.TB) *memory.Memory {
+func fuzzMem(t testing.TB) *guestmem.Memory {
 	fuzzRAM.once.Do(func() { fuzzRAM.mem = newRAM(t, 4<<20, 64<<10, 0) })
 	return fuzzRAM.mem
 }

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 // bzOpts describes a synthetic bzImage. The defaults (see defaultBz) are
@@ -166,7 +166,7 @@ func (o elfOpts) build() []byte {
 
 // newRAM returns guest RAM of low bytes at 0 and high bytes at 4 GiB
 // (none if 0), filled with fill so tests see what Load did not write.
-func newRAM(t testing.TB, low, high int, fill byte) *memory.Memory {
+func newRAM(t testing.TB, low, high int, fill byte) *guestmem.Memory {
 	t.Helper()
 	lo := make([]byte, low)
 	if fill != 0 && low > 0 {
@@ -175,34 +175,34 @@ func newRAM(t testing.TB, low, high int, fill byte) *memory.Memory {
 			copy(lo[n:], lo[:n])
 		}
 	}
-	rs := []memory.Region{{Base: 0, Data: lo}}
+	rs := []guestmem.Region{{Base: 0, Data: lo}}
 	if high > 0 {
-		rs = append(rs, memory.Region{Base: memory.HighStart, Data: make([]byte, high)})
+		rs = append(rs, guestmem.Region{Base: guestmem.HighStart, Data: make([]byte, high)})
 	}
-	m, err := memory.FromRegions(rs...)
+	m, err := guestmem.FromRegions(rs...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
-func read(t testing.TB, m *memory.Memory, addr uint64, n int) []byte {
+func read(t testing.TB, m *guestmem.Memory, addr uint64, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
-	if err := m.ReadAt(b, memory.GPA(addr)); err != nil {
+	if err := m.ReadAt(b, guestmem.GPA(addr)); err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
 
-func read64(t testing.TB, m *memory.Memory, addr uint64) uint64 {
+func read64(t testing.TB, m *guestmem.Memory, addr uint64) uint64 {
 	return binary.LittleEndian.Uint64(read(t, m, addr, 8))
 }
 
-func read32(t testing.TB, m *memory.Memory, addr uint64) uint32 {
+func read32(t testing.TB, m *guestmem.Memory, addr uint64) uint32 {
 	return binary.LittleEndian.Uint32(read(t, m, addr, 4))
 }
 
-func read16(t testing.TB, m *memory.Memory, addr uint64) uint16 {
+func read16(t testing.TB, m *guestmem.Memory, addr uint64) uint16 {
 	return binary.LittleEndian.Uint16(read(t, m, addr, 2))
 }

@@ -4,7 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
+	"kvmlab/vmm/x86"
 )
 
 // Fixed guest-physical layout; the package comment draws it as a table.
@@ -25,14 +26,10 @@ const (
 	CodeSelector = 0x10
 	DataSelector = 0x18
 
-	// CodeDescriptor is a flat 64-bit code segment: base 0, limit 0xfffff
-	// in 4 KiB units (G=1), L=1 (long mode), D=0, present, DPL 0, type 0xb
-	// (execute/read, accessed). Accessed is pre-set so the CPU never has
-	// to write the GDT when the selector is loaded.
-	CodeDescriptor = 0x00af_9b00_0000_ffff
-	// DataDescriptor is a flat 4 GiB data segment: G=1, D/B=1, present,
-	// DPL 0, type 0x3 (read/write, accessed).
-	DataDescriptor = 0x00cf_9300_0000_ffff
+	// CodeDescriptor is a flat 64-bit code segment and DataDescriptor a
+	// flat 4 GiB data segment; package x86 explains their bits.
+	CodeDescriptor = x86.FlatCode64
+	DataDescriptor = x86.FlatData
 
 	gdtEntries = 4
 	// GDTLimit is the GDTR limit: size in bytes minus one.
@@ -52,8 +49,8 @@ const (
 	// ELFProtocol is the version the synthetic ELF setup header claims.
 	ELFProtocol = 0x020f
 
-	// lowRAMLimit is where RAM stops below 4 GiB (see package memory).
-	lowRAMLimit = uint64(memory.MMIOHoleStart)
+	// lowRAMLimit is where RAM stops below 4 GiB (see package guestmem).
+	lowRAMLimit = uint64(guestmem.MMIOHoleStart)
 	// cmdlineSpace is the room for the command line and its NUL between
 	// CmdlineAddr and the reserved hole.
 	cmdlineSpace = ReservedStart - CmdlineAddr
@@ -109,7 +106,7 @@ type Entry struct {
 // address (0 if none: the kernel then scans 0xe0000-0xfffff for it itself).
 // Every write goes through mem, so a layout that does not fit in RAM is an
 // error, never a stray write.
-func Load(mem *memory.Memory, img *Image, initrd []byte, cmdline string, rsdp memory.GPA) (*Entry, error) {
+func Load(mem *guestmem.Memory, img *Image, initrd []byte, cmdline string, rsdp guestmem.GPA) (*Entry, error) {
 	if mem == nil {
 		return nil, errorf(ErrLayout, "no guest memory")
 	}
@@ -164,7 +161,7 @@ func Load(mem *memory.Memory, img *Image, initrd []byte, cmdline string, rsdp me
 			// guest RAM may hold anything.
 			if bssLen := s.Memsz - uint64(len(s.Data)); bssLen > 0 {
 				bssAddr := s.Paddr + uint64(len(s.Data))
-				bss, err := mem.Slice(memory.GPA(bssAddr), bssLen)
+				bss, err := mem.Slice(guestmem.GPA(bssAddr), bssLen)
 				if err != nil {
 					return nil, wrapWrite("ELF .bss", bssAddr, err)
 				}
@@ -252,7 +249,7 @@ func checkImage(img *Image) error {
 
 // lowRAMEnd returns the end of the RAM region at address 0, which must
 // reach past 1 MiB: the fixed layout lives there.
-func lowRAMEnd(mem *memory.Memory) (uint64, error) {
+func lowRAMEnd(mem *guestmem.Memory) (uint64, error) {
 	for _, r := range mem.Regions() {
 		if r.Base == 0 {
 			end := uint64(r.End())
@@ -409,14 +406,14 @@ func pageTables() []byte {
 	return b
 }
 
-func write(mem *memory.Memory, what string, p []byte, addr uint64) error {
-	if err := mem.WriteAt(p, memory.GPA(addr)); err != nil {
+func write(mem *guestmem.Memory, what string, p []byte, addr uint64) error {
+	if err := mem.WriteAt(p, guestmem.GPA(addr)); err != nil {
 		return wrapWrite(what, addr, err)
 	}
 	return nil
 }
 
-// wrapWrite keeps the *memory.AccessError reachable for errors.Is/As.
+// wrapWrite keeps the *guestmem.AccessError reachable for errors.Is/As.
 func wrapWrite(what string, addr uint64, err error) error {
 	return fmt.Errorf("boot: placing %s at %#x: %w", what, addr, err)
 }

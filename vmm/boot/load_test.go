@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 const (
@@ -147,7 +147,7 @@ func TestLoadBzImage(t *testing.T) {
 
 // checkGDT decodes the two descriptors field by field (Intel SDM vol. 3,
 // 3.4.5), which is what the VMM does to fill KVM segment registers.
-func checkGDT(t *testing.T, mem *memory.Memory) {
+func checkGDT(t *testing.T, mem *guestmem.Memory) {
 	t.Helper()
 	want := []uint64{0, 0, 0x00af9b000000ffff, 0x00cf93000000ffff}
 	for i, w := range want {
@@ -178,7 +178,7 @@ func checkGDT(t *testing.T, mem *memory.Memory) {
 }
 
 // checkPageTables walks the tables like the MMU would for a few addresses.
-func checkPageTables(t *testing.T, mem *memory.Memory) {
+func checkPageTables(t *testing.T, mem *guestmem.Memory) {
 	t.Helper()
 	entries := []struct {
 		name string
@@ -286,8 +286,8 @@ func TestLoadErrors(t *testing.T) {
 		}
 		return mustParse(t, o.build())
 	}
-	lowAt := func(base memory.GPA, n int) *memory.Memory {
-		m, err := memory.FromRegions(memory.Region{Base: base, Data: make([]byte, n)})
+	lowAt := func(base guestmem.GPA, n int) *guestmem.Memory {
+		m, err := guestmem.FromRegions(guestmem.Region{Base: base, Data: make([]byte, n)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -295,7 +295,7 @@ func TestLoadErrors(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		mem     *memory.Memory
+		mem     *guestmem.Memory
 		img     *Image
 		cmdline string
 		kind    error
@@ -476,9 +476,9 @@ func TestE820(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// Only the regions' bounds matter: back them with a lazily
 			// mapped Memory where they are large, slices where small.
-			var mem *memory.Memory
+			var mem *guestmem.Memory
 			if len(tt.regions) == 2 {
-				m, err := memory.New(tt.regions[0].size + tt.regions[1].size)
+				m, err := guestmem.New(tt.regions[0].size + tt.regions[1].size)
 				if err != nil {
 					t.Skip("cannot map guest RAM:", err)
 				}
@@ -504,7 +504,7 @@ func TestE820(t *testing.T) {
 // high), as the VMM does: the initrd goes just under initrd_addr_max,
 // never above 4 GiB.
 func TestLoadBigGuest(t *testing.T) {
-	mem, err := memory.New(4 << 30)
+	mem, err := guestmem.New(4 << 30)
 	if err != nil {
 		t.Skip("cannot map guest RAM:", err)
 	}

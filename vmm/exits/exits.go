@@ -1,5 +1,8 @@
 // Package exits turns the kvm_run page that KVM_RUN leaves behind into typed
-// values, before anything acts on them.
+// values, before anything acts on them, and writes the VMM's answers back
+// into it. It decodes and does nothing else: it imports no other kvmlab
+// package, allocates nothing on the hot path, and knows only the kernel's
+// layer of an exit, the KVM_EXIT_* reason.
 //
 // A VM exit is the moment the processor leaves guest mode and returns control
 // to the hypervisor: a VMEXIT on AMD SVM (AMD64 APM Vol. 2 §15.6), a VM exit
@@ -8,19 +11,29 @@
 // on nested page tables) and the guest resumes without user space hearing of
 // it. The rest come back from KVM_RUN with a KVM_EXIT_* reason in
 // kvm_run.exit_reason and the details in a union that depends on the reason
-// (include/uapi/linux/kvm.h, struct kvm_run).
+// (include/uapi/linux/kvm.h, struct kvm_run; Documentation/virt/kvm/api.rst,
+// "The kvm_run structure").
+//
+// The package has two halves. exits.go is the vocabulary: the reasons and one
+// Go type per union member, the way kvm-ioctls' VcpuExit names them.
+// runpage.go is the only code in kvmlab that knows the page's byte layout:
+// Decode, the VMM's writes (MMIO read data, immediate_exit, the sync-regs
+// request) and the encoders tests use to fake an exit.
 //
 // Decode is a pure function of those bytes, so the whole dispatch path can be
 // unit-tested and fuzzed with hand-made run pages, without /dev/kvm. It
 // bounds-checks every offset the kernel gives (e.g. the I/O data offset)
 // against the page, so a corrupted or unexpected page yields an error, never
 // an out-of-range slice.
+//
+// The layer beneath, which VT-x or SVM exit made the CPU leave the guest,
+// and the plain-words explanations of both layers, are in package hwexit;
+// they are for the observatory, not for the vCPU loop.
 package exits
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
+	"slices"
 )
 
 // Reason is a KVM_EXIT_* value.
@@ -64,6 +77,16 @@ var reasonNames = map[Reason]string{
 	APResetHold: "AP_RESET_HOLD", X86BusLock: "X86_BUS_LOCK", Notify: "NOTIFY", MemoryFault: "MEMORY_FAULT",
 }
 
+// Reasons lists every KVM_EXIT_* value this package names, in numeric order.
+func Reasons() []Reason {
+	rs := make([]Reason, 0, len(reasonNames))
+	for r := range reasonNames {
+		rs = append(rs, r)
+	}
+	slices.Sort(rs)
+	return rs
+}
+
 // String returns the KVM_EXIT_ name.
 func (r Reason) String() string {
 	if n, ok := reasonNames[r]; ok {
@@ -97,16 +120,6 @@ func ParseReason(s string) (Reason, bool) {
 	}
 	return 0, false
 }
-
-// Offsets inside struct kvm_run (x86-64).
-const (
-	offImmediateExit = 1
-	offExitReason    = 8
-	offUnion         = 32
-	unionSize        = 256
-	// MinRunSize is the smallest page Decode accepts: the header and union.
-	MinRunSize = offUnion + unionSize
-)
 
 // Direction of a port I/O exit.
 type Direction uint8
@@ -203,119 +216,3 @@ type Exit struct {
 	// HardwareExitReason is set for KVM_EXIT_UNKNOWN (kvm_run.hw).
 	HardwareExitReason uint64
 }
-
-// ErrShortRun means the run page is smaller than struct kvm_run's fixed part.
-var ErrShortRun = errors.New("kvm_run page too short")
-
-// ErrBadIO means an I/O exit's data does not fit in the run page.
-var ErrBadIO = errors.New("I/O exit data outside the kvm_run page")
-
-var le = binary.LittleEndian
-
-// Decode reads the exit from run into e (reusing e's storage to keep the hot
-// path free of allocations).
-func Decode(run []byte, e *Exit) error {
-	if len(run) < MinRunSize {
-		return fmt.Errorf("%w: %d bytes", ErrShortRun, len(run))
-	}
-	io, mmio := e.IO, e.MMIO
-	*e = Exit{Reason: Reason(le.Uint32(run[offExitReason:]))}
-	u := run[offUnion : offUnion+unionSize]
-	switch e.Reason {
-	case IO:
-		if io == nil {
-			io = new(IOExit)
-		}
-		*io = IOExit{
-			Direction:  Direction(u[0]),
-			Size:       u[1],
-			Port:       le.Uint16(u[2:]),
-			Count:      le.Uint32(u[4:]),
-			DataOffset: le.Uint64(u[8:]),
-		}
-		e.IO = io
-		if io.Size != 1 && io.Size != 2 && io.Size != 4 {
-			return fmt.Errorf("%w: size %d", ErrBadIO, io.Size)
-		}
-		if io.Direction > Out {
-			return fmt.Errorf("%w: direction %d", ErrBadIO, io.Direction)
-		}
-		n := uint64(io.Size) * uint64(io.Count)
-		if io.Count == 0 || io.DataOffset >= uint64(len(run)) || n > uint64(len(run))-io.DataOffset {
-			return fmt.Errorf("%w: offset %#x, %d x %d bytes, page %d", ErrBadIO, io.DataOffset, io.Count, io.Size, len(run))
-		}
-	case MMIO:
-		if mmio == nil {
-			mmio = new(MMIOExit)
-		}
-		*mmio = MMIOExit{PhysAddr: le.Uint64(u[0:]), Len: le.Uint32(u[16:]), IsWrite: u[20] != 0}
-		copy(mmio.Data[:], u[8:16])
-		e.MMIO = mmio
-		if mmio.Len == 0 || mmio.Len > 8 {
-			return fmt.Errorf("MMIO exit with length %d", mmio.Len)
-		}
-	case SystemEvent:
-		s := &SystemEventExit{Type: le.Uint32(u[0:]), NData: le.Uint32(u[4:])}
-		for i := range s.Data {
-			s.Data[i] = le.Uint64(u[8+8*i:])
-		}
-		e.SystemEvent = s
-	case InternalError:
-		s := &InternalErrorExit{Suberror: le.Uint32(u[0:]), NData: le.Uint32(u[4:])}
-		for i := range s.Data {
-			s.Data[i] = le.Uint64(u[8+8*i:])
-		}
-		e.InternalError = s
-	case FailEntry:
-		e.FailEntry = &FailEntryExit{HardwareEntryFailureReason: le.Uint64(u[0:]), CPU: le.Uint32(u[8:])}
-	case Debug:
-		e.Debug = &DebugExit{Exception: le.Uint32(u[0:]), PC: le.Uint64(u[8:]), DR6: le.Uint64(u[16:]), DR7: le.Uint64(u[24:])}
-	case Unknown:
-		e.HardwareExitReason = le.Uint64(u[0:])
-	}
-	return nil
-}
-
-// IOData returns the slice of the run page that holds an I/O exit's data.
-// Decode has already checked that it fits.
-func IOData(run []byte, io *IOExit) []byte {
-	n := uint64(io.Size) * uint64(io.Count)
-	return run[io.DataOffset : io.DataOffset+n]
-}
-
-// SetMMIOData writes the result of an MMIO read back into the run page, where
-// KVM picks it up on the next KVM_RUN to complete the guest's load.
-func SetMMIOData(run []byte, data []byte) {
-	copy(run[offUnion+8:offUnion+16], data)
-}
-
-// Encoder helpers for tests and fuzzers: build a run page holding an exit.
-
-// EncodeIO writes an I/O exit into run with its data at dataOff.
-func EncodeIO(run []byte, dir Direction, size uint8, port uint16, count uint32, dataOff uint64, data []byte) {
-	le.PutUint32(run[offExitReason:], uint32(IO))
-	u := run[offUnion:]
-	u[0], u[1] = byte(dir), size
-	le.PutUint16(u[2:], port)
-	le.PutUint32(u[4:], count)
-	le.PutUint64(u[8:], dataOff)
-	if dataOff < uint64(len(run)) {
-		copy(run[dataOff:], data)
-	}
-}
-
-// EncodeMMIO writes an MMIO exit into run.
-func EncodeMMIO(run []byte, addr uint64, data []byte, write bool) {
-	le.PutUint32(run[offExitReason:], uint32(MMIO))
-	u := run[offUnion:]
-	le.PutUint64(u[0:], addr)
-	copy(u[8:16], data)
-	le.PutUint32(u[16:], uint32(len(data)))
-	u[20] = 0
-	if write {
-		u[20] = 1
-	}
-}
-
-// EncodeReason writes only the exit reason.
-func EncodeReason(run []byte, r Reason) { le.PutUint32(run[offExitReason:], uint32(r)) }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"strings"
 
+	"kvmlab/internal/human"
 	"kvmlab/vmm/kvm"
 )
 
@@ -47,40 +48,28 @@ func CPUMode(s kvm.Sregs) Mode {
 	}
 }
 
-type bit struct {
-	mask uint64
-	name string
+// The bits of CR0, CR4, EFER and RFLAGS by number, as the Intel SDM (Vol.
+// 3A §2.5, Vol. 1 §3.4.3) and the AMD APM (Vol. 2 §3.1.7, EFER) name them.
+var (
+	cr0Bits = []string{0: "PE", 1: "MP", 2: "EM", 3: "TS", 4: "ET", 5: "NE", 16: "WP", 18: "AM", 29: "NW", 30: "CD", 31: "PG"}
+	cr4Bits = []string{0: "VME", 1: "PVI", 2: "TSD", 3: "DE", 4: "PSE", 5: "PAE", 6: "MCE", 7: "PGE", 8: "PCE", 9: "OSFXSR",
+		10: "OSXMMEXCPT", 11: "UMIP", 12: "LA57", 13: "VMXE", 14: "SMXE", 16: "FSGSBASE", 17: "PCIDE", 18: "OSXSAVE",
+		20: "SMEP", 21: "SMAP", 22: "PKE", 23: "CET", 24: "PKS"}
+	eferBits   = []string{0: "SCE", 8: "LME", 10: "LMA", 11: "NXE", 12: "SVME", 13: "LMSLE", 14: "FFXSR", 15: "TCE", 21: "AUTOIBRS"}
+	rflagsBits = []string{0: "CF", 2: "PF", 4: "AF", 6: "ZF", 7: "SF", 8: "TF", 9: "IF", 10: "DF", 11: "OF", 14: "NT",
+		16: "RF", 17: "VM", 18: "AC", 19: "VIF", 20: "VIP", 21: "ID"}
+)
+
+// CR0, CR4, EFER and RFLAGS decoded into flag names (human.Bits: set bits
+// by name, lowest first). RFLAGS's bit 1 always reads 1 and says nothing;
+// its two-bit I/O privilege level prints as a number.
+func CR0(v uint64) string  { return human.Bits(v, cr0Bits) }
+func CR4(v uint64) string  { return human.Bits(v, cr4Bits) }
+func EFER(v uint64) string { return human.Bits(v, eferBits) }
+func RFLAGS(v uint64) string {
+	const reserved1, iopl = 1 << 1, 3 << 12
+	return human.Bits(v&^(reserved1|iopl), rflagsBits) + fmt.Sprintf(" IOPL=%d", (v&iopl)>>12)
 }
-
-func decodeBits(v uint64, bits []bit) string {
-	var on []string
-	for _, b := range bits {
-		if v&b.mask != 0 {
-			on = append(on, b.name)
-		}
-	}
-	if len(on) == 0 {
-		return "-"
-	}
-	return strings.Join(on, " ")
-}
-
-var cr0Bits = []bit{{1 << 0, "PE"}, {1 << 1, "MP"}, {1 << 2, "EM"}, {1 << 3, "TS"}, {1 << 4, "ET"}, {1 << 5, "NE"},
-	{1 << 16, "WP"}, {1 << 18, "AM"}, {1 << 29, "NW"}, {1 << 30, "CD"}, {1 << 31, "PG"}}
-var cr4Bits = []bit{{1 << 0, "VME"}, {1 << 1, "PVI"}, {1 << 2, "TSD"}, {1 << 3, "DE"}, {1 << 4, "PSE"}, {1 << 5, "PAE"},
-	{1 << 6, "MCE"}, {1 << 7, "PGE"}, {1 << 8, "PCE"}, {1 << 9, "OSFXSR"}, {1 << 10, "OSXMMEXCPT"}, {1 << 11, "UMIP"},
-	{1 << 12, "LA57"}, {1 << 13, "VMXE"}, {1 << 14, "SMXE"}, {1 << 16, "FSGSBASE"}, {1 << 17, "PCIDE"},
-	{1 << 18, "OSXSAVE"}, {1 << 20, "SMEP"}, {1 << 21, "SMAP"}, {1 << 22, "PKE"}, {1 << 23, "CET"}}
-var eferBits = []bit{{1 << 0, "SCE"}, {1 << 8, "LME"}, {1 << 10, "LMA"}, {1 << 11, "NXE"}, {1 << 12, "SVME"}, {1 << 14, "FFXSR"}}
-var rflagsBits = []bit{{1 << 0, "CF"}, {1 << 2, "PF"}, {1 << 4, "AF"}, {1 << 6, "ZF"}, {1 << 7, "SF"}, {1 << 8, "TF"},
-	{1 << 9, "IF"}, {1 << 10, "DF"}, {1 << 11, "OF"}, {1 << 14, "NT"}, {1 << 16, "RF"}, {1 << 17, "VM"}, {1 << 18, "AC"},
-	{1 << 19, "VIF"}, {1 << 20, "VIP"}, {1 << 21, "ID"}}
-
-// CR0, CR4, EFER and RFLAGS decoded into flag names.
-func CR0(v uint64) string    { return decodeBits(v, cr0Bits) }
-func CR4(v uint64) string    { return decodeBits(v, cr4Bits) }
-func EFER(v uint64) string   { return decodeBits(v, eferBits) }
-func RFLAGS(v uint64) string { return decodeBits(v, rflagsBits) + fmt.Sprintf(" IOPL=%d", (v>>12)&3) }
 
 // State is a snapshot of the registers a stepper shows.
 type State struct {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"kvmlab/vmm/boot"
+	"kvmlab/guest/tiny"
 )
 
 // TestReadSymbols reads both kinds of symbol file from an open file, as
@@ -26,7 +26,7 @@ func TestReadSymbols(t *testing.T) {
 
 	// An ELF file is read as one, not as a System.map: a kernel built
 	// without symbols says so.
-	_, err = ReadSymbols(bytes.NewReader(boot.TinyELF([]byte{0xf4})))
+	_, err = ReadSymbols(bytes.NewReader(tiny.ELF([]byte{0xf4})))
 	if err == nil || !strings.Contains(err.Error(), "no symbol section") {
 		t.Errorf("an ELF file without symbols: %v, want debug/elf's \"no symbol section\"", err)
 	}

@@ -13,7 +13,9 @@
 //     which user space maps with mmap.
 //
 // The structures passed to ioctls mirror include/uapi/linux/kvm.h and
-// arch/x86/include/uapi/asm/kvm.h byte for byte. The run page is read with
+// arch/x86/include/uapi/asm/kvm.h byte for byte. The run page is mapped here
+// but not interpreted here: package exits is the one owner of its layout
+// (decoding exits, writing answers and immediate_exit), reading it with
 // encoding/binary from the mapped byte slice, so only the ioctl calls that
 // pass pointers need `unsafe` (kvm_unsafe.go).
 package kvm
@@ -365,7 +367,7 @@ func (v *VM) CreateVCPU(id int) (*VCPU, error) {
 type VCPU struct {
 	ID  int
 	f   *os.File
-	Run []byte // struct kvm_run, shared with the kernel
+	Run []byte // struct kvm_run, shared with the kernel; package exits reads and writes it
 }
 
 func (c *VCPU) fd() uintptr { return c.f.Fd() }
@@ -385,30 +387,6 @@ func (c *VCPU) Close() error {
 func (c *VCPU) RunOnce() error {
 	_, err := ioctlInt(c.fd(), ioRun, 0)
 	return err
-}
-
-// RunOnceRaw is RunOnce without telling the Go runtime that the thread is
-// in a system call (unix.RawSyscall instead of unix.Syscall): the
-// goroutine keeps its P throughout, and no scheduler bookkeeping runs on
-// the way in or out. It exists so that the exit benchmark can measure
-// what that bookkeeping costs. A VMM must not use it: a vCPU whose guest
-// halts sits in KVM_RUN for as long as the guest sleeps, holding its P,
-// and a garbage collection that needs every P stopped would wait for it.
-func (c *VCPU) RunOnceRaw() error {
-	if _, _, e := unix.RawSyscall(unix.SYS_IOCTL, c.fd(), ioRun, 0); e != 0 {
-		return e
-	}
-	return nil
-}
-
-// SetImmediateExit sets kvm_run.immediate_exit: while it is 1, KVM_RUN
-// returns EINTR at once instead of entering the guest (api.rst, "immediate_exit").
-func (c *VCPU) SetImmediateExit(on bool) {
-	if on {
-		c.Run[1] = 1
-	} else {
-		c.Run[1] = 0
-	}
 }
 
 // Regs is struct kvm_regs: the general-purpose registers.

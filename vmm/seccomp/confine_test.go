@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kvmlab/guest/tiny"
 	"kvmlab/vmm"
-	"kvmlab/vmm/boot"
 	"kvmlab/vmm/kvm"
 	"kvmlab/vmm/seccomp"
 )
@@ -53,7 +53,7 @@ func child(what string) int {
 		fmt.Println("no KVM:", err)
 		return 3
 	}
-	m, err := vmm.New(vmm.Config{Kernel: boot.TinyELF(tinyGuest), MemBytes: 64 << 20, CPUs: 1,
+	m, err := vmm.New(vmm.Config{Kernel: tiny.ELF(tinyGuest), MemBytes: 64 << 20, CPUs: 1,
 		Console: os.Stdout, Log: os.Stderr, Stats: true})
 	if err != nil {
 		fmt.Println("no KVM:", err)

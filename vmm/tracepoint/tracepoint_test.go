@@ -1,6 +1,9 @@
 package tracepoint
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestParseLine(t *testing.T) {
 	tests := []struct {
@@ -58,13 +61,8 @@ Totals:
 func TestParseHist(t *testing.T) {
 	got := ParseHist(sampleHist, "reason")
 	want := []HistEntry{{612, 10, 1}, {613, 6, 17}, {612, 2, 1663}, {123456, 2, 12345678}}
-	if len(got) != len(want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("ParseHist = %+v, want %+v", got, want)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("entry %d = %+v, want %+v", i, got[i], want[i])
-		}
 	}
 	// The same parser, another key: kvm_pio by port.
 	ports := ParseHist("{ common_pid:  700, port:       1016 } hitcount:  90410\n{ common_pid: 700, reason: 2 } hitcount: 5", "port")

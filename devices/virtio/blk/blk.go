@@ -40,7 +40,7 @@
 // write zeroes, zoned commands, …) get UNSUPP.
 //
 // Reads and writes go straight between the image and guest RAM: pread and
-// pwrite take the slices that kvmlab/vmm/memory checked, so there is no
+// pwrite take the slices that kvmlab/guestmem checked, so there is no
 // bounce buffer and no copy. The used length returned with each chain is
 // the number of bytes the device wrote into the writable buffers: the data
 // actually read plus the status byte.
@@ -80,8 +80,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kvmlab/devices/virtio"
+	"kvmlab/guestmem"
 	"kvmlab/internal/userfile"
-	"kvmlab/vmm/memory"
 )
 
 // SectorSize is the unit of capacity and of the sector field: 512 bytes
@@ -329,7 +329,7 @@ func (s span) skip(n uint64) span {
 // any other buffer outside RAM is a driver error. Queue.Pop has checked
 // that already; checking again is cheap and keeps serve safe on chains
 // that did not come from Pop (the fuzzer's).
-func resolve(mem *memory.Memory, bufs []virtio.Buffer) (span, error) {
+func resolve(mem *guestmem.Memory, bufs []virtio.Buffer) (span, error) {
 	var s span
 	for _, b := range bufs {
 		if b.Len == 0 {
@@ -347,7 +347,7 @@ func resolve(mem *memory.Memory, bufs []virtio.Buffer) (span, error) {
 // serve carries out one request and writes its status byte. It returns the
 // used length, or an error (wrapping virtio.ErrNeedsReset) when the chain
 // cannot be answered at all.
-func (d *Device) serve(mem *memory.Memory, c *virtio.Chain) (uint32, error) {
+func (d *Device) serve(mem *guestmem.Memory, c *virtio.Chain) (uint32, error) {
 	in, err := resolve(mem, c.Readable)
 	if err != nil {
 		return 0, err

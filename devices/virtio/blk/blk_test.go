@@ -16,15 +16,15 @@ import (
 
 	"kvmlab/devices/virtio"
 	"kvmlab/devices/virtio/virtiotest"
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 // guest is fake guest RAM with a bump allocator for request buffers. The
 // RAM is the middle of a larger array whose guard bytes must never change:
-// the device reaches only what memory.Slice hands it.
+// the device reaches only what guestmem.Slice hands it.
 type guest struct {
 	t       testing.TB
-	mem     *memory.Memory
+	mem     *guestmem.Memory
 	backing []byte
 	ram     []byte
 	next    uint64
@@ -40,7 +40,7 @@ func newGuest(t testing.TB, size int) *guest {
 	backing := bytes.Repeat([]byte{guardVal}, size+2*guardLen)
 	ram := backing[guardLen : guardLen+size : guardLen+size]
 	clear(ram)
-	mem, err := memory.FromRegions(memory.Region{Base: ramBase, Data: ram})
+	mem, err := guestmem.FromRegions(guestmem.Region{Base: ramBase, Data: ram})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func (g *guest) alloc(n int) virtio.Buffer {
 	if g.next+uint64(n) > uint64(len(g.ram)) {
 		g.t.Fatalf("fake guest RAM exhausted")
 	}
-	b := virtio.Buffer{Addr: memory.GPA(ramBase + g.next), Len: uint32(n)}
+	b := virtio.Buffer{Addr: guestmem.GPA(ramBase + g.next), Len: uint32(n)}
 	for i := range n {
 		g.ram[g.next+uint64(i)] = 0xee
 	}
@@ -605,10 +605,10 @@ func fuzzChain(g *guest, hdr []byte, layout []byte) (*virtio.Chain, []byte, bool
 		case 0, 1:
 			buf = g.alloc(n)
 		case 2:
-			buf = virtio.Buffer{Addr: memory.GPA(ramBase + uint64(len(g.ram)) + uint64(a)<<12), Len: uint32(n)}
+			buf = virtio.Buffer{Addr: guestmem.GPA(ramBase + uint64(len(g.ram)) + uint64(a)<<12), Len: uint32(n)}
 		case 3:
 			n = max(n, int(a)+1) // always past the end
-			buf = virtio.Buffer{Addr: memory.GPA(ramBase + uint64(len(g.ram)) - uint64(a)), Len: uint32(n)}
+			buf = virtio.Buffer{Addr: guestmem.GPA(ramBase + uint64(len(g.ram)) - uint64(a)), Len: uint32(n)}
 		}
 		if (kind>>1)&3 >= 2 && n > 0 {
 			inRAM = false

@@ -96,7 +96,7 @@ import (
 	"time"
 
 	"kvmlab/devices/virtio"
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 // Queue indices and sizes (§5.1.2).
@@ -449,7 +449,7 @@ func needsReset(what string, err error) error {
 // resolve checks every non-empty buffer against guest RAM and returns the
 // slices and their total length. The guest may change the bytes at any
 // time; callers copy before they look at them.
-func resolve(mem *memory.Memory, bufs []virtio.Buffer) ([][]byte, uint64, error) {
+func resolve(mem *guestmem.Memory, bufs []virtio.Buffer) ([][]byte, uint64, error) {
 	out := make([][]byte, 0, len(bufs))
 	var n uint64
 	for _, b := range bufs {
@@ -513,7 +513,7 @@ func (d *Device) transmit() {
 // send passes one transmit chain to the backend. Only driver errors that
 // break the queue protocol are returned; a frame the device will not send
 // is counted and dropped, and the chain goes back as usual.
-func (d *Device) send(mem *memory.Memory, c *virtio.Chain, features uint64) error {
+func (d *Device) send(mem *guestmem.Memory, c *virtio.Chain, features uint64) error {
 	// §5.1.6.2: a transmit chain is the header and the frame, all
 	// device-readable. A writable buffer means the driver is confused
 	// about which queue this is.

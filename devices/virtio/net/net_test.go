@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kvmlab/devices/virtio"
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 // ---- fake backend ----------------------------------------------------------
@@ -111,27 +111,27 @@ func (b *fakeBackend) written() [][]byte {
 const (
 	ramSize  = 1 << 20
 	testQLen = 16
-	outside  = memory.GPA(0x10_0000_0000) // no RAM there
+	outside  = guestmem.GPA(0x10_0000_0000) // no RAM there
 )
 
 // seg is one buffer a test driver puts in a chain.
 type seg struct {
-	addr  memory.GPA
+	addr  guestmem.GPA
 	len   uint32
 	write bool
 }
 
 // ring is the driver side of one split virtqueue (§2.7) in fake RAM.
 type ring struct {
-	mem                 *memory.Memory
+	mem                 *guestmem.Memory
 	q                   *virtio.Queue
-	desc, avail, used   memory.GPA
+	desc, avail, used   guestmem.GPA
 	next                uint16 // next free descriptor
 	availIdx, usedIdx   uint16
 	inflight, completed int
 }
 
-func newRing(mem *memory.Memory, base memory.GPA) *ring {
+func newRing(mem *guestmem.Memory, base guestmem.GPA) *ring {
 	r := &ring{mem: mem, desc: base, avail: base + 16*testQLen, used: base + 0x800}
 	r.q = virtio.NewQueue(QueueSize)
 	r.q.Size = testQLen
@@ -140,7 +140,7 @@ func newRing(mem *memory.Memory, base memory.GPA) *ring {
 	return r
 }
 
-func (r *ring) put16(gpa memory.GPA, v uint16) {
+func (r *ring) put16(gpa guestmem.GPA, v uint16) {
 	var b [2]byte
 	binary.LittleEndian.PutUint16(b[:], v)
 	if err := r.mem.WriteAt(b[:], gpa); err != nil {
@@ -148,7 +148,7 @@ func (r *ring) put16(gpa memory.GPA, v uint16) {
 	}
 }
 
-func (r *ring) get32(gpa memory.GPA) uint32 {
+func (r *ring) get32(gpa guestmem.GPA) uint32 {
 	var b [4]byte
 	if err := r.mem.ReadAt(b[:], gpa); err != nil {
 		panic(err)
@@ -174,11 +174,11 @@ func (r *ring) post(segs ...seg) uint16 {
 			binary.LittleEndian.PutUint16(d[14:], r.next)
 		}
 		binary.LittleEndian.PutUint16(d[12:], flags)
-		if err := r.mem.WriteAt(d[:], r.desc+16*memory.GPA(idx)); err != nil {
+		if err := r.mem.WriteAt(d[:], r.desc+16*guestmem.GPA(idx)); err != nil {
 			panic(err)
 		}
 	}
-	r.put16(r.avail+4+2*memory.GPA(r.availIdx%testQLen), head)
+	r.put16(r.avail+4+2*guestmem.GPA(r.availIdx%testQLen), head)
 	r.availIdx++
 	// Publish with an atomic store, as a driver's virtio_store_mb does:
 	// the entry is in memory before the index that makes it visible.
@@ -201,7 +201,7 @@ func (r *ring) reap() []usedElem {
 		panic(err)
 	}
 	for ; r.usedIdx != idx; r.usedIdx++ {
-		e := r.used + 4 + 8*memory.GPA(r.usedIdx%testQLen)
+		e := r.used + 4 + 8*guestmem.GPA(r.usedIdx%testQLen)
 		out = append(out, usedElem{r.get32(e), r.get32(e + 4)})
 		r.completed++
 	}
@@ -213,7 +213,7 @@ func (r *ring) reap() []usedElem {
 type harness struct {
 	t      testing.TB
 	ram    []byte
-	mem    *memory.Memory
+	mem    *guestmem.Memory
 	rx, tx *ring
 	be     *fakeBackend
 	dev    *Device
@@ -229,12 +229,12 @@ type harness struct {
 var testMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0xab, 0xcd, 0xef}
 
 // Data buffers live from dataBase on, rings below it.
-const dataBase = memory.GPA(0x10000)
+const dataBase = guestmem.GPA(0x10000)
 
 func newHarness(t testing.TB) *harness {
 	h := &harness{t: t, ram: make([]byte, ramSize), be: newFakeBackend()}
 	var err error
-	h.mem, err = memory.FromRegions(memory.Region{Base: 0, Data: h.ram})
+	h.mem, err = guestmem.FromRegions(guestmem.Region{Base: 0, Data: h.ram})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,7 +502,7 @@ func TestTransmit(t *testing.T) {
 			addr, rest := dataBase, uint32(len(tc.packet))
 			for _, n := range tc.split {
 				segs = append(segs, seg{addr: addr, len: uint32(n)})
-				addr += memory.GPA(n)
+				addr += guestmem.GPA(n)
 				rest -= uint32(n)
 			}
 			segs = append(segs, seg{addr: addr, len: rest})
@@ -535,7 +535,7 @@ func TestTransmitBatch(t *testing.T) {
 	h.activate()
 	for i := 0; i < 10; i++ {
 		p := withHeader(ethFrame(60+i, byte(i)))
-		a := dataBase + memory.GPA(i)*0x1000
+		a := dataBase + guestmem.GPA(i)*0x1000
 		copy(h.ram[a:], p)
 		h.tx.post(seg{addr: a, len: uint32(len(p))})
 	}
@@ -575,8 +575,8 @@ func TestTransmitBackendError(t *testing.T) {
 }
 
 // rxFrame reads the header and frame the device put at gpa.
-func (h *harness) rxFrame(gpa memory.GPA, n uint32) ([]byte, []byte) {
-	p := h.ram[gpa : gpa+memory.GPA(n)]
+func (h *harness) rxFrame(gpa guestmem.GPA, n uint32) ([]byte, []byte) {
+	p := h.ram[gpa : gpa+guestmem.GPA(n)]
 	return p[:HeaderSize], p[HeaderSize:]
 }
 
@@ -606,7 +606,7 @@ func TestReceive(t *testing.T) {
 			a := dataBase
 			for _, n := range tc.bufs {
 				segs = append(segs, seg{addr: a, len: n, write: true})
-				a += memory.GPA(n)
+				a += guestmem.GPA(n)
 			}
 			head := h.rx.post(segs...)
 			h.dev.Notify(RXQueue)
@@ -631,7 +631,7 @@ func TestReceive(t *testing.T) {
 			// Reassemble what the driver sees across its buffers.
 			var got []byte
 			for _, s := range segs {
-				got = append(got, h.ram[s.addr:s.addr+memory.GPA(s.len)]...)
+				got = append(got, h.ram[s.addr:s.addr+guestmem.GPA(s.len)]...)
 			}
 			got = got[:n]
 			if !bytes.Equal(got[:HeaderSize], wantHdr) {
@@ -722,7 +722,7 @@ func TestHostileChains(t *testing.T) {
 		{"tx readable then writable", TXQueue, []seg{{addr: dataBase, len: uint32(len(frame))}, {addr: dataBase + 0x1000, len: 10, write: true}}},
 		{"tx buffer outside RAM", TXQueue, []seg{{addr: outside, len: uint32(len(frame))}}},
 		{"tx buffer past the end of RAM", TXQueue, []seg{{addr: ramSize - 10, len: uint32(len(frame))}}},
-		{"tx buffer wrapping 2^64", TXQueue, []seg{{addr: ^memory.GPA(0) - 5, len: 100}}},
+		{"tx buffer wrapping 2^64", TXQueue, []seg{{addr: ^guestmem.GPA(0) - 5, len: 100}}},
 		{"tx chain shorter than the header", TXQueue, []seg{{addr: dataBase, len: HeaderSize - 1}}},
 		{"tx empty chain", TXQueue, []seg{{addr: dataBase, len: 0}}},
 		{"rx readable buffer", RXQueue, []seg{{addr: dataBase, len: 1526}}},
@@ -916,7 +916,7 @@ func TestConcurrentNotify(t *testing.T) {
 	h.activate()
 	const frames = 8
 	for i := 0; i < frames; i++ {
-		a := dataBase + memory.GPA(i)*0x1000
+		a := dataBase + guestmem.GPA(i)*0x1000
 		p := withHeader(ethFrame(64, byte(i)))
 		copy(h.ram[a:], p)
 		h.tx.post(seg{addr: a, len: uint32(len(p))})
@@ -943,7 +943,7 @@ func TestConcurrentNotify(t *testing.T) {
 
 // Fuzz RAM: region A at 0 (rings and data), a hole, region B. Both are
 // carved out of one allocation with guard bytes around them, which must
-// never change: the device reaches RAM only through kvmlab/vmm/memory.
+// never change: the device reaches RAM only through kvmlab/guestmem.
 const (
 	fuzzASize = 0x40000
 	fuzzBBase = 0x80000
@@ -966,7 +966,7 @@ func newFuzzHarness(t testing.TB) (*harness, *fuzzRAM) {
 			g[i] = 0xee
 		}
 	}
-	mem, err := memory.FromRegions(memory.Region{Base: 0, Data: r.a}, memory.Region{Base: fuzzBBase, Data: r.b})
+	mem, err := guestmem.FromRegions(guestmem.Region{Base: 0, Data: r.a}, guestmem.Region{Base: fuzzBBase, Data: r.b})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1016,12 +1016,12 @@ func (r *fuzzRAM) checkGuards(t testing.TB) {
 //	off:           16-bit offset, len: 16-bit length
 func decodeSeg(h *harness, in []byte) (seg, bool) {
 	kind := in[0]
-	off := memory.GPA(in[1])<<8 | memory.GPA(in[2])
+	off := guestmem.GPA(in[1])<<8 | guestmem.GPA(in[2])
 	n := uint32(in[3])<<8 | uint32(in[4])
 	if kind&8 != 0 {
 		n <<= 2
 	}
-	var a memory.GPA
+	var a guestmem.GPA
 	switch kind & 3 {
 	case 0:
 		a = dataBase + off
@@ -1030,7 +1030,7 @@ func decodeSeg(h *harness, in []byte) (seg, bool) {
 	case 2:
 		a = fuzzASize - off
 	case 3:
-		a = ^memory.GPA(0) - off
+		a = ^guestmem.GPA(0) - off
 	}
 	s := seg{addr: a, len: n, write: kind&4 != 0}
 	if kind&16 != 0 {
@@ -1043,7 +1043,7 @@ func decodeSeg(h *harness, in []byte) (seg, bool) {
 
 // bytesOf returns the bytes of the non-empty segs, or ok false when one is
 // not in RAM.
-func bytesOf(mem *memory.Memory, segs []seg) (out []byte, ok bool) {
+func bytesOf(mem *guestmem.Memory, segs []seg) (out []byte, ok bool) {
 	for _, s := range segs {
 		if s.len == 0 {
 			continue
@@ -1247,7 +1247,7 @@ func FuzzNetRX(f *testing.F) {
 				}
 				room += uint64(s.len)
 				for _, o := range segs[:i] {
-					if o.len > 0 && s.addr < o.addr+memory.GPA(o.len) && o.addr < s.addr+memory.GPA(s.len) {
+					if o.len > 0 && s.addr < o.addr+guestmem.GPA(o.len) && o.addr < s.addr+guestmem.GPA(s.len) {
 						overlap = true
 					}
 				}
@@ -1572,10 +1572,10 @@ func TestDeviceOverTAP(t *testing.T) {
 	// Post every receive buffer before Activate, as Linux does before
 	// DRIVER_OK: the host may send frames at any time, and the test
 	// must not write the ring while the device reads it.
-	heads := map[uint32]memory.GPA{}
+	heads := map[uint32]guestmem.GPA{}
 	h.setup = func() {
 		for i := 0; i < testQLen; i++ {
-			a := dataBase + memory.GPA(i)*0x800
+			a := dataBase + guestmem.GPA(i)*0x800
 			heads[uint32(h.rx.post(seg{addr: a, len: 1526, write: true}))] = a
 		}
 	}

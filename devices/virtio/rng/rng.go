@@ -46,7 +46,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kvmlab/devices/virtio"
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 const (
@@ -128,7 +128,7 @@ func needsReset(what string, err error) error {
 // returns how many it wrote. Every writable buffer is checked against guest
 // RAM, also those past the bound: one outside RAM is a driver error even if
 // this request would not have reached it.
-func (d *Device) serve(mem *memory.Memory, c *virtio.Chain) (uint32, error) {
+func (d *Device) serve(mem *guestmem.Memory, c *virtio.Chain) (uint32, error) {
 	bufs := make([][]byte, 0, len(c.Writable))
 	for _, b := range c.Writable {
 		if b.Len == 0 {

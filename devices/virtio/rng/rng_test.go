@@ -7,14 +7,14 @@ import (
 
 	"kvmlab/devices/virtio"
 	"kvmlab/devices/virtio/virtiotest"
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 // guest is fake guest RAM in the middle of a larger array whose guard bytes
 // must never change.
 type guest struct {
 	t       testing.TB
-	mem     *memory.Memory
+	mem     *guestmem.Memory
 	backing []byte
 	ram     []byte
 	next    uint64
@@ -30,7 +30,7 @@ const (
 func newGuest(t testing.TB, size int) *guest {
 	backing := bytes.Repeat([]byte{guardVal}, size+2*guardLen)
 	ram := backing[guardLen : guardLen+size : guardLen+size]
-	mem, err := memory.FromRegions(memory.Region{Base: ramBase, Data: ram})
+	mem, err := guestmem.FromRegions(guestmem.Region{Base: ramBase, Data: ram})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func (g *guest) alloc(n int) virtio.Buffer {
 	if g.next+uint64(n) > uint64(len(g.ram)) {
 		g.t.Fatalf("fake guest RAM exhausted")
 	}
-	b := virtio.Buffer{Addr: memory.GPA(ramBase + g.next), Len: uint32(n)}
+	b := virtio.Buffer{Addr: guestmem.GPA(ramBase + g.next), Len: uint32(n)}
 	for i := range n {
 		g.ram[g.next+uint64(i)] = fillVal
 	}
@@ -166,7 +166,7 @@ func TestDriverErrors(t *testing.T) {
 	for name, bufs := range map[string][]virtio.Buffer{
 		"outside RAM":             {{Addr: 0x100, Len: 16}},
 		"straddling the end":      {{Addr: ramBase + 1<<16 - 8, Len: 16}},
-		"wrapping":                {{Addr: ^memory.GPA(0) - 3, Len: 16}},
+		"wrapping":                {{Addr: ^guestmem.GPA(0) - 3, Len: 16}},
 		"past the bound too":      {g.alloc(MaxRequest), {Addr: 0x100, Len: 16}},
 		"empty is fine, then bad": {{Addr: 0x100, Len: 0}, {Addr: 0x100, Len: 1}},
 	} {
@@ -255,10 +255,10 @@ func FuzzRNG(f *testing.F) {
 				}
 				buf = g.alloc(n)
 			case 2:
-				buf = virtio.Buffer{Addr: memory.GPA(ramBase + uint64(len(g.ram)) + uint64(a)<<12), Len: uint32(n)}
+				buf = virtio.Buffer{Addr: guestmem.GPA(ramBase + uint64(len(g.ram)) + uint64(a)<<12), Len: uint32(n)}
 			case 3:
 				n = max(n, int(a)+1)
-				buf = virtio.Buffer{Addr: memory.GPA(ramBase + uint64(len(g.ram)) - uint64(a)), Len: uint32(n)}
+				buf = virtio.Buffer{Addr: guestmem.GPA(ramBase + uint64(len(g.ram)) - uint64(a)), Len: uint32(n)}
 			}
 			if kind&1 == 0 {
 				c.Readable = append(c.Readable, buf)

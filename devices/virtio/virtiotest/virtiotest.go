@@ -30,15 +30,15 @@ import (
 	"fmt"
 
 	"kvmlab/devices/virtio"
-	"kvmlab/vmm/memory"
+	"kvmlab/guestmem"
 )
 
 // RAM is fake guest RAM: a Low region at guest-physical 0 and, when built
 // with a nonzero high size, a High region after a hole of unbacked
 // addresses. The embedded Memory is what the code under test gets.
 type RAM struct {
-	*memory.Memory
-	Low, High memory.Region // High.Data is nil without a high region
+	*guestmem.Memory
+	Low, High guestmem.Region // High.Data is nil without a high region
 }
 
 // NewRAM returns lowSize bytes of RAM at 0 followed, if highSize > 0, by a
@@ -50,13 +50,13 @@ func NewRAM(lowSize, holeSize, highSize int) *RAM {
 	}
 	// Separate allocations: Go places each on at least an 8-byte
 	// boundary, which the atomic ring-index accesses need.
-	r := &RAM{Low: memory.Region{Base: 0, Data: make([]byte, lowSize)}}
-	regions := []memory.Region{r.Low}
+	r := &RAM{Low: guestmem.Region{Base: 0, Data: make([]byte, lowSize)}}
+	regions := []guestmem.Region{r.Low}
 	if highSize > 0 {
-		r.High = memory.Region{Base: r.Low.End() + memory.GPA(holeSize), Data: make([]byte, highSize)}
+		r.High = guestmem.Region{Base: r.Low.End() + guestmem.GPA(holeSize), Data: make([]byte, highSize)}
 		regions = append(regions, r.High)
 	}
-	m, err := memory.FromRegions(regions...)
+	m, err := guestmem.FromRegions(regions...)
 	if err != nil {
 		panic(fmt.Sprintf("virtiotest: %v", err)) // cannot happen for these regions
 	}
@@ -66,7 +66,7 @@ func NewRAM(lowSize, holeSize, highSize int) *RAM {
 
 // Hole returns the unbacked addresses between Low and High: [start, end).
 // Without a High region it is the empty range at the end of Low.
-func (r *RAM) Hole() (start, end memory.GPA) {
+func (r *RAM) Hole() (start, end guestmem.GPA) {
 	if r.High.Data == nil {
 		return r.Low.End(), r.Low.End()
 	}
@@ -76,7 +76,7 @@ func (r *RAM) Hole() (start, end memory.GPA) {
 // Desc is one descriptor as the driver writes it (§2.7.5): any values at
 // all, for hostile tests.
 type Desc struct {
-	Addr  memory.GPA
+	Addr  guestmem.GPA
 	Len   uint32
 	Flags uint16
 	Next  uint16
@@ -118,19 +118,19 @@ type Driver struct {
 	// The rings' addresses. A test may move a ring (to the edge of RAM,
 	// into the hole) by changing one and calling Configure: the driver's
 	// own writes follow it.
-	DescAddr, AvailAddr, UsedAddr memory.GPA
+	DescAddr, AvailAddr, UsedAddr guestmem.GPA
 
 	availIdx  uint16 // next avail idx to publish
 	usedSeen  uint16 // used idx up to which Used has read
 	free      []uint16
-	heapStart memory.GPA
-	heap      memory.GPA // next free heap byte
-	heapEnd   memory.GPA
+	heapStart guestmem.GPA
+	heap      guestmem.GPA // next free heap byte
+	heapEnd   guestmem.GPA
 	inflight  map[uint16][]uint16 // head → descriptors of a posted chain
 	writable  map[uint16][]Desc   // head → writable buffers of the last chain posted there
 }
 
-func align(a memory.GPA, n memory.GPA) memory.GPA { return (a + n - 1) &^ (n - 1) }
+func align(a guestmem.GPA, n guestmem.GPA) guestmem.GPA { return (a + n - 1) &^ (n - 1) }
 
 // NewDriver lays out a queue of the given size (a power of two) in ram's
 // Low region and returns a driver with a Queue configured for it: Size,
@@ -142,9 +142,9 @@ func NewDriver(ram *RAM, size uint16) (*Driver, error) {
 	}
 	d := &Driver{RAM: ram, Size: size, inflight: map[uint16][]uint16{}, writable: map[uint16][]Desc{}}
 	d.DescAddr = align(ram.Low.Base, 16)
-	d.AvailAddr = d.DescAddr + memory.GPA(virtio.DescTableBytes(size))
-	d.UsedAddr = align(d.AvailAddr+memory.GPA(virtio.AvailRingBytes(size)), 4)
-	d.heapStart = align(d.UsedAddr+memory.GPA(virtio.UsedRingBytes(size)), 16)
+	d.AvailAddr = d.DescAddr + guestmem.GPA(virtio.DescTableBytes(size))
+	d.UsedAddr = align(d.AvailAddr+guestmem.GPA(virtio.AvailRingBytes(size)), 4)
+	d.heapStart = align(d.UsedAddr+guestmem.GPA(virtio.UsedRingBytes(size)), 16)
 	d.heap, d.heapEnd = d.heapStart, ram.Low.End()
 	if d.heapStart > d.heapEnd {
 		return nil, fmt.Errorf("virtiotest: a queue of size %d needs %d bytes, RAM Low has %d",
@@ -167,12 +167,12 @@ func (d *Driver) Configure(q *virtio.Queue) {
 }
 
 // Alloc reserves n bytes of heap aligned to 16 and returns their address.
-func (d *Driver) Alloc(n uint32) (memory.GPA, error) {
+func (d *Driver) Alloc(n uint32) (guestmem.GPA, error) {
 	at := align(d.heap, 16)
-	if at+memory.GPA(n) > d.heapEnd || at+memory.GPA(n) < at {
+	if at+guestmem.GPA(n) > d.heapEnd || at+guestmem.GPA(n) < at {
 		return 0, fmt.Errorf("%w: %d heap bytes wanted, %d left", ErrFull, n, d.heapEnd-at)
 	}
-	d.heap = at + memory.GPA(n)
+	d.heap = at + guestmem.GPA(n)
 	return at, nil
 }
 
@@ -282,14 +282,14 @@ func (d *Driver) track(idx []uint16, descs []Desc) (uint16, error) {
 // beyond Size (it then lands in whatever follows the table).
 func (d *Driver) WriteDesc(i uint16, desc Desc) error {
 	b := desc.bytes()
-	return d.RAM.WriteAt(b[:], d.DescAddr+virtio.DescSize*memory.GPA(i))
+	return d.RAM.WriteAt(b[:], d.DescAddr+virtio.DescSize*guestmem.GPA(i))
 }
 
 // WriteTable writes descs as an indirect table at addr.
-func (d *Driver) WriteTable(addr memory.GPA, descs []Desc) error {
+func (d *Driver) WriteTable(addr guestmem.GPA, descs []Desc) error {
 	for i, desc := range descs {
 		b := desc.bytes()
-		if err := d.RAM.WriteAt(b[:], addr+virtio.DescSize*memory.GPA(i)); err != nil {
+		if err := d.RAM.WriteAt(b[:], addr+virtio.DescSize*guestmem.GPA(i)); err != nil {
 			return err
 		}
 	}
@@ -302,7 +302,7 @@ func (d *Driver) Publish(heads ...uint16) error {
 	for _, h := range heads {
 		var b [2]byte
 		binary.LittleEndian.PutUint16(b[:], h)
-		slot := d.AvailAddr + 4 + 2*memory.GPA(d.availIdx%d.Size)
+		slot := d.AvailAddr + 4 + 2*guestmem.GPA(d.availIdx%d.Size)
 		if err := d.RAM.WriteAt(b[:], slot); err != nil {
 			return err
 		}
@@ -323,7 +323,7 @@ func (d *Driver) SetAvailIdx(idx uint16) error {
 func (d *Driver) SetRing(i, head uint16) error {
 	var b [2]byte
 	binary.LittleEndian.PutUint16(b[:], head)
-	return d.RAM.WriteAt(b[:], d.AvailAddr+4+2*memory.GPA(i%d.Size))
+	return d.RAM.WriteAt(b[:], d.AvailAddr+4+2*guestmem.GPA(i%d.Size))
 }
 
 // SetNoInterrupt sets or clears VIRTQ_AVAIL_F_NO_INTERRUPT in the driver
@@ -339,13 +339,13 @@ func (d *Driver) SetNoInterrupt(on bool) error {
 // SetUsedEvent writes used_event (§2.7.7, with VIRTIO_F_EVENT_IDX): the
 // driver wants an interrupt once used idx passes v.
 func (d *Driver) SetUsedEvent(v uint16) error {
-	return d.RAM.StoreUint16(d.AvailAddr+4+2*memory.GPA(d.Size), v)
+	return d.RAM.StoreUint16(d.AvailAddr+4+2*guestmem.GPA(d.Size), v)
 }
 
 // AvailEvent reads avail_event, which the device writes with
 // VIRTIO_F_EVENT_IDX (§2.7.10).
 func (d *Driver) AvailEvent() (uint16, error) {
-	return d.RAM.LoadUint16(d.UsedAddr + 4 + 8*memory.GPA(d.Size))
+	return d.RAM.LoadUint16(d.UsedAddr + 4 + 8*guestmem.GPA(d.Size))
 }
 
 // UsedIdx reads the device's used idx.
@@ -364,7 +364,7 @@ func (d *Driver) Used() ([]UsedElem, error) {
 	var out []UsedElem
 	for ; d.usedSeen != idx; d.usedSeen++ {
 		var b [8]byte
-		if err := d.RAM.ReadAt(b[:], d.UsedAddr+4+8*memory.GPA(d.usedSeen%d.Size)); err != nil {
+		if err := d.RAM.ReadAt(b[:], d.UsedAddr+4+8*guestmem.GPA(d.usedSeen%d.Size)); err != nil {
 			return out, err
 		}
 		e := UsedElem{ID: binary.LittleEndian.Uint32(b[0:]), Len: binary.LittleEndian.Uint32(b[4:])}

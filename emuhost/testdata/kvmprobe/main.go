@@ -1,12 +1,15 @@
 // Command kvmprobe is run inside the emulated host by package emuhost's own
 // test: it checks that /dev/kvm works by asking for the API version and
-// creating a VM. With -exit N it only exits with status N.
+// creating a VM, and prints the vendor module's paging parameters (kvm_intel's
+// ept, unrestricted_guest and vpid; kvm_amd's npt). With -exit N it only exits
+// with status N.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,4 +43,22 @@ func main() {
 	}
 	unix.Close(vm)
 	fmt.Printf("kvm ok api=%d\n", api)
+	for mod, params := range map[string][]string{
+		"kvm_intel": {"ept", "unrestricted_guest", "vpid"},
+		"kvm_amd":   {"npt"},
+	} {
+		if _, err := os.Stat("/sys/module/" + mod); err != nil {
+			continue
+		}
+		line := "kvm vendor module " + mod
+		for _, p := range params {
+			b, err := os.ReadFile("/sys/module/" + mod + "/parameters/" + p)
+			v := strings.TrimSpace(string(b))
+			if err != nil {
+				v = "?"
+			}
+			line += " " + p + "=" + v
+		}
+		fmt.Println(line)
+	}
 }
