@@ -336,7 +336,7 @@ var testGroups = []string{
 // in vm86 mode on the TSS that KVM_SET_TSS_ADDR placed: the oldest VT-x
 // path, and still the one on CPUs without EPT.
 var intelGroups = []hostGroup{
-	{tests: "TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestBootDefaultGuest|TestStats|TestStepScript|TestStepDebug|TestVirtioDisk"},
+	{tests: "TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestBootDefaultGuest|TestStats|TestKVMExitTracepoint|TestStepScript|TestStepDebug|TestVirtioDisk"},
 	{tests: "TestTinyGuestTripleFault|TestBootDefaultGuest", hostAppend: "kvm_intel.ept=0", proof: "hostinit: module kvm_intel: ept=0"},
 }
 

@@ -77,6 +77,31 @@ func (c *Control) SetSWBreakpoints(on bool) error {
 	return c.applyDebug()
 }
 
+// DebugException is the exception vector of the KVM_EXIT_DEBUG this vCPU
+// stopped on: 1 (#DB) for single-step and the debug registers, 3 (#BP) for
+// an INT3. ok is false for any other exit.
+func (c *Control) DebugException() (vector uint32, ok bool) {
+	if c.v.exit.Reason != exits.Debug || c.v.exit.Debug == nil {
+		return 0, false
+	}
+	return c.v.exit.Debug.Exception, true
+}
+
+// ReinjectBreakpoint hands the #BP this vCPU stopped on back to the guest:
+// with KVM_GUESTDBG_USE_SW_BP on, KVM intercepts every INT3, the guest's own
+// as well as the debugger's (Linux runs one in its boot-time self-test,
+// int3_selftest), and one that is not the debugger's must reach the guest's
+// #BP handler as if nothing had intercepted it, or the guest executes it
+// again forever. KVM queues the exception in the ioctl (with the INT3's
+// length, so the handler sees RIP past it); the stored debug state is
+// unchanged. Run by TestStepDebug/sbreak in the emulated Intel host (QEMU's
+// emulated SVM mishandles INT3 intercepts, so the AMD host skips it).
+func (c *Control) ReinjectBreakpoint() error {
+	d := c.v.debug
+	d.Control |= kvm.GuestDebugInjectBP
+	return c.v.SetGuestDebug(d)
+}
+
 // Translate maps a guest-virtual address through the guest's page tables.
 func (c *Control) Translate(gva uint64) (kvm.Translation, error) { return c.v.Translate(gva) }
 

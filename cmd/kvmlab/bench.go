@@ -9,6 +9,7 @@ import (
 
 	"kvmlab/bench"
 	"kvmlab/emuhost"
+	"kvmlab/vmm"
 	"kvmlab/vmm/kvm"
 )
 
@@ -161,7 +162,7 @@ func cmdBench(args []string) error {
 			a.vmms = "kvmlab,kvmlab-no-eventfds,qemu-q35"
 		}
 	}
-	mem, err := parseSize(a.mem)
+	mem, err := vmm.ParseMemSize(a.mem)
 	if err != nil || mem < 64<<20 || mem > 3<<30 {
 		return usagef("bench: --mem %q: give 64M to 3G (one RAM region below the PCI hole, for every VMM)", a.mem)
 	}
@@ -200,7 +201,7 @@ func cmdBench(args []string) error {
 	if !a.emulated {
 		fmt.Fprintf(os.Stderr, "kvmlab bench: %s: running inside the emulated host (QEMU TCG, nested SVM)\n", why)
 	}
-	spec, cleanup, err := bench.EmulatedSpec(f, emulatedGuestFiles(f.Kvmlab, f.Kernel, f.Initrd))
+	spec, cleanup, err := bench.EmulatedSpec(f, emuhost.KVMLabFiles(f.Kvmlab, f.Kernel, f.Initrd))
 	defer cleanup()
 	if err != nil {
 		return benchError(err)

@@ -7,27 +7,20 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"runtime"
-	"strconv"
 	"strings"
-	"time"
 
+	"kvmlab/emuhost"
 	"kvmlab/vmm/kvm"
 )
 
+// nestedParam says whether this host's guests can run KVM themselves.
 func nestedParam() string {
-	for _, m := range []string{"kvm_intel", "kvm_amd"} {
-		b, err := os.ReadFile("/sys/module/" + m + "/parameters/nested")
-		if err == nil {
-			v := strings.TrimSpace(string(b))
-			on := v == "1" || v == "Y"
-			return fmt.Sprintf("%s nested=%s (%s)", m, v, map[bool]string{true: "this host can run VMs inside its guests", false: "guests of this host cannot run KVM"}[on])
-		}
+	m, v, on, ok := kvm.NestedParam()
+	if !ok {
+		return "no kvm_intel/kvm_amd module loaded"
 	}
-	return "no kvm_intel/kvm_amd module loaded"
+	return fmt.Sprintf("%s nested=%s (%s)", m, v, map[bool]string{true: "this host can run VMs inside its guests", false: "guests of this host cannot run KVM"}[on])
 }
 
 const checkUsage = `Usage: kvmlab check
@@ -118,47 +111,10 @@ func checkKVMHost() bool {
 		info(c.String(), map[bool]string{true: "supported", false: "not supported (optional)"}[sys.Check(c) > 0])
 	}
 	info("max vCPUs per VM", fmt.Sprintf("%d", sys.MaxVCPUs()))
-	if cpuid, err := sys.SupportedCPUID(); err == nil {
-		for _, e := range cpuid {
-			if e.Function == 0x4000_0001 {
-				info("kvm-clock for guests", map[bool]string{true: "advertised (KVM_FEATURE_CLOCKSOURCE2)", false: "not advertised"}[e.EAX&(1<<3) != 0])
-			}
-		}
+	if adv, found := sys.KVMClock(); found {
+		info("kvm-clock for guests", map[bool]string{true: "advertised (KVM_FEATURE_CLOCKSOURCE2)", false: "not advertised"}[adv])
 	}
 	return ok
-}
-
-// minQEMU is the oldest QEMU the emulated host works with: older ones
-// emulate AMD SVM's debug intercepts wrongly and lock the emulated host up
-// at the first single-step (tests/deps.sh, which installs a newer one, says
-// more).
-var minQEMU = [2]int{9, 1}
-
-// qemuVersionLine matches the first line of qemu-system-x86_64 --version.
-var qemuVersionLine = regexp.MustCompile(`QEMU emulator version (\d+)\.(\d+)(\.\d+)?`)
-
-// parseQEMUVersion reads "QEMU emulator version 10.0.2 (Debian ...)" into
-// its major and minor numbers and the version as printed.
-func parseQEMUVersion(out string) (major, minor int, version string, ok bool) {
-	m := qemuVersionLine.FindStringSubmatch(out)
-	if m == nil {
-		return 0, 0, "", false
-	}
-	major, err1 := strconv.Atoi(m[1])
-	minor, err2 := strconv.Atoi(m[2])
-	if err1 != nil || err2 != nil {
-		return 0, 0, "", false
-	}
-	return major, minor, m[1] + "." + m[2] + m[3], true
-}
-
-// toolOutput runs a tool for what it says about itself, with stdin closed
-// and a time limit: an emulator must not take the check over.
-func toolOutput(name string, args ...string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, _ := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	return string(out)
 }
 
 // checkTools reports what else kvmlab's commands use (the default guest,
@@ -184,35 +140,38 @@ func checkTools(direct bool) {
 		have(false, "default guest", "not built ("+strings.Join(missing, ", ")+" missing in "+filepath.Dir(kernel)+"): run 'make guest' (about 15 minutes), or give --kernel/--initrd")
 	}
 
-	qemuOK := false
-	if path, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+	q := emuhost.CheckQEMU(context.Background())
+	qemuOK, minQ := q.OK, fmt.Sprintf("%d.%d", emuhost.MinQEMU[0], emuhost.MinQEMU[1])
+	switch {
+	case q.Path == "":
 		have(false, "QEMU", "qemu-system-x86_64 not installed: 'make deps' installs it (the emulated host and 'kvmlab bench' need it)")
-	} else if major, minor, v, ok := parseQEMUVersion(toolOutput(path, "--version")); !ok {
-		have(false, "QEMU", path+": cannot read its version (qemu-system-x86_64 --version)")
-	} else if qemuOK = major > minQEMU[0] || major == minQEMU[0] && minor >= minQEMU[1]; qemuOK {
-		have(true, "QEMU", fmt.Sprintf("%s %s (%d.%d or newer, as the emulated host needs)", path, v, minQEMU[0], minQEMU[1]))
-	} else {
-		have(false, "QEMU", fmt.Sprintf("%s %s: the emulated host needs %d.%d or newer: 'make deps' installs it (from bookworm-backports on Debian 12)", path, v, minQEMU[0], minQEMU[1]))
+	case q.Version == "":
+		have(false, "QEMU", q.Path+": cannot read its version (qemu-system-x86_64 --version)")
+	case qemuOK:
+		have(true, "QEMU", fmt.Sprintf("%s %s (%s or newer, as the emulated host needs)", q.Path, q.Version, minQ))
+	default:
+		have(false, "QEMU", fmt.Sprintf("%s %s: the emulated host needs %s or newer: 'make deps' installs it (from bookworm-backports on Debian 12)", q.Path, q.Version, minQ))
 	}
 
-	bochsOK, bochsDetail := intelHostCheck() // emulated.go
+	bochsErr := emuhost.CheckBochs(context.Background())
+	bochsOK, bochsDetail := bochsErr == nil, "Bochs 2.7+ with VT-x and EPT, ISOLINUX and xorriso (the emulated Intel host)"
+	if !bochsOK {
+		bochsDetail = bochsErr.Error()
+	}
 	have(bochsOK, "Bochs", bochsDetail)
 
 	// The emulated host builds its /init from kvmlab's source with go
 	// (package emuhost): both must be on this machine.
-	goPath, goErr := exec.LookPath("go")
-	_, self, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(self), "..", "..", "emuhost", "hostinit")
-	_, srcErr := os.Stat(src)
+	bt := emuhost.CheckBuildTools()
 	switch {
-	case goErr != nil:
+	case bt.GoErr != nil:
 		have(false, "go", "not in PATH: the emulated host builds its /init with it")
-	case srcErr != nil:
-		have(false, "kvmlab source", "not at "+filepath.Clean(filepath.Join(src, "..", ".."))+", where this binary was built: the emulated host builds its /init from it")
+	case bt.SourceErr != nil:
+		have(false, "kvmlab source", "not at "+filepath.Clean(filepath.Join(bt.Source, "..", ".."))+", where this binary was built: the emulated host builds its /init from it")
 	default:
-		have(true, "go", goPath+" (the emulated host builds its /init with it)")
+		have(true, "go", bt.Go+" (the emulated host builds its /init with it)")
 	}
-	emulated := qemuOK && goErr == nil && srcErr == nil
+	emulated := qemuOK && bt.OK()
 	root := os.Geteuid() == 0
 
 	fmt.Println("\nWhat works on this host now:")
@@ -234,7 +193,7 @@ func checkTools(direct bool) {
 	switch {
 	case direct:
 		works("kvmlab run, step", true, "on this /dev/kvm"+then)
-	case emulated || bochsOK && goErr == nil && srcErr == nil:
+	case emulated || bochsOK && bt.OK():
 		works("kvmlab run, step", false, "not directly (see FAIL above): kvmlab run --emulated-host [--emulated-cpu amd|intel] does"+then)
 	default:
 		works("kvmlab run, step", false, "see FAIL above; and no emulated host either (QEMU 9.1+ or Bochs 2.7+, go, kvmlab's source)")
@@ -244,7 +203,7 @@ func checkTools(direct bool) {
 	} else {
 		works("  --emulated-cpu amd", false, "needs QEMU 9.1+, go and kvmlab's source (above)")
 	}
-	if bochsOK && goErr == nil && srcErr == nil {
+	if bochsOK && bt.OK() {
 		works("  --emulated-cpu intel", true, "Bochs, Intel VT-x, nested KVM: slower still (one CPU, 2 GiB), the VT-x paths"+then)
 	} else {
 		works("  --emulated-cpu intel", false, "needs Bochs 2.7+, ISOLINUX, xorriso, go and kvmlab's source (above)")

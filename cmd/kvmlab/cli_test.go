@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"kvmlab/emuhost"
 )
 
 // These tests run the kvmlab binary, built once by TestCLI, and look at
@@ -234,7 +236,7 @@ func TestCLI(t *testing.T) {
 		}
 		// The QEMU line agrees with qemu-system-x86_64 --version.
 		if out, err := exec.Command("qemu-system-x86_64", "--version").Output(); err == nil {
-			major, minor, v, ok := parseQEMUVersion(string(out))
+			major, minor, v, ok := emuhost.ParseQEMUVersion(string(out))
 			mark := "no  "
 			if ok && (major > 9 || major == 9 && minor >= 1) {
 				mark = "ok  "
@@ -336,24 +338,4 @@ func TestCLI(t *testing.T) {
 			}
 		}
 	})
-}
-
-func TestParseQEMUVersion(t *testing.T) {
-	for _, tc := range []struct {
-		in           string
-		major, minor int
-		version      string
-		ok           bool
-	}{
-		{"QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright (c) 2003-2025", 10, 0, "10.0.2", true},
-		{"QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u13)\n", 7, 2, "7.2.15", true},
-		{"QEMU emulator version 9.1\n", 9, 1, "9.1", true},
-		{"qemu-system-x86_64: command not found\n", 0, 0, "", false},
-		{"", 0, 0, "", false},
-	} {
-		major, minor, v, ok := parseQEMUVersion(tc.in)
-		if major != tc.major || minor != tc.minor || v != tc.version || ok != tc.ok {
-			t.Errorf("parseQEMUVersion(%q) = %d, %d, %q, %v; want %d, %d, %q, %v", tc.in, major, minor, v, ok, tc.major, tc.minor, tc.version, tc.ok)
-		}
-	}
 }

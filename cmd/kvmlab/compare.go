@@ -59,7 +59,7 @@ func cmdCompare(args []string) error {
 	if help, err := parseFlags(fs, args, false); help || err != nil {
 		return err
 	}
-	mem, err := parseSize(f.mem)
+	mem, err := vmm.ParseMemSize(f.mem)
 	if err != nil || mem < 128<<20 || mem > 3<<30 {
 		return usagef("compare: --mem %q: give 128M to 3G", f.mem)
 	}
@@ -114,7 +114,7 @@ func compareWhere(f *compareFlags, o compare.Options) (*compare.Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	return compare.InEmulatedHost(o, emulatedGuestFiles(self, f.kernel, f.initrd))
+	return compare.InEmulatedHost(o, emuhost.KVMLabFiles(self, f.kernel, f.initrd))
 }
 
 func renderCompare(rep *compare.Report, f *compareFlags) error {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"kvmlab/container"
+	"kvmlab/vmm"
 )
 
 const containerUsage = `Usage: kvmlab container [flags] [--] COMMAND [ARGS...]
@@ -97,7 +98,7 @@ func (f *containerFlags) config(args []string) (container.Config, error) {
 	case f.mem == "0" || f.mem == "max" || f.mem == "none":
 		cfg.Limits.Memory = container.MemoryUnlimited
 	default:
-		m, err := parseSize(f.mem)
+		m, err := vmm.ParseMemSize(f.mem)
 		if err != nil {
 			return cfg, usagef("--mem %s: not a size: use a number with K, M or G, e.g. --mem 256M", f.mem)
 		}

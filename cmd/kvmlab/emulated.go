@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 
 	"kvmlab/emuhost"
 	"kvmlab/vmm"
@@ -43,77 +42,32 @@ func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
 	if err != nil {
 		return err
 	}
-	files := []emuhost.File{
-		{HostPath: self, Path: "/kvmlab/kvmlab", Mode: 0o755},
-		{HostPath: kernelPath, Path: "/kvmlab/kernel", Mode: 0o644},
-	}
-	argv := []string{"/kvmlab/kvmlab", "run", "--kernel", "/kvmlab/kernel", "--mem", f.mem,
-		"--cpus", strconv.Itoa(f.cpus), "--append", f.appendLine}
-	if initrdPath != "" {
-		files = append(files, emuhost.File{HostPath: initrdPath, Path: "/kvmlab/initrd", Mode: 0o644})
-		argv = append(argv, "--initrd", "/kvmlab/initrd")
-	}
-	if f.quiet {
-		argv = append(argv, "--quiet")
-	}
-	if f.stats {
-		argv = append(argv, "--stats")
-	}
 	if len(f.nets) > 0 {
 		return usagef("--net with --emulated-host: a TAP on this machine cannot reach a guest inside the emulated host; use --net on a host with /dev/kvm")
 	}
-	for i, d := range f.disks {
+	r := emuhost.KVMLabRun{Self: self, Kernel: kernelPath, Initrd: initrdPath, Mem: f.mem, Append: f.appendLine,
+		MemBytes: mem, CPUs: f.cpus, Quiet: f.quiet, Stats: f.stats, RNG: f.rng, NoEventFDs: f.noEventFDs}
+	for _, d := range f.disks {
 		dc, err := vmm.ParseDisk(d)
 		if err != nil {
 			return usagef("--disk %s: %v", d, err)
 		}
-		// The image travels into the emulated host's RAM disk: the
-		// guest's writes stay there.
-		p := fmt.Sprintf("/kvmlab/disk%d", i)
-		files = append(files, emuhost.File{HostPath: dc.Path, Path: p, Mode: 0o644})
-		if dc.ReadOnly {
-			p += ",ro"
-		}
-		argv = append(argv, "--disk", p)
+		r.Disks = append(r.Disks, emuhost.Disk{Path: dc.Path, ReadOnly: dc.ReadOnly})
 		if !dc.ReadOnly {
 			fmt.Fprintf(os.Stderr, "kvmlab: --disk %s is copied into the emulated host: the guest's writes will not reach the file here\n", dc.Path)
 		}
 	}
-	if f.rng {
-		argv = append(argv, "--rng")
-	}
-	if f.noEventFDs {
-		argv = append(argv, "--no-eventfds")
-	}
-	// The emulated host needs the guest's RAM plus room for itself.
-	hostMB := max(2048, int(mem>>20)+1536)
 	what := "QEMU TCG, AMD SVM, nested KVM"
 	if emu == emuhost.BochsVMX {
 		what = "Bochs, Intel VT-x, nested KVM; about two minutes to boot"
 	}
 	fmt.Fprintf(os.Stderr, "kvmlab: starting the emulated host (%s); the guest console follows. Ctrl-A x quits.\n", what)
-	spec := emuhost.Spec{
-		Emulator: emu,
-		Files:    files, Argv: argv, MemMB: hostMB, CPUs: max(2, f.cpus),
-		Interactive: true, Output: os.Stdout,
-	}
-	return runEmulatedSpec(spec)
+	return runEmulatedSpec(r.Spec(emu, os.Stdout))
 }
 
 // emuhostIntelMemMB is the memory of the emulated Intel host (Bochs
 // boots with at most 2 GiB; see emuhost.BochsVMX).
 const emuhostIntelMemMB = 2048
-
-// emulatedGuestFiles are what `bench` and `compare` carry into the emulated
-// host to run themselves there: this kvmlab binary, the kernel and the
-// initramfs, at the paths their inner runs are given.
-func emulatedGuestFiles(self, kernel, initrd string) []emuhost.File {
-	return []emuhost.File{
-		{HostPath: self, Path: "/kvmlab/kvmlab", Mode: 0o755},
-		{HostPath: kernel, Path: "/kvmlab/kernel", Mode: 0o644},
-		{HostPath: initrd, Path: "/kvmlab/initrd", Mode: 0o644},
-	}
-}
 
 // resolveGuest fills in the default guest when neither --kernel nor
 // --initrd was given, and checks both exist; cmd names the subcommand in
@@ -155,13 +109,4 @@ func printReport(jsonOut bool, v any, table func(io.Writer)) error {
 	}
 	table(os.Stdout)
 	return nil
-}
-
-// intelHostCheck tells `kvmlab check` whether the emulated Intel host
-// (Bochs, VT-x) can run here, and otherwise the one-line fix.
-func intelHostCheck() (ok bool, detail string) {
-	if err := emuhost.CheckBochs(context.Background()); err != nil {
-		return false, err.Error()
-	}
-	return true, "Bochs 2.7+ with VT-x and EPT, ISOLINUX and xorriso (the emulated Intel host)"
 }

@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -73,43 +72,6 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.traceFormat, "trace-format", "json", "trace format: json (one JSON object per exit, read by 'kvmlab stat') or chrome (Chrome Trace Event JSON for Perfetto / chrome://tracing)")
 }
 
-// parseSize reads a size as QEMU's -m does: a bare number is MiB ("512"),
-// a K, M, G or T suffix (also KiB, MB...) a power of 1024 ("4G"), and a B
-// suffix alone bytes ("1048576B"). MiB is the unit a guest's RAM is counted
-// in, and a bare number meaning bytes would only ever be a mistake.
-func parseSize(s string) (uint64, error) {
-	t := strings.TrimSpace(strings.ToUpper(s))
-	mult := uint64(1 << 20) // a bare number
-	switch {
-	case strings.HasSuffix(t, "IB"): // KiB, MiB...: the letter must follow
-		t = strings.TrimSuffix(t, "IB")
-		mult = 0
-	case strings.HasSuffix(t, "B"): // KB, MB... or bytes
-		t = strings.TrimSuffix(t, "B")
-		mult = 1
-	}
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult, t = 1<<10, t[:n-1]
-		case 'M':
-			mult, t = 1<<20, t[:n-1]
-		case 'G':
-			mult, t = 1<<30, t[:n-1]
-		case 'T':
-			mult, t = 1<<40, t[:n-1]
-		}
-	}
-	v, err := strconv.ParseUint(t, 10, 64)
-	if err != nil || v == 0 || mult == 0 {
-		return 0, fmt.Errorf("%q is not a size", s)
-	}
-	if v > (1<<63)/mult {
-		return 0, fmt.Errorf("%q is too large", s)
-	}
-	return v * mult, nil
-}
-
 // cacheDir is where built guest artifacts live.
 func cacheDir() string {
 	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
@@ -130,7 +92,7 @@ func defaultGuest() (kernel, initrd string) {
 
 // maxKernelSize bounds --kernel. A bzImage is about 10 MiB; an ELF vmlinux
 // with debug information a few hundred MiB. Anything larger is not a kernel
-// (and would need four times its size in guest RAM: minGuestMem).
+// (and would need four times its size in guest RAM: vmm.MinGuestMem).
 const maxKernelSize = 1 << 30
 
 // readUserFile reads a file named on the command line (internal/userfile:
@@ -144,27 +106,10 @@ func readUserFile(flagName, path, what string, max int64) ([]byte, error) {
 	return b, nil
 }
 
-// hostMemory returns the host's total RAM in bytes.
-func hostMemory() uint64 {
-	var si syscall.Sysinfo_t
-	if err := syscall.Sysinfo(&si); err != nil {
-		return 0
-	}
-	return si.Totalram * uint64(si.Unit)
-}
-
-// minGuestMem is the least RAM a Linux guest plus initramfs can boot in: the
-// kernel's decompressed image, the initramfs twice (the cpio and the unpacked
-// files), and a margin for page tables and early allocations.
-func minGuestMem(kernelSize, initrdSize int) uint64 {
-	const margin = 48 << 20
-	return uint64(kernelSize)*4 + uint64(initrdSize)*2 + margin
-}
-
 // loadConfig validates flags and files into a vmm.Config.
 func (f *runFlags) loadConfig() (vmm.Config, error) {
 	var cfg vmm.Config
-	mem, err := parseSize(f.mem)
+	mem, err := vmm.ParseMemSize(f.mem)
 	if err != nil {
 		return cfg, usagef("--mem %s: not a size: use a number with K, M or G, e.g. --mem 512M", f.mem)
 	}
@@ -192,7 +137,7 @@ func (f *runFlags) loadConfig() (vmm.Config, error) {
 	if _, err := boot.Parse(kernel); err != nil {
 		return cfg, usagef("--kernel %s: %v", kernelPath, err)
 	}
-	if host := hostMemory(); host > 0 && mem > host {
+	if host := vmm.HostMemory(); host > 0 && mem > host {
 		return cfg, usagef("--mem %s: more than this host's %d MiB of RAM: use a smaller --mem", f.mem, host>>20)
 	}
 	var initrd []byte
@@ -204,13 +149,13 @@ func (f *runFlags) loadConfig() (vmm.Config, error) {
 		var ue *userfile.Error
 		if errors.As(err, &ue) && errors.Is(err, userfile.ErrTooLarge) {
 			return cfg, usagef("--initrd %s: %d MiB is too large for %d MiB of guest RAM: raise --mem to at least %d MiB",
-				initrdPath, ue.Size>>20, mem>>20, (minGuestMem(len(kernel), int(min(ue.Size, 1<<40)))>>20)+1)
+				initrdPath, ue.Size>>20, mem>>20, (vmm.MinGuestMem(len(kernel), int(min(ue.Size, 1<<40)))>>20)+1)
 		}
 		if err != nil {
 			return cfg, usagef("--initrd %s: %v", initrdPath, err)
 		}
 	}
-	if need := minGuestMem(len(kernel), len(initrd)); mem < need {
+	if need := vmm.MinGuestMem(len(kernel), len(initrd)); mem < need {
 		return cfg, usagef("--mem %s: too little RAM for this kernel and initrd (need about %d MiB): raise --mem", f.mem, (need>>20)+1)
 	}
 	f.resolvedKernel, f.resolvedInitrd = kernelPath, initrdPath
@@ -302,41 +247,6 @@ func cmdRun(args []string) error {
 	return runMachine(cfg, &f, obs)
 }
 
-// symbolSources opens the files snapshots may take names for guest kernel
-// addresses from: a System.map beside the kernel (the kvmlab guest's build
-// leaves one there), then the kernel itself when it is an ELF vmlinux.
-// They are opened before the seccomp filter goes on, which refuses open,
-// and read only at the first snapshot (see runMachine).
-func symbolSources(kernel string) []*os.File {
-	if kernel == "" {
-		return nil
-	}
-	var out []*os.File
-	if f, err := os.Open(filepath.Join(filepath.Dir(kernel), "System.map")); err == nil {
-		out = append(out, f)
-	}
-	if f, err := os.Open(kernel); err == nil {
-		var magic [4]byte
-		if _, err := f.ReadAt(magic[:], 0); err == nil && bytes.Equal(magic[:], []byte("\x7fELF")) {
-			out = append(out, f)
-		} else {
-			f.Close()
-		}
-	}
-	return out
-}
-
-// snapshotSymbols reads names for guest kernel addresses from the first of
-// the sources that has any. nil when there are none.
-func snapshotSymbols(sources []*os.File) *inspect.Symbols {
-	for _, f := range sources {
-		if sym, err := inspect.ReadSymbols(f); err == nil && sym.Len() > 0 {
-			return sym
-		}
-	}
-	return nil
-}
-
 // crlfWriter ends lines with CR LF, for a terminal in raw mode.
 type crlfWriter struct{ w io.Writer }
 
@@ -359,23 +269,16 @@ func checkBackend() error {
 
 // checkKVM refuses a host whose /dev/kvm cannot run cfg, in one line.
 func checkKVM(cfg vmm.Config, f *runFlags) error {
-	sys, err := kvm.Open()
+	max, err := kvm.Probe()
 	if err != nil {
 		return kvmError(err)
 	}
-	if err := sys.CheckRequired(); err != nil {
-		sys.Close()
-		return kvmError(err)
-	}
 	if err := checkBackend(); err != nil && !f.anyKVM {
-		sys.Close()
 		return err
 	}
-	if max := sys.MaxVCPUs(); cfg.CPUs > max {
-		sys.Close()
+	if cfg.CPUs > max {
 		return usagef("--cpus %d: KVM on this host allows at most %d vCPUs per VM: use fewer", cfg.CPUs, max)
 	}
-	sys.Close()
 	return nil
 }
 
@@ -440,7 +343,7 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 	snapSigs := make(chan os.Signal, 1)
 	signal.Notify(snapSigs, syscall.SIGUSR1)
 	defer signal.Stop(snapSigs)
-	symSrc := symbolSources(f.resolvedKernel)
+	symSrc := inspect.SymbolSources(f.resolvedKernel) // opened before the seccomp filter
 	go func() {
 		// The symbols are read at the first snapshot, not before: a
 		// kernel's System.map is about 2.5 MiB of live heap (and the Go
@@ -451,7 +354,7 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 		loaded := false
 		for range snapSigs {
 			if !loaded {
-				sym, loaded = snapshotSymbols(symSrc), true
+				sym, loaded = inspect.FirstSymbols(symSrc), true
 			}
 			_, _ = io.WriteString(snapOut, formatSnapshot(m.Snapshot(), sym))
 		}

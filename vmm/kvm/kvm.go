@@ -553,6 +553,11 @@ const (
 	GuestDebugSingleStep = 1 << 1
 	GuestDebugUseSWBP    = 1 << 16
 	GuestDebugUseHWBP    = 1 << 17
+	// GuestDebugInjectBP queues a #BP for the guest at the next entry
+	// (KVM_GUESTDBG_INJECT_BP): how a debugger hands an INT3 that is not
+	// its own back to the guest's handler. KVM acts on it in the ioctl and
+	// does not keep it.
+	GuestDebugInjectBP = 1 << 19
 )
 
 // GuestDebug is struct kvm_guest_debug for x86.

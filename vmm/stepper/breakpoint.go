@@ -35,6 +35,11 @@ type breakpoint struct {
 
 const int3 = 0xCC
 
+// bpVector is #BP, the exception INT3 raises (Intel SDM Vol. 3 §6.15,
+// "Interrupt 3"): the vector KVM_EXIT_DEBUG reports for a software
+// breakpoint, where single-step and debug registers report #DB (1).
+const bpVector = 3
+
 // bpTarget is what the breakpoint code needs of the stopped vCPU
 // (*vmm.Control in Stop, a fake in the unit tests).
 type bpTarget interface {

@@ -190,6 +190,16 @@ func (s *Stepper) Stop(c *vmm.Control, ev *trace.Event) {
 	if swHit == 0 {
 		s.rearm(c, ev.RIP)
 	}
+	if isDebug && swHit == 0 {
+		if vec, ok := c.DebugException(); ok && vec == bpVector {
+			// An INT3 that is not one of ours: the guest's own. It goes
+			// to the guest's #BP handler, and the stepper does not stop.
+			if err := c.ReinjectBreakpoint(); err != nil {
+				s.printf("the guest's own INT3 at %#x: handing it back: %v\n", ev.RIP, err)
+			}
+			return
+		}
+	}
 	switch {
 	case s.stepsLeft > 0 && isDebug:
 		s.stepsLeft--

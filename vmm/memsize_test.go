@@ -1,4 +1,4 @@
-package main
+package vmm
 
 import (
 	"strings"
@@ -51,18 +51,18 @@ func TestParseSize(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
-			got, err := parseSize(tc.in)
+			got, err := ParseMemSize(tc.in)
 			if tc.wantErr == "" {
 				if err != nil || got != tc.want {
-					t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+					t.Errorf("ParseMemSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("parseSize(%q) = %d, %v; want an error saying %q", tc.in, got, err, tc.wantErr)
+				t.Errorf("ParseMemSize(%q) = %d, %v; want an error saying %q", tc.in, got, err, tc.wantErr)
 			}
 			if got != 0 {
-				t.Errorf("parseSize(%q) returned %d alongside an error", tc.in, got)
+				t.Errorf("ParseMemSize(%q) returned %d alongside an error", tc.in, got)
 			}
 		})
 	}
@@ -71,37 +71,37 @@ func TestParseSize(t *testing.T) {
 func TestMinGuestMem(t *testing.T) {
 	const mib = 1 << 20
 	t.Run("fixed margin with nothing to load", func(t *testing.T) {
-		if got := minGuestMem(0, 0); got != 48*mib {
-			t.Errorf("minGuestMem(0, 0) = %d MiB, want 48", got/mib)
+		if got := MinGuestMem(0, 0); got != 48*mib {
+			t.Errorf("MinGuestMem(0, 0) = %d MiB, want 48", got/mib)
 		}
 	})
 	t.Run("kernel counts four times, initrd twice", func(t *testing.T) {
-		if got := minGuestMem(10*mib, 20*mib); got != (40+40+48)*mib {
-			t.Errorf("minGuestMem(10 MiB, 20 MiB) = %d MiB, want 128", got/mib)
+		if got := MinGuestMem(10*mib, 20*mib); got != (40+40+48)*mib {
+			t.Errorf("MinGuestMem(10 MiB, 20 MiB) = %d MiB, want 128", got/mib)
 		}
 	})
 	t.Run("a typical guest fits in the default 512M", func(t *testing.T) {
-		def, err := parseSize("512M")
+		def, err := ParseMemSize("512M")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := minGuestMem(12*mib, 30*mib); got > def {
-			t.Errorf("minGuestMem(12 MiB kernel, 30 MiB initrd) = %d MiB, more than the default --mem", got/mib)
+		if got := MinGuestMem(12*mib, 30*mib); got > def {
+			t.Errorf("MinGuestMem(12 MiB kernel, 30 MiB initrd) = %d MiB, more than the default --mem", got/mib)
 		}
 	})
 	t.Run("never decreases as the kernel or initrd grows", func(t *testing.T) {
 		sizes := []int{0, 1, 4095, 4096, 1 * mib, 8 * mib, 64 * mib, 512 * mib, 1 << 31}
 		for i, k := range sizes {
 			for j, r := range sizes {
-				m := minGuestMem(k, r)
+				m := MinGuestMem(k, r)
 				if i+1 < len(sizes) {
-					if bigger := minGuestMem(sizes[i+1], r); bigger < m {
-						t.Errorf("minGuestMem(%d, %d) = %d > minGuestMem(%d, %d) = %d", k, r, m, sizes[i+1], r, bigger)
+					if bigger := MinGuestMem(sizes[i+1], r); bigger < m {
+						t.Errorf("MinGuestMem(%d, %d) = %d > MinGuestMem(%d, %d) = %d", k, r, m, sizes[i+1], r, bigger)
 					}
 				}
 				if j+1 < len(sizes) {
-					if bigger := minGuestMem(k, sizes[j+1]); bigger < m {
-						t.Errorf("minGuestMem(%d, %d) = %d > minGuestMem(%d, %d) = %d", k, r, m, k, sizes[j+1], bigger)
+					if bigger := MinGuestMem(k, sizes[j+1]); bigger < m {
+						t.Errorf("MinGuestMem(%d, %d) = %d > MinGuestMem(%d, %d) = %d", k, r, m, k, sizes[j+1], bigger)
 					}
 				}
 			}
