@@ -94,9 +94,14 @@ func TestBenchBoot(t *testing.T) {
 				t.Errorf("no boot line in the bench's log")
 			}
 			// The port histogram (kvm:kvm_pio): kvmlab's boot is mostly
-			// the kernel's console on COM1.
-			if !regexp.MustCompile(`kvmlab +port accesses during boot: \d+ \(0x3f[8-9a-f] COM1 \d+`).MatchString(stderr) {
-				t.Errorf("no port histogram led by COM1 in the bench's log")
+			// the kernel's console on COM1. On a slow or loaded host the
+			// PIT can lead instead: until the TSC is calibrated the kernel
+			// keeps time by reading PIT channel 0, and the slower the host,
+			// the more reads a wait takes (seen with Bochs beside QEMU:
+			// 0x40 PIT 3434, 0x3f8 COM1 1402). Either way COM1 is named.
+			hist := regexp.MustCompile(`kvmlab +port accesses during boot: \d+ \((0x3f[8-9a-f] COM1|0x4[0-3] PIT) \d+.*0x3f8 COM1 \d+`)
+			if !hist.MatchString(stderr) {
+				t.Errorf("no port histogram led by COM1 (or the PIT) and naming COM1 in the bench's log")
 			}
 			u, ok := fig["exits to user space, console write"]
 			if !ok || u < c.minPerByte*bytes || u > c.maxPerByte*bytes {

@@ -38,11 +38,22 @@ func TestSnapshot(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	snap := func(n string) string {
 		t.Helper()
-		if err := g.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
-			t.Fatal(err)
+		// A snapshot ends with the vCPU's KVM counters line. kvmlab
+		// ignores SIGUSR1 until its machine can answer (on a loaded host
+		// that can take longer than the sleep above), so ask again every
+		// ten seconds until it does.
+		re := regexp.MustCompile(`(?s)kvmlab: snapshot ` + n + `\b.*?KVM's own counters[^\n]*\n`)
+		for end := time.Now().Add(time.Minute); time.Now().Before(end); {
+			if err := g.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+				t.Fatal(err)
+			}
+			for next := time.Now().Add(10 * time.Second); time.Now().Before(next); time.Sleep(50 * time.Millisecond) {
+				if m := re.FindString(g.stderr()); m != "" {
+					return m
+				}
+			}
 		}
-		// A snapshot ends with the vCPU's KVM counters line.
-		return waitStderr(regexp.MustCompile(`(?s)kvmlab: snapshot `+n+`\b.*?KVM's own counters[^\n]*\n`), time.Minute)
+		return waitStderr(re, time.Second)
 	}
 	first := snap("1")
 	time.Sleep(time.Second)
