@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -96,6 +97,20 @@ func startGuestCmd(t *testing.T, timeout time.Duration, prefix []string, args ..
 		close(g.done)
 	}()
 	t.Cleanup(func() {
+		if t.Failed() {
+			// A kvmlab still running when its test failed: SIGQUIT makes
+			// the Go runtime print every goroutine's stack to stderr, so
+			// the log says where it was stuck, not only that it was.
+			select {
+			case <-g.done:
+			default:
+				_ = g.cmd.Process.Signal(syscall.SIGQUIT)
+				select {
+				case <-g.done:
+				case <-time.After(5 * time.Second):
+				}
+			}
+		}
 		cancel()
 		<-g.done
 		if t.Failed() {

@@ -43,6 +43,7 @@ func TestMain(m *testing.M) {
 		// has no sleep(1). Unlike kvmlab run it takes no snapshots, but
 		// it must survive being asked for them.
 		signal.Ignore(syscall.SIGUSR1)
+		fmt.Println(standInReady) // TestStallReport waits for this line
 		time.Sleep(time.Minute)
 		os.Exit(0)
 	}

@@ -1,7 +1,9 @@
 package tests
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"reflect"
@@ -49,6 +51,11 @@ func TestEmulatorFault(t *testing.T) {
 // standInEnv makes the test binary a process that only sleeps (TestMain).
 const standInEnv = "KVMLAB_TEST_STAND_IN"
 
+// standInReady is the stand-in's first line: from then on it ignores
+// SIGUSR1. (A fixed sleep instead was too short for a test binary starting
+// on a loaded emulated host: the SIGUSR1 came first and killed it.)
+const standInReady = "stand-in: ready"
+
 // TestStallReport checks the stall diagnosis on a stand-in process: a
 // console quiet for two minutes gets the STALL line and a line per thread,
 // and the process is sent SIGQUIT; a recently active one gets nothing.
@@ -63,11 +70,30 @@ func TestStallReport(t *testing.T) {
 		g.cmd = exec.Command(self)
 		g.cmd.Env = append(os.Environ(), standInEnv+"=1")
 		g.cmd.Stderr = &g.errb
+		stdout, err := g.cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := g.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		go func() { g.err = g.cmd.Wait(); close(g.done) }()
 		t.Cleanup(func() { _ = g.cmd.Process.Kill(); <-g.done })
+		ready := make(chan bool, 1)
+		go func() {
+			line, _ := bufio.NewReader(stdout).ReadString('\n')
+			ready <- strings.TrimSpace(line) == standInReady
+			_, _ = io.Copy(io.Discard, stdout)
+			g.err = g.cmd.Wait()
+			close(g.done)
+		}()
+		select {
+		case ok := <-ready:
+			if !ok {
+				t.Fatalf("the stand-in did not say %q first", standInReady)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("the stand-in did not say %q within a minute", standInReady)
+		}
 		return g
 	}
 	g := start()
@@ -76,7 +102,6 @@ func TestStallReport(t *testing.T) {
 		t.Errorf("a console active just now was reported stalled: %q", r)
 	}
 	g = start()
-	time.Sleep(time.Second) // until the stand-in ignores SIGUSR1 (TestMain)
 	g.last = time.Now().Add(-2 * time.Minute)
 	r := g.stallReport()
 	if !strings.Contains(r, stallLine+" for 2m") || !regexp.MustCompile(`tid \d+ \S+ state [A-Z]`).MatchString(r) {

@@ -314,6 +314,7 @@ func (m *Machine) createVCPUs(entry *boot.Entry) error {
 	for _, i := range list {
 		supported[i] = true
 	}
+	statsFD := m.sys.Check(kvm.CapBinaryStatsFD) > 0
 	for id := 0; id < m.cfg.CPUs; id++ {
 		kv, err := m.vm.CreateVCPU(id)
 		if err != nil {
@@ -321,6 +322,19 @@ func (m *Machine) createVCPUs(entry *boot.Entry) error {
 		}
 		v := &vcpu{VCPU: kv}
 		m.vcpus = append(m.vcpus, v)
+		if statsFD {
+			// Now, before the vCPU first runs: KVM_GET_STATS_FD is a vCPU
+			// ioctl, and every vCPU ioctl waits for the vCPU's mutex,
+			// which KVM_RUN holds for as long as the guest runs. Asked
+			// for later, by a snapshot of a guest that never exits to
+			// kvmlab, it would wait for ever (TestSnapshot found it).
+			// Reading the file takes no lock: it is pread.
+			f, err := kv.StatsFD()
+			if err != nil {
+				return err
+			}
+			m.statsFiles = append(m.statsFiles, f)
+		}
 		if err := kv.SetCPUID2(x86.FilterCPUID(cpuid, uint32(id), m.cfg.CPUs)); err != nil {
 			return err
 		}

@@ -261,25 +261,21 @@ func hostVendor(cpuid []kvm.CPUIDEntry) hwexit.Vendor {
 }
 
 // KernelStats reads every vCPU's KVM binary statistics (exits handled in the
-// kernel included). The files are opened on first use and kept.
+// kernel included). The files were opened with the vCPUs (createVCPUs says
+// why then); their descriptors are parsed on first use and kept.
 func (m *Machine) KernelStats() ([]map[string]uint64, error) {
 	m.statsMu.Lock()
 	defer m.statsMu.Unlock()
+	if len(m.statsFiles) == 0 {
+		return nil, fmt.Errorf("this host's KVM has no %v", kvm.CapBinaryStatsFD)
+	}
 	if m.statsReaders == nil {
-		if m.sys.Check(kvm.CapBinaryStatsFD) <= 0 {
-			return nil, fmt.Errorf("this host's KVM has no %v", kvm.CapBinaryStatsFD)
-		}
-		for _, v := range m.vcpus {
-			f, err := v.StatsFD()
-			if err != nil {
-				return nil, err
-			}
+		for _, f := range m.statsFiles {
 			r, err := kvm.NewStatsReader(f)
 			if err != nil {
-				f.Close()
+				m.statsReaders = nil
 				return nil, err
 			}
-			m.statsFiles = append(m.statsFiles, f)
 			m.statsReaders = append(m.statsReaders, r)
 		}
 	}

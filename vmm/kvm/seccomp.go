@@ -28,9 +28,7 @@ func RunningIoctls() []Ioctl {
 		{"KVM_GET_SREGS", ioGetSregs},
 		{"KVM_TRANSLATE", ioTranslate},
 		{"KVM_SET_GUEST_DEBUG", ioSetGuestDebug},
-		{"KVM_GET_STATS_FD", ioGetStatsFD},
-		// On /dev/kvm: the statistics ask for KVM_CAP_BINARY_STATS_FD on
-		// first use. It only reads a number.
+		// On /dev/kvm: it only reads a number, and is harmless.
 		{"KVM_CHECK_EXTENSION", ioCheckExtension},
 	}
 }
@@ -41,6 +39,9 @@ func SetupIoctls() []Ioctl {
 	return []Ioctl{
 		{"KVM_CREATE_VM", ioCreateVM},
 		{"KVM_CREATE_VCPU", ioCreateVCPU},
+		// The statistics files are opened with the vCPUs (vmm's
+		// createVCPUs says why), and only read afterwards.
+		{"KVM_GET_STATS_FD", ioGetStatsFD},
 		{"KVM_SET_USER_MEMORY_REGION", ioSetUserMemoryRegion},
 		{"KVM_SET_CPUID2", ioSetCPUID2},
 		{"KVM_SET_MSRS", ioSetMSRs},
