@@ -52,9 +52,12 @@ type Config struct {
 	CacheDir     string // kvmlab's cache, where gokvm is built
 	// Kvmlab is the kvmlab binary under test; it is also the program
 	// the exit loop's Go floor runs in.
-	Kvmlab          string
-	JSON            bool // the report as JSON (passed on to an inner run)
-	InEmulatedHost  bool // this is the run inside the emulated host
+	Kvmlab         string
+	JSON           bool // the report as JSON (passed on to an inner run)
+	InEmulatedHost bool // this is the run inside the emulated host
+	// Emulator is the emulated host the bench runs in, or is to start:
+	// emuhost.QEMUSVM ("" too) or emuhost.BochsVMX (--emulated-cpu).
+	Emulator        emuhost.Emulator
 	Smaps           bool // list each VMM's resident mappings
 	ExitLoop        int  // exits for the exit-cost loop; 0 skips it
 	ExitFloor       string
@@ -134,7 +137,8 @@ func EmulatedSpec(f *Config, files []emuhost.File) (spec emuhost.Spec, cleanup f
 	peers, memMiB := f.VMMs, f.MemMiB
 	argv := []string{"/kvmlab/kvmlab", "bench", "--in-emulated-host", "--runs", strconv.Itoa(f.Runs), "--warmup", strconv.Itoa(f.Warmup),
 		"--kernel", "/kvmlab/kernel", "--initrd", "/kvmlab/initrd", "--mem", f.Mem, "--append", f.Append,
-		"--vmms", cmp.Or(strings.Join(peers, ","), "none"), "--console-bytes", strconv.Itoa(f.ConsoleBytes), "--console-via", f.ConsoleVia, "--timeout", f.Timeout.String()}
+		"--vmms", cmp.Or(strings.Join(peers, ","), "none"), "--console-bytes", strconv.Itoa(f.ConsoleBytes), "--console-via", f.ConsoleVia, "--timeout", f.Timeout.String(),
+		"--emulated-cpu", f.Emulator.Vendor()} // so that the inner bench names its host
 	if f.JSON {
 		argv = append(argv, "--json")
 	}
@@ -192,7 +196,10 @@ func EmulatedSpec(f *Config, files []emuhost.File) (spec emuhost.Spec, cleanup f
 		}
 	}
 	spec = emuhost.Spec{
-		Files: files, Argv: argv, MemMB: max(2048, memMiB+1536), CPUs: 2,
+		// Bochs gives its host one CPU and at most 2 GiB, whatever
+		// MemMB and CPUs say; the CLI keeps --mem within that.
+		Emulator: f.Emulator,
+		Files:    files, Argv: argv, MemMB: max(2048, memMiB+1536), CPUs: 2,
 		Timeout: time.Duration(f.Runs*len(peers))*f.Timeout + 5*time.Minute + exitLoopLimit(f),
 		// The bench prints a line per boot and per exit-loop round, and
 		// each program it runs has --timeout (a round's may be retried):
@@ -240,6 +247,12 @@ func Here(f *Config) (*Report, error) {
 	}
 	if f.InEmulatedHost {
 		host = "the emulated host (QEMU " + runtime.GOARCH + " TCG -cpu max, nested SVM, 2 vCPUs)"
+		if f.Emulator == emuhost.BochsVMX {
+			// An interpreter: every instruction of the host, VMX ones
+			// included, is decoded and executed in C++, so its times
+			// compare with nothing but each other (ratios).
+			host = "the emulated Intel host (Bochs, an interpreter emulating a Haswell Core i7 with VT-x and EPT, nested kvm_intel, 1 CPU)"
+		}
 		_ = os.MkdirAll("/sys/kernel/debug", 0o755)
 	}
 	if os.Geteuid() == 0 {

@@ -35,7 +35,11 @@
 // is built with `go install` at the version this package names
 // (gokvmVersion) into kvmlab's cache. Where this host has no KVM that can
 // boot Linux, EmulatedSpec carries the whole benchmark, peers included,
-// into the emulated host (package emuhost) and runs it there.
+// into the emulated host (package emuhost) and runs it there: QEMU's,
+// emulating AMD SVM, or with Config.Emulator = emuhost.BochsVMX Bochs's,
+// emulating Intel VT-x. Bochs is an interpreter whose clock counts the
+// instructions it executes, so times taken there are instruction counts:
+// steady, comparable as ratios, and no measure of VT-x hardware's speed.
 package bench
 
 // runtimeReportEnv asks `kvmlab run` to print, at exit, how long its

@@ -14,6 +14,7 @@ import (
 	"kvmlab/guest/tiny"
 	kvmexits "kvmlab/vmm/exits"
 	"kvmlab/vmm/kvm"
+	"kvmlab/vmm/x86"
 )
 
 // The Go floor of the exit benchmark: exitfloor.c's VM, guest and loop,
@@ -62,6 +63,15 @@ func GoFloor(n uint32, variant GoFloorVariant) (time.Duration, error) {
 		return 0, err
 	}
 	defer vm.Close()
+	// kvmlab's Intel-only set-up (vmm.New; harmless on AMD), as in the
+	// C floor: the identity map before any vCPU. Run on VT-x by
+	// TestExitLoopGuests in the tests' emulated Intel host group.
+	if err := vm.SetIdentityMapAddr(x86.IdentityMapAddr); err != nil {
+		return 0, err
+	}
+	if err := vm.SetTSSAddr(x86.TSSAddr); err != nil {
+		return 0, err
+	}
 	// The same in-kernel devices as kvmlab's VM and the C floor's.
 	if err := vm.CreateIRQChip(); err != nil {
 		return 0, err

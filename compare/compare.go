@@ -106,18 +106,23 @@ type Row struct {
 	VM        string `json:"vm"`
 	Container string `json:"container"`
 	Runc      string `json:"runc,omitempty"`
+	Restored  string `json:"restored,omitempty"`
 }
 
 // Report is the whole comparison: the sides' measurements and the rows
 // made from them. Its JSON is what `kvmlab compare --json` prints.
 type Report struct {
-	Where      string        `json:"where"`
-	HostProbe  *probe.Report `json:"host_probe"`
-	VM         Side          `json:"vm"`
-	Container  Side          `json:"container"`
-	Runc       *Side         `json:"runc,omitempty"`
-	CgroupUsed string        `json:"cgroup_used"`
-	Rows       []Row         `json:"rows"`
+	Where     string        `json:"where"`
+	HostProbe *probe.Report `json:"host_probe"`
+	VM        Side          `json:"vm"`
+	Container Side          `json:"container"`
+	Runc      *Side         `json:"runc,omitempty"`
+	// Restored is the VM brought back from a snapshot taken at its
+	// shell; SnapshotNote says what that snapshot cost.
+	Restored     *Side  `json:"restored,omitempty"`
+	SnapshotNote string `json:"snapshot_note,omitempty"`
+	CgroupUsed   string `json:"cgroup_used"`
+	Rows         []Row  `json:"rows"`
 }
 
 // WriteMarked writes the report as one JSON line after ReportMarker: the
@@ -201,6 +206,14 @@ func Here(o Options) (*Report, error) {
 	rep.VM = vmSide(&o)
 	progress("booting a VM that crashes its own kernel (sysrq c)")
 	rep.VM.Blast = vmCrash(&o)
+	snapDir, err := os.MkdirTemp("", "kvmlab-compare-snapshot-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(snapDir)
+	progress("booting the VM to its shell, taking a snapshot, and restoring it to run the probe")
+	restored, note := restoredSide(&o, snapDir)
+	rep.Restored, rep.SnapshotNote = &restored, note
 
 	root, err := os.MkdirTemp("", "kvmlab-compare-root-")
 	if err != nil {
@@ -225,7 +238,7 @@ func Here(o Options) (*Report, error) {
 	}
 	hostAfter := probe.Collect(probe.Options{})
 	survived := hostAfter.BootID == hostBefore.BootID && hostAfter.BootID != ""
-	for _, s := range []*Side{&rep.VM, &rep.Container, rep.Runc} {
+	for _, s := range []*Side{&rep.VM, &rep.Container, rep.Runc, rep.Restored} {
 		if s != nil {
 			s.HostSurvived = survived
 		}

@@ -33,6 +33,8 @@ type htmlPage struct {
 	Rep      *Report
 	Charts   []htmlChart
 	HasRunc  bool
+	// HasRestored adds the column of the VM restored from a snapshot.
+	HasRestored bool
 }
 
 var sideColors = []string{"#3b6fb6", "#d9822b", "#5a9e4b"}
@@ -71,13 +73,16 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 	if rep.Runc != nil {
 		sides = append(sides, rep.Runc)
 	}
+	if rep.Restored != nil {
+		sides = append(sides, rep.Restored)
+	}
 	ok := func(s *Side) bool { return s.Error == "" || s.StartupMS > 0 }
-	page := htmlPage{Rep: rep, HasRunc: rep.Runc != nil, Charts: []htmlChart{
-		chart("Start -> probe running", "VM: kvmlab loads the kernel, the guest boots its own kernel and init. Container: unpacked root, namespaces, cgroup, exec.", "ms",
+	page := htmlPage{Rep: rep, HasRunc: rep.Runc != nil, HasRestored: rep.Restored != nil, Charts: []htmlChart{
+		chart("Start -> probe running", "VM: kvmlab loads the kernel, the guest boots its own kernel and init. Container: unpacked root, namespaces, cgroup, exec. Restored VM: kvmlab reads a snapshot taken at the shell and the probe is typed there.", "ms",
 			sides, func(s *Side) (float64, bool) { return s.StartupMS, ok(s) && s.StartupMS > 0 }),
 		chart("Memory used", "VM: the VMM's resident memory, guest RAM it touched included. Container: the cgroup's peak.", "MiB",
 			sides, func(s *Side) (float64, bool) { return human.MiB(s.FootprintBytes), s.FootprintBytes > 0 }),
-		chart("Image on disk", "VM: kernel + initramfs. Container: the unpacked root file system.", "MiB",
+		chart("Image on disk", "VM: kernel + initramfs. Container: the unpacked root file system. Restored VM: the snapshot file.", "MiB",
 			sides, func(s *Side) (float64, bool) { return human.MiB(s.ImageBytes), s.ImageBytes > 0 }),
 		chart("Crossings of the boundary during the workload", "VM: VM exits (to KVM or kvmlab). Container: system calls into the host kernel.", "",
 			sides, func(s *Side) (float64, bool) { return float64(s.Boundary), s.BoundaryKind != "" }),
@@ -110,10 +115,10 @@ svg text { font-size: 13px; font-family: system-ui, sans-serif; }
 <h1>A VM next to a container</h1>
 <p class="where">The same u-root userland and the same probe, run as a virtual machine under kvmlab and as a container{{if .HasRunc}} (kvmlab's runtime and runc){{end}}, on {{.Rep.Where}}.</p>
 <table id="compare">
-<thead><tr><th>fact</th><th>host</th><th>VM (kvmlab)</th><th>container (kvmlab)</th>{{if .HasRunc}}<th>container (runc)</th>{{end}}</tr></thead>
+<thead><tr><th>fact</th><th>host</th><th>VM (kvmlab)</th><th>container (kvmlab)</th>{{if .HasRunc}}<th>container (runc)</th>{{end}}{{if .HasRestored}}<th>VM (restored)</th>{{end}}</tr></thead>
 <tbody>
-{{range .Rep.Rows}}{{if .Claim}}<tr class="claim"><td colspan="{{if $.HasRunc}}5{{else}}4{{end}}">{{.Claim}}</td></tr>
-{{end}}<tr><td>{{.Fact}}</td><td>{{.Host}}</td><td>{{.VM}}</td><td>{{.Container}}</td>{{if $.HasRunc}}<td>{{.Runc}}</td>{{end}}</tr>
+{{range .Rep.Rows}}{{if .Claim}}<tr class="claim"><td colspan="{{if and $.HasRunc $.HasRestored}}6{{else if or $.HasRunc $.HasRestored}}5{{else}}4{{end}}">{{.Claim}}</td></tr>
+{{end}}<tr><td>{{.Fact}}</td><td>{{.Host}}</td><td>{{.VM}}</td><td>{{.Container}}</td>{{if $.HasRunc}}<td>{{.Runc}}</td>{{end}}{{if $.HasRestored}}<td>{{.Restored}}</td>{{end}}</tr>
 {{end}}</tbody></table>
 {{range .Charts}}<div class="chart"><h2>{{.Title}}</h2><p>{{.Note}}</p>
 <svg width="900" height="{{.Height}}" viewBox="0 0 900 {{.Height}}" role="img" aria-label="{{.Title}}">

@@ -136,6 +136,9 @@ func rows(rep *Report) []Row {
 		if rep.Runc != nil {
 			row.Runc = cell(rs, rep.Runc)
 		}
+		if rep.Restored != nil {
+			row.Restored = cell(rs, rep.Restored)
+		}
 		out = append(out, row)
 	}
 	return out
@@ -149,11 +152,17 @@ func (rep *Report) Print(w io.Writer) {
 	if rep.Runc != nil {
 		cols = append(cols, "container (runc)")
 	}
+	if rep.Restored != nil {
+		cols = append(cols, "VM (restored)")
+	}
 	width := make([]int, len(cols))
 	cells := func(r Row) []string {
 		c := []string{r.Fact, r.Host, r.VM, r.Container}
 		if rep.Runc != nil {
 			c = append(c, r.Runc)
+		}
+		if rep.Restored != nil {
+			c = append(c, r.Restored)
 		}
 		return c
 	}
@@ -182,7 +191,7 @@ func (rep *Report) Print(w io.Writer) {
 		line(cells(r))
 	}
 	fmt.Fprintln(w)
-	for _, s := range []*Side{&rep.VM, &rep.Container, rep.Runc} {
+	for _, s := range []*Side{&rep.VM, &rep.Container, rep.Runc, rep.Restored} {
 		if s == nil {
 			continue
 		}
@@ -199,5 +208,12 @@ func (rep *Report) Print(w io.Writer) {
 	if top := container.TopSyscalls(rep.Container.BoundaryDetail, 8); top != "" {
 		fmt.Fprintf(w, "container system calls, most frequent: %s\n", top)
 	}
-	fmt.Fprintln(w, "\nWhat each row means: docs/isolation.md")
+	if rep.SnapshotNote != "" {
+		fmt.Fprintf(w, "VM (restored): %s\n", rep.SnapshotNote)
+	}
+	if r := rep.Restored; r != nil && r.StartupMS > 0 && rep.VM.StartupMS > 0 && rep.Container.StartupMS > 0 {
+		fmt.Fprintf(w, "start -> probe running, restored VM against the others: %.2fx the cold boot, %.2fx the container's start\n",
+			r.StartupMS/rep.VM.StartupMS, r.StartupMS/rep.Container.StartupMS)
+	}
+	fmt.Fprintln(w, "\nWhat each row means: docs/isolation.md; snapshots: docs/snapshot.md")
 }

@@ -38,7 +38,9 @@
 // kernel and the same initramfs (from a CD image, see bochs.go) and reports
 // through the same console marker, with the same retry and diagnosis rules;
 // it is several times slower than QEMU (one thread; about two minutes to
-// boot, most of it decompressing the kernel).
+// boot, most of it decompressing the kernel). It has one CPU: Bochs's SMP
+// (cpu: count=2) boots the host and runs 2-vCPU guests too, but costs about
+// twice the time for the same work (see bochsConfig.bochsrc).
 //
 // Two users share this package: the integration tests in kvmlab/tests
 // (TestMain re-runs the test binary inside the emulated host when this

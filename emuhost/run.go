@@ -214,7 +214,11 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		return runMachineAttempts(ctx, m, limits{spec.Timeout, spec.Quiet}, &syncWriter{w: spec.Output})
+		res, err := runMachineAttempts(ctx, m, limits{spec.Timeout, spec.Quiet}, &syncWriter{w: spec.Output})
+		if err == nil {
+			err = bochsHostVerdict(res.Output) // no VT-x in the host: one line naming the fix
+		}
+		return res, err
 	}
 
 	image := kernel.Vmlinuz

@@ -227,3 +227,20 @@ func (m *Memory) Resident() (uint64, error) {
 	}
 	return n * page, nil
 }
+
+// ResidentPages returns, for each host page of r (which must be one of
+// m's regions), whether it is backed by host memory now (mincore(2)). A
+// page the guest never touched is not: it reads as zeros and costs nothing,
+// which is what lets a snapshot leave it out.
+func (m *Memory) ResidentPages(r Region) ([]bool, error) {
+	page := unix.Getpagesize()
+	vec := make([]byte, (len(r.Data)+page-1)/page)
+	if err := mincore(r.Data, vec); err != nil {
+		return nil, fmt.Errorf("memory: mincore: %w", err)
+	}
+	out := make([]bool, len(vec))
+	for i, v := range vec {
+		out[i] = v&1 != 0
+	}
+	return out, nil
+}

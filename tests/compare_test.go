@@ -35,7 +35,7 @@ func TestCompare(t *testing.T) {
 		t.Fatalf("kvmlab compare: %v\nstderr:\n%s\nstdout:\n%s", err, stderr.String(), stdout.String())
 	}
 	var rep struct {
-		Rows []struct{ Fact, Host, VM, Container, Runc string }
+		Rows []struct{ Fact, Host, VM, Container, Runc, Restored string }
 		VM   struct {
 			BoundaryKind string `json:"boundary_kind"`
 			Boundary     uint64
@@ -47,7 +47,13 @@ func TestCompare(t *testing.T) {
 			BoundaryDetail map[string]uint64 `json:"boundary_detail"`
 			Error          string
 		}
-		Runc *struct{ Error string }
+		Runc     *struct{ Error string }
+		Restored *struct {
+			Error      string
+			StartupMS  float64 `json:"startup_ms"`
+			ImageBytes uint64  `json:"image_bytes"`
+		}
+		SnapshotNote string `json:"snapshot_note"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("compare --json: %v\n%s", err, stdout.String())
@@ -64,7 +70,7 @@ func TestCompare(t *testing.T) {
 	row := map[string][3]string{}
 	for _, r := range rep.Rows {
 		row[r.Fact] = [3]string{r.Host, r.VM, r.Container}
-		t.Logf("%-45s | %-20s | %-40s | %-40s | %s", r.Fact, r.Host, r.VM, r.Container, r.Runc)
+		t.Logf("%-45s | %-20s | %-40s | %-40s | %-40s | %s", r.Fact, r.Host, r.VM, r.Container, r.Runc, r.Restored)
 	}
 	check := func(fact string, ok func(host, vm, ctr string) bool, why string) {
 		t.Helper()
@@ -105,6 +111,21 @@ func TestCompare(t *testing.T) {
 	if rep.Container.Boundary == 0 || rep.Container.BoundaryDetail["execve"] == 0 {
 		t.Errorf("container system calls %d (execve %d), want > 0 with the probe's execve counted",
 			rep.Container.Boundary, rep.Container.BoundaryDetail["execve"])
+	}
+	// The VM restored from a snapshot taken at its shell runs the same
+	// guest kernel as the VM column, and its snapshot is on disk.
+	if r := rep.Restored; r == nil || r.Error != "" || r.StartupMS <= 0 || r.ImageBytes == 0 {
+		t.Errorf("the restored VM's column is missing or failed: %+v", r)
+	} else {
+		t.Logf("%s; restored start -> probe %.0f ms", rep.SnapshotNote, r.StartupMS)
+		for _, x := range rep.Rows {
+			switch {
+			case x.Fact == "kernel release" && x.Restored != x.VM:
+				t.Errorf("restored VM kernel release %q, want the VM's %q", x.Restored, x.VM)
+			case x.Fact == "same kernel instance as the host (boot id)" && x.Restored != "no":
+				t.Errorf("restored VM shares the host's kernel instance: %q", x.Restored)
+			}
+		}
 	}
 	if _, err := exec.LookPath("runc"); err == nil {
 		if rep.Runc == nil || rep.Runc.Error != "" {

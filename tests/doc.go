@@ -11,11 +11,15 @@
 // exists (a laptop, a nested-virtualisation CI runner), and through the
 // emulated host everywhere else, and never skip for lack of KVM.
 //
-// Beside the AMD host, a second emulated host runs a small group of the same
+// Beside the AMD host, a second emulated host runs small groups of the same
 // tests (intelGroups) on Intel VT-x: Bochs emulating a Haswell Core i7, with
-// kvm_intel loaded (emuhost.BochsVMX). The two run at the same time; the
-// Intel host's lines carry an "intel| " prefix. KVMLAB_EMULATED_CPU=intel
-// with -run sends a selection of tests to the Intel host.
+// kvm_intel loaded (emuhost.BochsVMX), on its defaults, with
+// unrestricted_guest=0 and with ept=0. The two run at the same time; the
+// Intel host's lines carry an "intel| " prefix, and once the AMD groups are
+// done a second Intel host takes the Intel groups not yet started, its lines
+// prefixed "intel2| ". KVMLAB_EMULATED_CPU=intel with -run sends a selection
+// of tests to the Intel host; KVMLAB_HOST_APPEND adds words to the host
+// kernel's command line (kvm_intel.ept=0, for instance).
 //
 // Inputs (set by 'make integration'):
 //

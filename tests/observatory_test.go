@@ -227,9 +227,17 @@ func TestStats(t *testing.T) {
 
 // TestKVMExitTracepoint: as root with tracefs mounted, --stats
 // --kvm-exit-tracepoint names every exit, also those KVM handles in the
-// kernel, from the kvm:kvm_exit tracepoint. Two boots in a row: on QEMU 7.2
-// the second one locked the emulated host up (QEMU 9.1 or newer is needed,
-// see tests/deps.sh).
+// kernel, from the kvm:kvm_exit tracepoint, and checks the hardware layer
+// against it: each exit that reached kvmlab is paired with the VM exit that
+// led to it (the last kvm_exit on its vCPU thread before
+// kvm:kvm_userspace_exit), and the hardware reason kvmlab derived must be the
+// one the tracepoint saw. It runs in both emulated hosts (tests/main_test.go):
+// SVM exit codes in the AMD one, VT-x basic exit reasons in the Intel one.
+// The second boot adds virtio-rng, whose PCI BARs the guest's driver reads
+// and writes, so that MMIO exits (nested page faults, EPT misconfigurations
+// and violations) are checked as well as port exits. Two boots in a row: on
+// QEMU 7.2 the second one locked the emulated host up (QEMU 9.1 or newer is
+// needed, see tests/deps.sh).
 func TestKVMExitTracepoint(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the kvm:kvm_exit tracepoint needs root")
@@ -237,9 +245,14 @@ func TestKVMExitTracepoint(t *testing.T) {
 	if _, err := os.Stat("/sys/kernel/tracing/events/kvm/kvm_exit"); err != nil {
 		t.Skipf("no kvm:kvm_exit tracepoint here: %v", err)
 	}
+	checkRe := regexp.MustCompile(`(?m)^hardware layer check: (\d+) of (\d+) exits to kvmlab: the derived (.+) reason matches the kvm_exit tracepoint \((\d+) disagree, (\d+) not checked\)$`)
 	for boot := 1; boot <= 2; boot++ {
-		_, stderr, code := runKvmlab(t, 4*time.Minute, "run", "--quiet", "--stats", "--kvm-exit-tracepoint",
-			"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"), "--mem", "256M", "--append", oneShotCmdline)
+		args := []string{"run", "--quiet", "--stats", "--kvm-exit-tracepoint",
+			"--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"), "--mem", "256M", "--append", oneShotCmdline}
+		if boot == 2 {
+			args = append(args, "--rng")
+		}
+		_, stderr, code := runKvmlab(t, 4*time.Minute, args...)
 		if code != 0 {
 			t.Fatalf("boot %d: kvmlab exited %d: %s", boot, code, stderr)
 		}
@@ -262,7 +275,45 @@ func TestKVMExitTracepoint(t *testing.T) {
 			!regexp.MustCompile(`(?m)^  (npf|EPT_VIOLATION)\s+\d+`).MatchString(stderr) {
 			t.Errorf("boot %d: the tracepoint table lacks the port and nested-paging exits:\n%s", boot, tailStr(stderr, 3000))
 		}
-		t.Logf("boot %d: %d exits seen by the tracepoint, %d reached kvmlab", boot, seen, user)
+		// The check itself: every exit that reached kvmlab was paired
+		// with its VM exit, and every derived reason agreed.
+		c := checkRe.FindStringSubmatch(stderr)
+		if c == nil {
+			t.Fatalf("boot %d: no hardware layer check line:\n%s", boot, tailStr(stderr, 4000))
+		}
+		agree, _ := strconv.Atoi(c[1])
+		total, _ := strconv.Atoi(c[2])
+		disagree, _ := strconv.Atoi(c[4])
+		unchecked, _ := strconv.Atoi(c[5])
+		// The check's own section: from its heading to its verdict.
+		table := stderr[:strings.Index(stderr, c[0])+len(c[0])]
+		table = table[max(strings.LastIndex(table, "=== The hardware layer checked"), 0):]
+		if disagree != 0 || unchecked != 0 || agree != total {
+			t.Errorf("boot %d: hardware layer check: %d of %d agree, %d disagree, %d not checked:\n%s", boot, agree, total, disagree, unchecked, table)
+		}
+		if total != user || total < 100 {
+			t.Errorf("boot %d: the check covered %d exits; kvmlab handled %d (want all of them, and at least 100)", boot, total, user)
+		}
+		io := "(?:" + hwRow(emulatedCPU(), "io") + ")"
+		if want := io + ` \*\s+` + io; !regexp.MustCompile(`(?m)^  KVM_EXIT_IO\s+` + want + `\s+\d+  agree$`).MatchString(table) {
+			t.Errorf("boot %d: no agreeing port-exit row matching %q:\n%s", boot, want, table)
+		}
+		// The pairing holds: kvm_exit's guest RIP is the instruction
+		// kvmlab's exit stopped at, or the one just before (KVM has
+		// already stepped over an IN or OUT).
+		if r := regexp.MustCompile(`for (\d+) of (\d+)\n`).FindStringSubmatch(table); r == nil || r[1] != r[2] || r[2] != c[2] {
+			t.Errorf("boot %d: the guest RIPs do not all agree:\n%s", boot, table)
+		}
+		if boot == 2 && !regexp.MustCompile(`(?m)^  KVM_EXIT_MMIO\s+.*\s\d+  agree`).MatchString(table) {
+			t.Errorf("boot %d: with virtio-rng, no MMIO exit was checked:\n%s", boot, table)
+		}
+		// Nothing was lost on the way: the tracepoint saw as many exits
+		// as KVM's own counter (KVM_GET_STATS_FD) counted over the run.
+		all := regexp.MustCompile(`kvmlab: (\d+) exits in all`).FindStringSubmatch(stderr)
+		if all == nil || all[1] != m[1] {
+			t.Errorf("boot %d: the tracepoint saw %d exits, KVM's statistics say %v", boot, seen, all)
+		}
+		t.Logf("boot %d: %d exits seen by the tracepoint, %v counted by KVM, %d reached kvmlab; %s\n%s", boot, seen, all, user, c[0], table)
 	}
 }
 

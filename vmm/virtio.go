@@ -80,6 +80,7 @@ func (m *Machine) addVirtio() (err error) {
 			return fmt.Errorf("%w: --disk %s: %w", ErrConfig, d.Path, err)
 		}
 		devs = append(devs, made{b, b.Close})
+		m.diskSizes = append(m.diskSizes, int64(b.Capacity()*blk.SectorSize))
 	}
 	for _, n := range m.cfg.Nets {
 		tap, err := virtionet.OpenTAP(n.TAP)

@@ -58,6 +58,21 @@ int main(int argc, char **argv)
 	int vm = ioctl(kvm, KVM_CREATE_VM, 0);
 	if (vm < 0)
 		die("KVM_CREATE_VM");
+	/*
+	 * kvmlab's Intel-only set-up, at its addresses (vmm/x86/layout.go):
+	 * VT-x's real-mode TSS and identity-mapped page table, which KVM uses
+	 * while the guest runs without paging on a VT-x without unrestricted
+	 * guest; the identity map must come before the vCPU. AMD ignores
+	 * both. Without them the floor would be a different VM on such an
+	 * Intel host. No test runs this on VT-x: `kvmlab bench --emulated-host
+	 * --emulated-cpu intel` does (BENCHMARKS.md, 2026-12-04);
+	 * TestExitFloorVTxSetUp checks the addresses against kvmlab's.
+	 */
+	uint64_t idmap = 0xfeffc000;
+	if (ioctl(vm, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		die("KVM_SET_IDENTITY_MAP_ADDR");
+	if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfeffd000UL) < 0)
+		die("KVM_SET_TSS_ADDR");
 	if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0)
 		die("KVM_CREATE_IRQCHIP");
 	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -59,7 +60,9 @@ virtio-net-pci).
 Without a usable /dev/kvm it runs inside
 the emulated host (QEMU TCG with nested SVM), carrying QEMU, its firmware
 and gokvm in. gokvm is built from the Go module proxy at the version
-the bench names (needs go).
+the bench names (needs go). --emulated-host --emulated-cpu intel runs it
+in the emulated Intel host instead (Bochs interpreting VT-x, kvm_intel
+inside): its times are an interpreter's, so compare its ratios only.
 
 Flags:
 `
@@ -70,6 +73,7 @@ type benchArgs struct {
 	c              bench.Config
 	vmms, mem      string
 	emulated, here bool
+	emulatedCPU    string // amd or intel: the emulated host's CPU, as kvmlab run's
 	goFloorN       uint
 	goFloorVariant string
 }
@@ -99,6 +103,7 @@ func addBenchFlags(fs *flag.FlagSet, a *benchArgs) {
 	fs.BoolVar(&f.JSON, "json", false, "print the figures as JSON instead of a table")
 	fs.BoolVar(&f.Smaps, "smaps", false, "after each boot, list the VMM's resident mappings at the console-end marker (where its memory goes)")
 	fs.BoolVar(&a.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
+	fs.StringVar(&a.emulatedCPU, "emulated-cpu", "amd", "with --emulated-host: the emulated host's CPU: amd (QEMU, AMD SVM) or intel (Bochs, Intel VT-x: an interpreter, one CPU, 2 GiB; needs bochs, isolinux, xorriso)")
 	fs.BoolVar(&a.here, "here", false, "with --vmms none: run the exit loop on this machine's /dev/kvm even when it cannot boot Linux (kvm_pvm runs the loop's few instructions natively, with no emulator in between)")
 }
 
@@ -167,6 +172,9 @@ func cmdBench(args []string) error {
 		return usagef("bench: --mem %q: give 64M to 3G (one RAM region below the PCI hole, for every VMM)", a.mem)
 	}
 	f.Mem, f.MemMiB = a.mem, int(mem>>20)
+	if f.Emulator, err = checkBenchEmulator(&a); err != nil {
+		return err
+	}
 	if f.VMMs, err = bench.SelectPeers(a.vmms, f.IO); err != nil {
 		return benchError(err)
 	}
@@ -201,12 +209,37 @@ func cmdBench(args []string) error {
 	if !a.emulated {
 		fmt.Fprintf(os.Stderr, "kvmlab bench: %s: running inside the emulated host (QEMU TCG, nested SVM)\n", why)
 	}
+	if f.Emulator == emuhost.BochsVMX {
+		if err := emuhost.CheckBochs(context.Background()); err != nil {
+			return usagef("bench: --emulated-cpu intel: %v", err)
+		}
+	}
 	spec, cleanup, err := bench.EmulatedSpec(f, emuhost.KVMLabFiles(f.Kvmlab, f.Kernel, f.Initrd))
 	defer cleanup()
 	if err != nil {
 		return benchError(err)
 	}
 	return runEmulatedSpec(spec)
+}
+
+// checkBenchEmulator reads --emulated-cpu as kvmlab run does (emulated.go):
+// amd or intel, intel only with --emulated-host (or in the inner run the
+// outer one started), and a guest that fits the Intel host's 2 GiB.
+func checkBenchEmulator(a *benchArgs) (emuhost.Emulator, error) {
+	emu, err := emuhost.EmulatorFor(a.emulatedCPU)
+	if err != nil {
+		return "", usagef("bench: --emulated-cpu %s: use amd (QEMU, AMD SVM) or intel (Bochs, Intel VT-x)", a.emulatedCPU)
+	}
+	if emu != emuhost.BochsVMX || a.c.InEmulatedHost {
+		return emu, nil
+	}
+	if !a.emulated {
+		return "", usagef("bench: --emulated-cpu %s chooses the emulated host's CPU: add --emulated-host", a.emulatedCPU)
+	}
+	if maxMiB := emuhostIntelMemMB - 512; a.c.MemMiB > maxMiB {
+		return "", usagef("bench: --mem %s: the emulated Intel host has %d MiB: give the guest %dM or less", a.mem, emuhostIntelMemMB, maxMiB)
+	}
+	return emu, nil
 }
 
 // benchHere runs the bench on this machine's /dev/kvm and prints its report.

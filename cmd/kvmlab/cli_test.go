@@ -56,7 +56,7 @@ func buildCLI(t *testing.T, dir string) (bin, head string) {
 }
 
 // subcommands are the commands with flags of their own.
-var subcommands = []string{"run", "step", "stat", "check", "container", "bench", "compare", "help", "version", "completion"}
+var subcommands = []string{"run", "step", "stat", "check", "container", "bench", "compare", "control", "help", "version", "completion"}
 
 // internalFlags must parse but never be shown.
 var internalFlags = []string{"any-kvm", "in-emulated-host", "exitfloor", "go-floor", "go-floor-variant"}
@@ -288,7 +288,7 @@ func TestCLI(t *testing.T) {
 			want []string
 		}{
 			{"kvmlab", append(slices.Clone(subcommands), "--help", "--version")},
-			{"kvmlab co*", []string{"container", "compare", "completion"}},
+			{"kvmlab co*", []string{"container", "compare", "control", "completion"}},
 			{"kvmlab run --ker*", []string{"--kernel"}},
 			{"kvmlab run --any*", nil},
 			{"kvmlab bench --i*", []string{"--initrd", "--io", "--io-mib", "--io-ops"}}, // not --in-emulated-host

@@ -34,7 +34,11 @@ func confine(f *runFlags, status io.Writer, cooked *unix.Termios, fd int) error 
 			return fmt.Errorf("seccomp: opening what the confined VMM reads: %w", err)
 		}
 	}
-	if err := seccomp.Install(seccomp.VMM(), seccomp.Options{Terminal: cooked, TerminalFD: fd}); err != nil {
+	filter := seccomp.VMM()
+	if f.controlLn != nil { // --control: serve the socket, remove it at the end
+		filter.Rules = append(filter.Rules, seccomp.ControlSocketRules(f.controlLn.DirFD())...)
+	}
+	if err := seccomp.Install(filter, seccomp.Options{Terminal: cooked, TerminalFD: fd}); err != nil {
 		return usagef("%v: run with --seccomp=false to go on without the filter", err)
 	}
 	return nil

@@ -64,6 +64,7 @@ func commandTable() []command {
 		{"container", "[flags] -- CMD", "run CMD in a container with the guest's userland, on this kernel", cmdContainer, nil},
 		{"bench", "[flags]", "boot the same guest under kvmlab, QEMU (q35, microvm) and gokvm; compare", cmdBench, nil},
 		{"compare", "[flags]", "the same userland as a VM and as a container, measured side by side", cmdCompare, nil},
+		{"control", "PATH COMMAND", "pause, resume, snapshot, stats or quit the kvmlab run --control PATH", cmdControl, nil},
 		{"help", "COMMAND", "show a command's flags", cmdHelp, nil},
 		{"version", "", "print kvmlab's version, VCS revision and Go version", cmdVersion, nil},
 		{"completion", "bash|zsh", "print a shell completion script: source <(kvmlab completion bash)", cmdCompletion, []string{"bash", "zsh"}},

@@ -13,15 +13,18 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"kvmlab/guestmem"
+	"kvmlab/internal/cli"
 	"kvmlab/internal/footprint"
 	"kvmlab/internal/userfile"
 	"kvmlab/vmm"
 	"kvmlab/vmm/boot"
+	"kvmlab/vmm/control"
 	"kvmlab/vmm/inspect"
 	"kvmlab/vmm/kvm"
 )
@@ -49,6 +52,12 @@ type runFlags struct {
 	seccomp                    bool
 
 	resolvedKernel, resolvedInitrd string // after defaults, set by loadConfig
+
+	control   string            // --control PATH (run only)
+	controlLn *control.Listener // its socket, listening before the machine is built (cmdRun)
+
+	restore string          // --restore FILE (run only)
+	snap    *snapshotSource // its file, checked (restore.go)
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -61,7 +70,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.emulated, "emulated-host", false, "boot inside an emulated host (QEMU TCG with nested KVM) for machines without /dev/kvm; needs qemu-system-x86 and the kvmlab source tree")
 	fs.StringVar(&f.emulatedCPU, "emulated-cpu", "amd", "with --emulated-host: the emulated host's CPU: amd (QEMU, AMD SVM) or intel (Bochs, Intel VT-x: slower, one CPU, 2 GiB; needs bochs, isolinux, xorriso)")
 	fs.BoolVar(&f.stats, "stats", false, "when the guest stops, print VM exit statistics (by KVM reason, hardware reason, vCPU and device, with handling times; and KVM's in-kernel exit counters) and memory use, on stderr")
-	fs.BoolVar(&f.tracepoints, "kvm-exit-tracepoint", false, "with --stats: also count every VM exit by hardware reason from the kernel's kvm:kvm_exit tracepoint (root and tracefs needed; experimental: it has locked up the QEMU-emulated test host)")
+	fs.BoolVar(&f.tracepoints, "kvm-exit-tracepoint", false, "with --stats: also count every VM exit by hardware reason from the kernel's kvm:kvm_exit tracepoint, and check the hardware reason kvmlab derives for each exit against it (root and tracefs needed; experimental: it has locked up the QEMU-emulated test host)")
 	fs.StringVar(&f.traceFile, "trace", "", "write every VM exit that reaches kvmlab to this file (see --trace-format)")
 	fs.Var(&f.disks, "disk", "virtio-blk disk on a raw image: PATH or PATH,ro (read-only); repeat for more disks (/dev/vda, /dev/vdb, ...)")
 	fs.Var(&f.nets, "net", "virtio-net interface on an existing host TAP: tap=NAME[,mac=52:54:00:12:34:56]; repeatable (create the TAP first: ip tuntap add NAME mode tap)")
@@ -213,16 +222,29 @@ func cmdRun(args []string) error {
 	fset := flag.NewFlagSet("run", flag.ContinueOnError)
 	var f runFlags
 	f.register(fset)
+	fset.StringVar(&f.control, "control", "", "listen on a Unix socket at this path (mode 0600, removed on exit) for 'kvmlab control PATH pause|resume|snapshot FILE|stats|quit'")
+	fset.StringVar(&f.restore, "restore", "", "restore the machine saved in this snapshot file (written by 'kvmlab control SOCKET snapshot FILE') and let it continue where it stopped, instead of booting a kernel")
 	setUsage(fset, "Usage: kvmlab run [flags]\n\nBoot a Linux guest with its serial console on this terminal. Ctrl-A x quits.\nThe guest's poweroff or reboot ends kvmlab with status 0.\n\nFlags:\n")
 	if help, err := parseFlags(fset, args, false); help || err != nil {
 		return err
 	}
-	cfg, err := f.loadConfig()
-	if err != nil {
+	vmm.Version = cli.Version("kvmlab")
+	var cfg vmm.Config
+	var err error
+	if f.restore != "" {
+		if f.snap, err = openSnapshot(fset, f.restore); err != nil {
+			return err
+		}
+		defer f.snap.file.Close()
+		cfg = f.snap.cfg
+	} else if cfg, err = f.loadConfig(); err != nil {
 		return err
 	}
 	if f.emulated && f.traceFile != "" {
 		return usagef("--trace with --emulated-host: the trace would stay inside the emulated host; use --stats there, or trace on a host with /dev/kvm")
+	}
+	if f.control != "" && (f.emulated || f.emulatedCPU != "amd") {
+		return usagef("--control with --emulated-host: the socket would be inside the emulated host; run kvmlab there with --control")
 	}
 	if f.emulated || f.emulatedCPU != "amd" { // runEmulated refuses --emulated-cpu without --emulated-host
 		return runEmulated(&f, f.resolvedKernel, f.resolvedInitrd, cfg.MemBytes)
@@ -239,6 +261,17 @@ func cmdRun(args []string) error {
 	}
 	if err := checkKVM(cfg, &f); err != nil {
 		return err
+	}
+	if f.control != "" {
+		// Listening before anything is built or written: a path in use
+		// refuses the run at once, and the socket exists before the
+		// seccomp filter, which allows no socket(2) or bind(2).
+		ln, err := control.Listen(f.control)
+		if err != nil {
+			return usagef("--control %s: %v", f.control, err)
+		}
+		f.controlLn = ln
+		defer ln.Close() // removes the socket, however the run ends
 	}
 	obs, err := setupObservation(&cfg, f.traceFile, f.traceFormat, f.stats, f.tracepoints)
 	if err != nil {
@@ -317,16 +350,34 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 	go func() {
 		if s, ok := <-sigs; ok {
 			restore()
+			if f.controlLn != nil {
+				_ = f.controlLn.Close() // os.Exit skips the deferred removal
+			}
 			fmt.Fprintf(os.Stderr, "\r\nkvmlab: %v: stopping\r\n", s)
 			os.Exit(128 + int(s.(syscall.Signal)))
 		}
 	}()
 
-	m, err := vmm.New(cfg)
+	var m *vmm.Machine
+	var err error
+	if f.snap != nil {
+		m, err = vmm.Restore(cfg, f.snap.snap)
+		if err != nil {
+			err = restoreError(f.restore, err)
+		}
+		_ = f.snap.file.Close() // RAM is loaded: the file is not needed again
+		if err == nil {
+			rt := m.Restored()
+			fmt.Fprintf(status, "kvmlab: restored %s: machine built in %v, %.1f MiB of RAM checked and mapped from the file in %v, state set in %v\r\n", f.restore,
+				rt.Build.Round(time.Millisecond), float64(rt.RAMBytes)/(1<<20), rt.RAM.Round(time.Millisecond), rt.State.Round(time.Millisecond))
+		}
+	} else if m, err = vmm.New(cfg); err != nil {
+		err = kvmError(err)
+	}
 	if err != nil {
 		restore()
 		obs.Abort() // the old trace file stays as it was
-		return kvmError(err)
+		return err
 	}
 	defer m.Close()
 	// The kernel and initrd now live in guest RAM; the copies read from
@@ -359,6 +410,9 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 			_, _ = io.WriteString(snapOut, formatSnapshot(m.Snapshot(), sym))
 		}
 	}()
+	// The control socket (--control): served from here until the
+	// machine stops, and closed before m.Close (deferred after it).
+	defer startControl(f.controlLn, m)()
 	obs.Start(m)
 	if err := confine(f, status, cooked, int(os.Stdin.Fd())); err != nil {
 		restore()

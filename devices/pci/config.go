@@ -501,28 +501,32 @@ func (c *ConfigSpace) RegisterName(off, n int) string {
 	bars := c.bars
 	caps := append([]capability(nil), c.caps...)
 	c.mu.Unlock()
-	return registerName(off, n, func(o int) string {
-		if o >= RegBAR0 && o < RegCardbusCIS {
-			i := (o - RegBAR0) / 4
-			if bars[i].high {
-				return fmt.Sprintf("BAR%d: high dword of 64-bit BAR%d", i, i-1)
+	return registerName(off, n, func(o int) string { return fieldName(&bars, caps, o) })
+}
+
+// fieldName names the register byte o belongs to, given the function's
+// BARs and capabilities.
+func fieldName(bars *[6]bar, caps []capability, o int) string {
+	if o >= RegBAR0 && o < RegCardbusCIS {
+		i := (o - RegBAR0) / 4
+		if bars[i].high {
+			return fmt.Sprintf("BAR%d: high dword of 64-bit BAR%d", i, i-1)
+		}
+		return fmt.Sprintf("BAR%d", i)
+	}
+	if o < HeaderSize {
+		return headerField(o)
+	}
+	for _, cp := range caps {
+		if o >= cp.off && o < cp.off+cp.len {
+			name := capNames[cp.id]
+			if name == "" {
+				name = fmt.Sprintf("ID %#02x", cp.id)
 			}
-			return fmt.Sprintf("BAR%d", i)
+			return fmt.Sprintf("%s capability at %#02x +%#x", name, cp.off, o-cp.off)
 		}
-		if o < HeaderSize {
-			return headerField(o)
-		}
-		for _, cp := range caps {
-			if o >= cp.off && o < cp.off+cp.len {
-				name := capNames[cp.id]
-				if name == "" {
-					name = fmt.Sprintf("ID %#02x", cp.id)
-				}
-				return fmt.Sprintf("%s capability at %#02x +%#x", name, cp.off, o-cp.off)
-			}
-		}
-		return "device-specific"
-	})
+	}
+	return "device-specific"
 }
 
 // registerName joins the distinct names field gives the bytes of an access,

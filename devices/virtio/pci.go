@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -134,6 +135,17 @@ type PCI struct {
 	isr          atomic.Uint32
 	failed       atomic.Bool
 
+	// Quiescing (snapshot.go). qmu guards the three fields; qcond is
+	// signalled when busy drops to zero, paused is cleared or closed is
+	// set.
+	qmu    sync.Mutex
+	qcond  *sync.Cond
+	paused bool // Quiesce: workers take no new notification
+	busy   int  // workers between taking a notification and Notify's return
+	// pausedIO: Quiesce finished, the device's own goroutines included.
+	pausedIO bool
+	closed   bool // Close: workers waiting in a pause return
+
 	// Counters.
 	exitNotifies atomic.Uint64 // doorbells that reached user space
 	notifies     atomic.Uint64 // all notifications seen by the workers
@@ -166,6 +178,7 @@ func NewPCI(dev Device, opts PCIOptions) (*PCI, error) {
 	sizes := dev.QueueSizes()
 	t := &PCI{ConfigSpace: cs, dev: dev, name: "virtio-" + dev.Type().String(), opts: opts,
 		vectors: make([]atomic.Uint32, len(sizes))}
+	t.qcond = sync.NewCond(&t.qmu)
 	for _, s := range sizes {
 		t.queues = append(t.queues, NewQueue(s))
 	}
@@ -231,26 +244,73 @@ func (t *PCI) Close() {
 	t.setDoorbellsLocked(0)
 	t.mu.Unlock()
 	t.dev.Reset()
+	t.qmu.Lock()
+	t.closed = true
+	t.qcond.Broadcast()
+	t.qmu.Unlock()
 	for _, f := range t.kicks {
 		_ = f.Close()
 	}
 }
 
 // worker turns signals on queue q's eventfd into Device.Notify calls.
+//
+// While the transport is quiesced (snapshot.go) the worker reads nothing:
+// kicks pile up in the eventfd's counter. A worker that was already
+// blocked in Read when Quiesce began and then gets a kick writes it back
+// into the eventfd and waits, so the kick is neither served during the
+// pause nor lost.
 func (t *PCI) worker(q int, f *os.File) {
+	// A fault reading guest RAM becomes a panic notify can recover (see
+	// there) rather than a crash of the whole VMM.
+	debug.SetPanicOnFault(true)
 	var b [8]byte
 	for {
+		if !t.waitUnpaused() {
+			return // closed
+		}
 		if _, err := f.Read(b[:]); err != nil {
 			return // closed
 		}
+		t.qmu.Lock()
+		if t.closed {
+			t.qmu.Unlock()
+			return
+		}
+		if t.paused {
+			t.qmu.Unlock()
+			t.kick(q) // keep it counted for Unquiesce
+			continue
+		}
+		t.busy++
+		t.qmu.Unlock()
+
 		t.notifies.Add(1)
 		t.mu.Lock()
 		ok := t.active && !t.failed.Load()
 		t.mu.Unlock()
 		if ok {
-			t.dev.Notify(q)
+			t.notify(q)
 		}
+
+		t.qmu.Lock()
+		t.busy--
+		if t.busy == 0 {
+			t.qcond.Broadcast()
+		}
+		t.qmu.Unlock()
 	}
+}
+
+// waitUnpaused blocks while the transport is quiesced and reports false
+// once it is closed.
+func (t *PCI) waitUnpaused() bool {
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	for t.paused && !t.closed {
+		t.qcond.Wait()
+	}
+	return !t.closed
 }
 
 // kick signals queue q's eventfd, as KVM does for an ioeventfd. It writes
@@ -555,6 +615,25 @@ func (t *PCI) send(v uint16, what string) {
 // fail is Env.Fail: the driver broke the protocol. The device stops and
 // the driver is told through DEVICE_NEEDS_RESET and a configuration change
 // interrupt (§2.1.2).
+// notify runs the device's handler for queue q on the worker's goroutine.
+// Guest RAM restored from a snapshot is mapped from the snapshot file
+// (guestmem's MapFile); if that file is truncated while the machine runs,
+// reading a page past its new end faults. The fault becomes a failure of
+// this device (NEEDS_RESET, and a line in the log), not a crash of the VMM.
+// Any other panic is a bug and goes on up.
+func (t *PCI) notify(q int) {
+	defer func() {
+		if r := recover(); r != nil {
+			if t.opts.Mem != nil && t.opts.Mem.IsRAMFault(r) {
+				t.fail(fmt.Errorf("guest RAM could not be read (%v): was the snapshot file it is mapped from truncated?", r))
+				return
+			}
+			panic(r)
+		}
+	}()
+	t.dev.Notify(q)
+}
+
 func (t *PCI) fail(err error) {
 	if t.failed.Swap(true) {
 		return

@@ -641,3 +641,48 @@ func (w *ChainWriter) Write(p []byte) (int, error) {
 func (w *ChainWriter) Written() uint32 {
 	return uint32(min(w.written, math.MaxUint32))
 }
+
+// DeviceIndices returns the device side's private ring positions, which
+// live only in the VMM and so must go into a snapshot (§2.7): the avail idx
+// up to which chains were popped (last_avail_idx), the used idx the device
+// last published, and the used idx of the previous NeedsInterrupt (the
+// "old" of vring_need_event, §2.7.7.2).
+func (q *Queue) DeviceIndices() (lastAvail, usedIdx, signalled uint16) {
+	return q.lastAvail, q.usedIdx, q.signalled
+}
+
+// SetDeviceIndices puts back what DeviceIndices returned, for a restore.
+// It checks nothing: the transport validates the values against guest
+// RAM before it calls it.
+func (q *Queue) SetDeviceIndices(lastAvail, usedIdx, signalled uint16) {
+	q.lastAvail, q.usedIdx, q.signalled = lastAvail, usedIdx, signalled
+}
+
+// CheckIndices checks restored device indices against the rings in guest
+// RAM (Validate must have passed): the used idx in RAM is the one the
+// device published, and the driver has not posted more than Size chains
+// past lastAvail. Errors wrap ErrNeedsReset.
+func (q *Queue) CheckIndices(mem *guestmem.Memory, lastAvail, usedIdx uint16) error {
+	ram, err := mem.LoadUint16(q.usedIdxAddr())
+	if err != nil {
+		return driverErr("reading used idx: %w", err)
+	}
+	if ram != usedIdx {
+		return driverErr("used idx in guest RAM is %d, the device's is %d", ram, usedIdx)
+	}
+	avail, err := mem.LoadUint16(q.availIdxAddr())
+	if err != nil {
+		return driverErr("reading avail idx: %w", err)
+	}
+	if pending := avail - lastAvail; pending > q.Size {
+		return driverErr("avail idx %d is %d entries past the device's %d, more than the queue size %d",
+			avail, pending, lastAvail, q.Size)
+	}
+	// The device never returns a chain it has not popped: used idx
+	// cannot be ahead of last_avail_idx (both count from 0 mod 2^16).
+	if inflight := lastAvail - usedIdx; inflight > q.Size {
+		return driverErr("used idx %d is not within the queue size %d behind last_avail_idx %d",
+			usedIdx, q.Size, lastAvail)
+	}
+	return nil
+}

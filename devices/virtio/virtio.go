@@ -37,6 +37,14 @@
 // The device sets DEVICE_NEEDS_RESET when the driver broke the rules (a
 // descriptor pointing outside RAM, a loop in a chain): the device stops
 // serving its queues, and the VMM logs why and carries on.
+//
+// # Snapshots
+//
+// snapshot.go saves what the transport holds outside guest RAM (the
+// registers the driver wrote, each queue's device-side indices, PCI
+// configuration space and MSI-X) after Quiesce has let every request in
+// flight finish, and restores it into a freshly built device so that the
+// driver carries on without noticing.
 package virtio
 
 import (

@@ -13,9 +13,11 @@ package hwexit
 //   - AMD64 APM Vol. 2, Appendix C "SVM Intercept Exit Codes", and §15.6
 //     "#VMEXIT";
 //
-// with the names Linux gives them (arch/x86/include/uapi/asm/vmx.h and
-// svm.h), so that what kvmlab prints matches `perf kvm stat` and the
-// kvm:kvm_exit tracepoint. The one-line meanings are ours.
+// with the names of Linux's constants (arch/x86/include/uapi/asm/vmx.h and
+// svm.h: EXIT_REASON_IO_INSTRUCTION, SVM_EXIT_IOIO). The kvm:kvm_exit
+// tracepoint and `perf kvm stat` print other spellings, short lower-case
+// words on SVM ("io", "npf"); tracename.go reads those back. The one-line
+// meanings are ours.
 //
 // KVM does not tell user space which hardware exit produced an ordinary
 // KVM_EXIT_IO or KVM_EXIT_MMIO, but for most KVM reasons only one hardware

@@ -66,7 +66,7 @@ func ParseCPUInfo(cpuinfo string) Backend {
 			seenFlags = true
 			for _, f := range strings.Fields(v) {
 				switch f {
-				case "vmx":
+				case "vmx": // TestCheck in the emulated Intel host checks this line
 					be.Extension = "VT-x (vmx)"
 				case "svm":
 					be.Extension = "AMD SVM (svm)"

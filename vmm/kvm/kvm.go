@@ -276,9 +276,11 @@ type MemoryRegion struct {
 // SetTSSAddr reserves three pages of guest-physical address space for the
 // task state segment Intel VT-x needs to emulate real mode on CPUs without
 // "unrestricted guest" (api.rst §4.48 KVM_SET_TSS_ADDR). AMD SVM runs real
-// mode natively and KVM accepts and ignores the call there, which is the only
-// case the emulated test host (QEMU TCG emulating SVM) can exercise; on Intel
-// the call is required before the first KVM_RUN.
+// mode natively and KVM accepts and ignores the call there; on Intel the call
+// is required before the first KVM_RUN. The emulated Intel host's groups with
+// kvm_intel.ept=0 and with kvm_intel.unrestricted_guest=0 (intelGroups in
+// tests/main_test.go) run real-mode code on this TSS: a second vCPU's start
+// in TestBootDefaultGuest/2cpu.
 func (v *VM) SetTSSAddr(addr uint64) error {
 	if _, err := ioctlInt(v.fd(), ioSetTSSAddr, uintptr(addr)); err != nil {
 		return fmt.Errorf("KVM_SET_TSS_ADDR %#x: %w", addr, err)
@@ -288,8 +290,11 @@ func (v *VM) SetTSSAddr(addr uint64) error {
 
 // SetIdentityMapAddr places the one page that VT-x uses for an identity page
 // table while the guest runs in real mode with EPT (api.rst §4.65
-// KVM_SET_IDENTITY_MAP_ADDR). As with SetTSSAddr, only Intel hosts use it;
-// the address must not overlap RAM or devices, so it sits just below the TSS.
+// KVM_SET_IDENTITY_MAP_ADDR). As with SetTSSAddr, only Intel hosts use it,
+// and only with EPT and without unrestricted guest: the emulated Intel host's
+// kvm_intel.unrestricted_guest=0 group (intelGroups in tests/main_test.go)
+// runs it, in TestBootDefaultGuest/2cpu. The address must not overlap RAM or
+// devices, so it sits just below the TSS.
 func (v *VM) SetIdentityMapAddr(addr uint64) error {
 	if err := ioctlPtrU64(v.fd(), ioSetIdentityMapAddr, addr); err != nil {
 		return fmt.Errorf("KVM_SET_IDENTITY_MAP_ADDR %#x: %w", addr, err)
@@ -360,7 +365,7 @@ func (v *VM) CreateVCPU(id int) (*VCPU, error) {
 		f.Close()
 		return nil, fmt.Errorf("mmap kvm_run of vCPU %d: %w", id, err)
 	}
-	return &VCPU{ID: id, f: f, Run: run}, nil
+	return &VCPU{ID: id, f: f, Run: run, vm: v}, nil
 }
 
 // VCPU is a virtual CPU file descriptor and its mapped kvm_run page.
@@ -368,6 +373,10 @@ type VCPU struct {
 	ID  int
 	f   *os.File
 	Run []byte // struct kvm_run, shared with the kernel; package exits reads and writes it
+	// vm is the VM the vCPU belongs to, for the capabilities only a VM fd
+	// answers (KVM_CAP_XSAVE2 sizes the vCPU's XSAVE buffer); nil in a
+	// VCPU a test built by hand.
+	vm *VM
 }
 
 func (c *VCPU) fd() uintptr { return c.f.Fd() }

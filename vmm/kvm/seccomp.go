@@ -28,6 +28,22 @@ func RunningIoctls() []Ioctl {
 		{"KVM_GET_SREGS", ioGetSregs},
 		{"KVM_TRANSLATE", ioTranslate},
 		{"KVM_SET_GUEST_DEBUG", ioSetGuestDebug},
+		// A snapshot reads the whole machine while it runs (state.go);
+		// every write of that state is a restore, before the filter.
+		{"KVM_GET_FPU", ioGetFPU},                     // x87/SSE where XSAVE is missing
+		{"KVM_GET_XSAVE", ioGetXSAVE},                 // x87/SSE/AVX state
+		{"KVM_GET_XSAVE2", ioGetXSAVE2},               // the same, when larger than 4 KiB
+		{"KVM_GET_XCRS", ioGetXCRs},                   // XCR0: which XSAVE features the guest enabled
+		{"KVM_GET_MSRS", ioGetMSRs},                   // the saveable MSRs (TSC, SYSCALL, PAT, kvm-clock...)
+		{"KVM_GET_LAPIC", ioGetLAPIC},                 // local APIC registers and pending vectors
+		{"KVM_GET_VCPU_EVENTS", ioGetVCPUEvents},      // the exception/interrupt/NMI in flight
+		{"KVM_GET_MP_STATE", ioGetMPState},            // runnable, halted or waiting for SIPI
+		{"KVM_GET_DEBUGREGS", ioGetDebugRegs},         // the guest's DR0-3, DR6, DR7
+		{"KVM_GET_TSC_KHZ", ioGetTSCKHz},              // the guest's TSC rate, to refuse a restore elsewhere
+		{"KVM_GET_IRQCHIP", ioGetIRQChip},             // the PICs and the I/O APIC
+		{"KVM_GET_PIT2", ioGetPIT2},                   // the 8254 timer
+		{"KVM_GET_CLOCK", ioGetClock},                 // kvm-clock
+		{"KVM_GET_MSR_INDEX_LIST", ioGetMSRIndexList}, // on /dev/kvm: reads a list, harmless
 		// On /dev/kvm: it only reads a number, and is harmless.
 		{"KVM_CHECK_EXTENSION", ioCheckExtension},
 	}
@@ -48,5 +64,18 @@ func SetupIoctls() []Ioctl {
 		{"KVM_SET_SREGS", ioSetSregs},
 		{"KVM_CREATE_IRQCHIP", ioCreateIRQChip},
 		{"KVM_SET_TSS_ADDR", ioSetTSSAddr},
+		// A restore writes the state a snapshot read, while the machine
+		// is built (state.go); a running VMM has no reason to.
+		{"KVM_SET_FPU", ioSetFPU},
+		{"KVM_SET_XSAVE", ioSetXSAVE},
+		{"KVM_SET_XCRS", ioSetXCRs},
+		{"KVM_SET_LAPIC", ioSetLAPIC},
+		{"KVM_SET_VCPU_EVENTS", ioSetVCPUEvents},
+		{"KVM_SET_MP_STATE", ioSetMPState},
+		{"KVM_SET_DEBUGREGS", ioSetDebugRegs},
+		{"KVM_SET_TSC_KHZ", ioSetTSCKHz},
+		{"KVM_SET_IRQCHIP", ioSetIRQChip},
+		{"KVM_SET_PIT2", ioSetPIT2},
+		{"KVM_SET_CLOCK", ioSetClock},
 	}
 }

@@ -14,7 +14,10 @@
 //     api.rst); the report shows their change over the run
 //     (kvm.WriteExitDeltas).
 //   - The kernel's kvm:kvm_exit tracepoint names the hardware reason of
-//     every exit (package tracepoint; root only).
+//     every exit (package tracepoint; root only). With it, each exit that
+//     reached kvmlab is paired with the VM exit that led to it, and the
+//     hardware reason kvmlab derived is checked against the one the
+//     hardware gave (hwcheck.go).
 //
 // The report then adds the errors the guest caused, as the report limiter
 // counted them (package reportlimit), and the memory the run used
@@ -54,6 +57,7 @@ type Observation struct {
 	stats  *trace.Stats
 	tp     *tracepoint.Collector
 	tpErr  error
+	hw     *hwRecorder // with Tracepoint: the exits, for the hardware-layer check
 	closer []func() error
 	before []map[string]uint64
 }
@@ -92,6 +96,12 @@ func Setup(cfg *vmm.Config, opt Options) (*Observation, error) {
 	if opt.Stats {
 		o.stats = trace.NewStats()
 		sinks = append(sinks, statsSink{o.stats})
+		if opt.Tracepoint {
+			// Each exit's derived hardware reason, for the check
+			// against the tracepoint (hwcheck.go).
+			o.hw = newHWRecorder()
+			sinks = append(sinks, o.hw)
+		}
 	}
 	switch len(sinks) {
 	case 0:
@@ -147,8 +157,10 @@ func (o *Observation) Finish(m *vmm.Machine, w io.Writer) error {
 		return first
 	}
 	var tpCounts map[string]uint64
+	var check *hwCheck
 	if o.tp != nil {
 		tpCounts = o.tp.Stop()
+		check = checkHardware(o.hw, o.tp.Check())
 	}
 	fmt.Fprintln(w, "\n=== VM exits that reached kvmlab (user space) ===")
 	o.stats.Write(w)
@@ -161,6 +173,9 @@ func (o *Observation) Finish(m *vmm.Machine, w io.Writer) error {
 	}
 	if o.opt.Tracepoint {
 		tracepoint.WriteCounts(w, tpCounts, o.tpErr)
+		if check != nil {
+			check.write(w)
+		}
 	}
 	totals, dropped := m.Reports()
 	reportlimit.WriteTotals(w, totals, dropped)

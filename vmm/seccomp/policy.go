@@ -110,3 +110,24 @@ func VMMRules() []Rule {
 		plain("epoll_ctl", unix.SYS_EPOLL_CTL),
 	}...)
 }
+
+// ControlSocketRules are the calls kvmlab run --control adds to VMM: the
+// control socket (package vmm/control) is created and listening before
+// the filter, so the running VMM only accepts clients (accept4, and
+// getsockname, which Go's net package calls on every accepted
+// connection), reads them with recvmsg and writes them (write, close and the poller's
+// epoll calls are in VMM already) and, when it stops, removes the socket
+// file: unlinkat on dirfd, the socket's directory opened beforehand,
+// and on no other directory. A compromised VMM could unlink other names
+// in that one directory, not anywhere else.
+func ControlSocketRules(dirfd int) []Rule {
+	return []Rule{
+		{Name: "accept4", Nr: unix.SYS_ACCEPT4},
+		{Name: "getsockname", Nr: unix.SYS_GETSOCKNAME},
+		// Requests are read with recvmsg: a snapshot request brings the
+		// descriptor of the file to write (SCM_RIGHTS), which the
+		// client created, since the VMM may open none.
+		{Name: "recvmsg", Nr: unix.SYS_RECVMSG},
+		{Name: "unlinkat", Nr: unix.SYS_UNLINKAT, Arg: 0, Values: []uint32{uint32(dirfd)}},
+	}
+}

@@ -15,7 +15,7 @@ const (
 	leafExtFeatures  = 0x8000_0001
 
 	ecxMonitor    = 1 << 3  // MONITOR/MWAIT: we don't emulate it; Linux would idle with MWAIT
-	ecxVMX        = 1 << 5  // no nested virtualisation inside kvmlab guests
+	ecxVMX        = 1 << 5  // no nested virtualisation inside kvmlab guests (Intel; every guest of the emulated Intel host's tests)
 	ecxHypervisor = 1 << 31 // "running under a hypervisor": tells Linux to look for the KVM leaves
 	ecxSVM        = 1 << 2  // leaf 0x80000001: AMD's nested virtualisation
 )

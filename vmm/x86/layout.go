@@ -12,7 +12,8 @@ const (
 	// 1-page identity map somewhere in guest-physical space that is
 	// neither RAM nor a device (KVM_SET_TSS_ADDR,
 	// KVM_SET_IDENTITY_MAP_ADDR); the top of the MMIO hole, below the
-	// BIOS ROM area QEMU uses, is the usual spot.
+	// BIOS ROM area QEMU uses, is the usual spot. Where they are used and
+	// which tests run them: see New in package vmm (machine.go).
 	IdentityMapAddr = 0xfeff_c000
 	TSSAddr         = 0xfeff_d000
 )

@@ -188,6 +188,14 @@ type Device struct {
 	txMu  sync.Mutex // serialises transmit batches; guards txBuf
 	txBuf []byte
 
+	// rxGate holds one token, taken by the receive goroutine while it
+	// pops, fills and returns a receive chain, and by PauseIO for the
+	// length of a snapshot (snapshot.go).
+	rxGate chan struct{}
+	// restoredRX is a frame from a snapshot that the next session
+	// delivers before reading the backend (RestoreDeviceState).
+	restoredRX []byte
+
 	rxPackets, rxBytes, rxDropped atomic.Uint64
 	rxErrors, rxStalls            atomic.Uint64
 	txPackets, txBytes, txDropped atomic.Uint64
@@ -202,6 +210,17 @@ type session struct {
 	quitOnce sync.Once
 	done     chan struct{} // closed when the receive goroutine stops touching guest memory
 	failed   atomic.Bool
+
+	pending []byte // a restored frame to deliver first; receive goroutine only
+
+	heldMu sync.Mutex
+	held   []byte // the frame the receive goroutine holds, waiting for a chain
+}
+
+func (s *session) setHeld(frame []byte) {
+	s.heldMu.Lock()
+	s.held = frame
+	s.heldMu.Unlock()
 }
 
 func (s *session) stop() { s.quitOnce.Do(func() { close(s.quit) }) }
@@ -254,7 +273,8 @@ func New(backend Backend, mac net.HardwareAddr) *Device {
 	if err := CheckMAC(mac); err != nil {
 		panic(err)
 	}
-	d := &Device{backend: backend, txBuf: make([]byte, HeaderSize+MaxFrame)}
+	d := &Device{backend: backend, txBuf: make([]byte, HeaderSize+MaxFrame), rxGate: make(chan struct{}, 1)}
+	d.rxGate <- struct{}{}
 	copy(d.config[0:6], mac)
 	binary.LittleEndian.PutUint16(d.config[6:], StatusLinkUp)
 	binary.LittleEndian.PutUint16(d.config[8:], 1)
@@ -371,11 +391,13 @@ func (d *Device) Activate(env *virtio.Env) error {
 		return fmt.Errorf("virtio-net: activate: backend: %w", err)
 	}
 	s := &session{
-		env:  env,
-		kick: make(chan struct{}, 1),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		env:     env,
+		kick:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		pending: d.restoredRX,
 	}
+	d.restoredRX = nil
 	d.cur.Store(s)
 	go d.receive(s)
 	return nil
@@ -388,6 +410,7 @@ func (d *Device) Activate(env *virtio.Env) error {
 func (d *Device) Reset() {
 	d.life.Lock()
 	defer d.life.Unlock()
+	d.restoredRX = nil // a restore that failed after RestoreDeviceState
 	s := d.cur.Swap(nil)
 	if s == nil {
 		return
@@ -575,64 +598,104 @@ func permanent(err error) bool {
 func (d *Device) receiveLoop(s *session) error {
 	buf := make([]byte, HeaderSize+MaxFrame)
 	for {
-		n, err := d.backend.Read(buf)
-		if s.stopped() {
-			if err == nil {
-				d.rxDropped.Add(1) // read just before Reset
-			}
-			return nil
-		}
-		if err != nil {
-			d.rxErrors.Add(1)
-			if permanent(err) {
+		var frame []byte
+		if s.pending != nil {
+			// A frame the device held when the snapshot was taken
+			// (checked by RestoreDeviceState).
+			frame, s.pending = s.pending, nil
+		} else {
+			n, err := d.backend.Read(buf)
+			if s.stopped() {
+				if err == nil {
+					d.rxDropped.Add(1) // read just before Reset
+				}
 				return nil
 			}
-			// A transient host error: do not spin on it.
-			select {
-			case <-s.quit:
-				return nil
-			case <-time.After(100 * time.Millisecond):
+			if err != nil {
+				d.rxErrors.Add(1)
+				if permanent(err) {
+					return nil
+				}
+				// A transient host error: do not spin on it.
+				select {
+				case <-s.quit:
+					return nil
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
 			}
-			continue
+			frame = buf[:n]
+			if !rxFrameOK(frame) {
+				d.rxDropped.Add(1)
+				continue
+			}
 		}
-		frame := buf[:n]
-		// The TAP has all offloads off, so it never sets NEEDS_CSUM or a
-		// GSO type; a backend that does sends something a driver without
-		// GUEST_CSUM / GUEST_TSO cannot take.
-		if n < HeaderSize+minFrame || frame[0]&hdrFlagNeedsCsum != 0 || frame[1] != hdrGSONone {
-			d.rxDropped.Add(1)
-			continue
-		}
+		s.setHeld(frame)
 		c, err := d.waitChain(s)
 		if err != nil || c == nil {
 			if c == nil && err == nil {
 				d.rxDropped.Add(1) // stopped while holding the frame
 			}
+			s.setHeld(nil)
 			return err
 		}
-		if err := d.deliver(s.env, c, frame); err != nil {
+		// waitChain returned holding rxGate.
+		err = d.deliver(s.env, c, frame)
+		if err == nil {
+			s.env.Interrupt(RXQueue)
+		}
+		s.setHeld(nil)
+		d.leaveRX()
+		if err != nil {
 			return err
 		}
-		s.env.Interrupt(RXQueue)
 	}
 }
 
+// rxFrameOK reports whether a backend frame (header included) can go to a
+// driver. The TAP has all offloads off, so it never sets NEEDS_CSUM or a
+// GSO type; a backend that does sends something a driver without
+// GUEST_CSUM / GUEST_TSO cannot take.
+func rxFrameOK(frame []byte) bool {
+	return len(frame) >= HeaderSize+minFrame && len(frame) <= HeaderSize+MaxFrame &&
+		frame[0]&hdrFlagNeedsCsum == 0 && frame[1] == hdrGSONone
+}
+
+// enterRX takes rxGate, or reports false when s stops first.
+func (d *Device) enterRX(s *session) bool {
+	select {
+	case <-d.rxGate:
+		return true
+	case <-s.quit:
+		return false
+	}
+}
+
+func (d *Device) leaveRX() { d.rxGate <- struct{}{} }
+
 // waitChain pops a receive chain, waiting for Notify(0) while the driver
-// has none posted. It returns nil, nil when s stops first.
+// has none posted. It returns nil, nil when s stops first. With a chain it
+// returns holding rxGate, so that a snapshot cannot see the chain popped
+// but not yet returned; the caller calls leaveRX.
 func (d *Device) waitChain(s *session) (*virtio.Chain, error) {
 	q := s.env.Queues[RXQueue]
 	for {
+		if !d.enterRX(s) {
+			return nil, nil
+		}
 		// Pop before waiting: buffers posted before the last wake-up was
 		// consumed are seen here, and the queue layer publishes
 		// avail_event / re-enables notifications when it finds the ring
 		// empty, so the driver's next post sends a notification.
 		c, err := q.Pop(s.env.Mem)
 		if err != nil {
+			d.leaveRX()
 			return nil, needsReset("pop receiveq1", err)
 		}
 		if c != nil {
 			return c, nil
 		}
+		d.leaveRX()
 		d.rxStalls.Add(1)
 		select {
 		case <-s.kick:

@@ -1,0 +1,250 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kvmlab/vmm/vmstate"
+)
+
+// Snapshots (issue 14): kvmlab run --control SOCK, kvmlab control SOCK
+// snapshot FILE, kvmlab run --restore FILE.
+
+// snapshotVia asks the kvmlab behind sock for a snapshot into file and
+// returns kvmlab control's output.
+func snapshotVia(t *testing.T, sock, file string, extra ...string) string {
+	t.Helper()
+	args := append([]string{"control", sock, "snapshot", file}, extra...)
+	out, err := exec.Command(kvmlabBin(t), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kvmlab %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// killGuest ends a kvmlab the hard way: what a snapshot must survive.
+func killGuest(t *testing.T, g *guestConsole) {
+	t.Helper()
+	if err := g.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-g.done
+}
+
+// TestSnapshotRestore: a guest at its shell, counting on its console, is
+// snapshotted, killed, and restored twice. Each clone's counter goes on
+// from where the snapshot caught it (not from 1), and each clone's shell
+// runs a new command.
+func TestSnapshotRestore(t *testing.T) {
+	dir := t.TempDir()
+	sock, snap := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "guest.snap")
+	g := bootToShell(t, "run", "--quiet", "--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
+		"--mem", "256M", "--append", quietCmdline, "--control", sock)
+	// A counter in the background, one line every 0.2 s.
+	g.send("i=0; while true; do i=$((i+1)); echo tick-$i-; sleep 0.2; done &\n")
+	tick := regexp.MustCompile(`tick-(\d+)-`)
+	g.expect(tick, cmdTimeout)
+	g.expect(tick, cmdTimeout)
+	// --paused: the guest stays stopped after the snapshot, so the last
+	// tick on the console is the last one the snapshot holds (give the
+	// console a moment to pass on what the guest wrote before it stopped).
+	out := snapshotVia(t, sock, snap, "--paused")
+	t.Logf("kvmlab control: %s", strings.TrimSpace(out))
+	time.Sleep(time.Second)
+	last := lastTick(g.output(), tick)
+	killGuest(t, g)
+	st, err := os.Stat(snap)
+	if err != nil {
+		t.Fatalf("no snapshot file: %v", err)
+	}
+	t.Logf("snapshot %d bytes, last tick before it %d", st.Size(), last)
+	describeSnapshot(t, snap)
+
+	for clone := 1; clone <= 2; clone++ {
+		c := startGuestCmd(t, bootTimeout, []string{kvmlabBin(t)}, "run", "--restore", snap)
+		m := c.expect(tick, cmdTimeout)
+		firstTick := time.Since(c.start)
+		n, _ := strconv.Atoi(m[1])
+		// The next tick, or the one after when the last was cut off
+		// on its way out; never a count from the start.
+		if n < last || n > last+3 {
+			t.Errorf("clone %d's first tick is %d, want the count to go on from %d", clone, n, last)
+		}
+		if v := c.value("ANSWER", "echo $((6*7))", cmdTimeout); v != "42" {
+			t.Errorf("clone %d: the shell answered %q, want 42", clone, v)
+		}
+		t.Logf("clone %d: first tick %d after %v, the shell answered after %v; %s", clone, n, firstTick.Round(time.Millisecond), time.Since(c.start).Round(time.Millisecond),
+			regexp.MustCompile(`kvmlab: restored [^\r\n]*`).FindString(c.stderr()))
+		c.send("poweroff\n")
+		if code := c.wait(cmdTimeout); code != 0 {
+			t.Errorf("clone %d: kvmlab exited %d after poweroff, want 0\n%s", clone, code, c.stderr())
+		}
+	}
+}
+
+// describeSnapshot checks that the file holds the layers docs/snapshot.md
+// lists, and logs the size of each (the figures in that document).
+func describeSnapshot(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sf, err := vmstate.OpenFile(f)
+	if err != nil {
+		t.Fatalf("the snapshot does not read back: %v", err)
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(sf.Description, &top); err != nil {
+		t.Fatalf("description: %v", err)
+	}
+	var devices, vcpus map[string]json.RawMessage
+	var cpuList []map[string]json.RawMessage
+	_ = json.Unmarshal(top["devices"], &devices)
+	_ = json.Unmarshal(top["vcpus"], &cpuList)
+	if len(cpuList) > 0 {
+		vcpus = cpuList[0]
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "file %d bytes: description %d bytes (JSON), RAM %d of %d bytes in %d runs\n", sf.FileBytes, sf.Info.Description, sf.SavedBytes, sf.RAMBytes, sf.Info.Runs)
+	for _, layer := range []struct {
+		name string
+		m    map[string]json.RawMessage
+	}{{"description", top}, {"vCPU 0", vcpus}, {"devices", devices}} {
+		keys := make([]string, 0, len(layer.m))
+		for k := range layer.m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Fprintf(&b, "  %s:", layer.name)
+		for _, k := range keys {
+			fmt.Fprintf(&b, " %s %d,", k, len(layer.m[k]))
+		}
+		b.WriteString("\n")
+	}
+	t.Logf("snapshot layers (JSON bytes):\n%s", b.String())
+	for _, k := range []string{"config", "vm", "vcpus", "devices", "vendor"} {
+		if _, ok := top[k]; !ok {
+			t.Errorf("the description has no %q", k)
+		}
+	}
+	for _, k := range []string{"Regs", "Sregs", "XSAVE", "LAPIC", "MSRs", "Events"} {
+		if _, ok := vcpus[k]; !ok {
+			t.Errorf("vCPU 0's state has no %q", k)
+		}
+	}
+	for _, k := range []string{"com1", "i8042", "cmos", "acpi_pm", "pci"} {
+		if _, ok := devices[k]; !ok {
+			t.Errorf("the devices have no %q", k)
+		}
+	}
+}
+
+// lastTick is the highest counter value in out.
+func lastTick(out string, re *regexp.Regexp) int {
+	last := 0
+	for _, m := range re.FindAllStringSubmatch(out, -1) {
+		if n, _ := strconv.Atoi(m[1]); n > last {
+			last = n
+		}
+	}
+	return last
+}
+
+// TestSnapshotDisk: a guest with a virtio disk mounted writes a file and
+// syncs; it is snapshotted mid-use, killed and restored; the restored guest
+// reads its file back, writes another, unmounts, and the host's e2fsck
+// finds the file system clean.
+func TestSnapshotDisk(t *testing.T) {
+	dir := t.TempDir()
+	sock, snap := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "disk.snap")
+	img := ext4Image(t, map[string]string{"hello.txt": "hello\n"})
+	g := bootToShell(t, "run", "--quiet", "--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
+		"--mem", "256M", "--append", quietCmdline, "--disk", img, "--control", sock)
+	g.send("mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && echo before-snapshot > /mnt/a.txt && sync && echo SYNC''ED\n")
+	g.expect(regexp.MustCompile(`SYNCED`), cmdTimeout)
+	snapshotVia(t, sock, snap)
+	killGuest(t, g)
+
+	c := startGuestCmd(t, bootTimeout, []string{kvmlabBin(t)}, "run", "--quiet", "--restore", snap)
+	if v := c.value("A", "cat /mnt/a.txt", cmdTimeout); v != "before-snapshot" {
+		t.Errorf("the restored guest read %q from /mnt/a.txt, want before-snapshot", v)
+	}
+	c.send("echo after-restore > /mnt/b.txt && sync && umount /mnt && echo UMOUNT''ED\n")
+	c.expect(regexp.MustCompile(`UMOUNTED`), cmdTimeout)
+	c.send("poweroff\n")
+	if code := c.wait(cmdTimeout); code != 0 {
+		t.Fatalf("kvmlab exited %d after poweroff, want 0\n%s", code, c.stderr())
+	}
+	if out, err := exec.Command(tool(t, "e2fsck"), "-fn", img).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn on the image after the restore: %v\n%s", err, out)
+	}
+	if got := debugfsCat(t, img, "/b.txt"); got != "after-restore\n" {
+		t.Errorf("the image's /b.txt holds %q, want after-restore", got)
+	}
+	// Without its disk image the snapshot is refused in one line.
+	if err := os.Rename(img, img+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runKvmlab(t, time.Minute, "run", "--restore", snap)
+	if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "its disk "+img) {
+		t.Errorf("restore without the disk image: exit %d, stderr %q: want exit 2 and one line naming the disk", code, stderr)
+	}
+}
+
+// TestSnapshotFileRefused: a truncated, damaged, wrong-version or foreign
+// file given to --restore gets one line and exit 2, before the guest runs.
+func TestSnapshotFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	sock, snap := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "good.snap")
+	g := bootToShell(t, "run", "--quiet", "--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
+		"--mem", "128M", "--append", quietCmdline, "--control", sock)
+	snapshotVia(t, sock, snap)
+	killGuest(t, g)
+	good, err := os.ReadFile(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	flip := func(off int) []byte {
+		b := append([]byte(nil), good...)
+		b[off] ^= 0x40
+		return b
+	}
+	version := append([]byte(nil), good...)
+	version[8] = 9
+	tests := []struct{ name, path, want string }{
+		{"truncated", write("trunc.snap", good[:len(good)/2]), "truncated"},
+		{"RAM damaged", write("ram.snap", flip(len(good)-4096)), "checksum"},
+		{"description damaged", write("desc.snap", flip(40)), "checksum"},
+		{"newer version", write("v9.snap", version), "version 9"},
+		{"not a snapshot", write("kernel.snap", []byte(strings.Repeat("MZ", 4096))), "does not start with"},
+		{"missing", filepath.Join(dir, "nope.snap"), "no such file"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := runKvmlab(t, time.Minute, "run", "--restore", tc.path)
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			if code != 2 || len(lines) != 1 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q (stdout %q): want exit 2 and one line containing %q", code, stderr, stdout, tc.want)
+			}
+		})
+	}
+}

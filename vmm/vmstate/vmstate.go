@@ -1,0 +1,466 @@
+// Package vmstate is the snapshot file: the whole state of a virtual machine
+// at one instant, written so that another kvmlab process can bring the
+// machine back and let it continue as if nothing had happened.
+//
+// What "the state of a machine" is splits into two very different parts,
+// and the file keeps them apart:
+//
+//   - The description: every vCPU's registers, the interrupt controllers,
+//     the timers, every device model's registers and queues, and the
+//     configuration the machine was built with. A few hundred KiB at most,
+//     written as one JSON document (package vmm decides its content;
+//     docs/snapshot.md lists it layer by layer), so that a learner can read
+//     it with jq.
+//   - Guest RAM: hundreds of MiB, most of which the guest never touched. A
+//     page the guest never touched is not backed by host memory
+//     (mincore(2) says so) and reads as zeros: it is left out, and so is a
+//     touched page that holds only zeros. What remains is written as runs
+//     of consecutive pages.
+//
+// # Layout (all integers little-endian)
+//
+//	offset  size  field
+//	0       8     magic "KVMLABSN"
+//	8       4     format version (Version)
+//	12      4     flags (0)
+//	16      8     description length D (at most MaxDescription)
+//	24      D     description (JSON)
+//	24+D    4     CRC-32C of bytes 0 .. 24+D
+//	        8     RAM size in bytes (the sum of the regions')
+//	        8     number of runs N (at most MaxRuns)
+//	        16*N  runs: guest-physical address, length in bytes (both
+//	              page-aligned, ascending, not overlapping, inside RAM)
+//	        ...   zeros up to the next multiple of 4096 in the file
+//	        ...   the runs' bytes, in order (so each run starts on a page)
+//	        4     CRC-32C of every byte from the RAM size on
+//	        8     end magic "KVMLABND"
+//
+// The checksums catch a truncated or damaged file, not a forged one: a
+// snapshot is as trusted as the file it is. Reading still treats every
+// field as hostile (lengths bounded by the file's size, runs checked against
+// RAM), because a damaged file must be refused in one line, never crash
+// kvmlab or write outside guest RAM. CRC-32C rather than a cryptographic
+// hash because the RAM part is large and the check runs on every restore:
+// Go computes CRC-32C with the CPU's CRC32 instruction, several GB/s.
+//
+// The runs start on page boundaries in the file so that a restore can map
+// them straight over guest RAM, copy-on-write (guestmem's MapFile), instead
+// of copying them: the guest then reads from the file only the pages it
+// touches after the restore.
+//
+// Firecracker splits the same two parts into two files (a "snapshot" of
+// state and a "memory file"); one file is simpler to hand around, and the
+// runs make it as small as the touched RAM.
+package vmstate
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"os"
+)
+
+// Version is the format this kvmlab writes and the only one it reads.
+const Version = 1
+
+const (
+	magic    = "KVMLABSN"
+	endMagic = "KVMLABND"
+	// MaxDescription bounds the JSON description: a machine with the
+	// most vCPUs KVM allows and every device is far below it.
+	MaxDescription = 64 << 20
+	// MaxRuns bounds the run table (16 bytes a run): one run per page of
+	// 64 GiB of RAM, alternating touched and untouched, is 8 Mi runs.
+	MaxRuns    = 8 << 20
+	headerSize = 24
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrFormat is wrapped by every refusal of a file that is not a valid
+// snapshot; the message says which part is wrong.
+var ErrFormat = errors.New("not a valid kvmlab snapshot")
+
+// Region is one range of guest RAM: its guest-physical base and its bytes
+// (in package vmm, guestmem's regions).
+type Region struct {
+	GPA  uint64
+	Data []byte
+	// Resident says which PageSize pages are backed by host memory (one
+	// entry per page, nil: all of them). Pages not resident are not
+	// written: they read as zeros.
+	Resident []bool
+}
+
+// Run is a range of guest RAM present in the file.
+type Run struct {
+	GPA, Len uint64
+}
+
+// Info is what a written or read file holds.
+type Info struct {
+	Version     uint32
+	Description int    // bytes of JSON
+	RAMBytes    uint64 // the machine's RAM
+	SavedBytes  uint64 // RAM bytes in the file
+	Runs        int
+	FileBytes   int64
+}
+
+// PageSize is the granularity of runs: x86's 4 KiB page.
+const PageSize = 4096
+
+// Write writes a snapshot of description and RAM to w.
+func Write(w io.Writer, description []byte, ram []Region) (Info, error) {
+	if len(description) > MaxDescription {
+		return Info{}, fmt.Errorf("snapshot: description of %d bytes is over %d", len(description), MaxDescription)
+	}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	cw := &countWriter{w: bw}
+	crc := crc32.New(castagnoli)
+	out := io.MultiWriter(cw, crc)
+	var hdr [headerSize]byte
+	copy(hdr[:8], magic)
+	binary.LittleEndian.PutUint32(hdr[8:], Version)
+	binary.LittleEndian.PutUint64(hdr[16:], uint64(len(description)))
+	_, _ = out.Write(hdr[:])
+	_, _ = out.Write(description)
+	if err := putUint32(cw, crc.Sum32()); err != nil {
+		return Info{}, err
+	}
+
+	runs, size := findRuns(ram)
+	if len(runs) > MaxRuns {
+		return Info{}, fmt.Errorf("snapshot: %d runs of RAM, over %d", len(runs), MaxRuns)
+	}
+	crc = crc32.New(castagnoli)
+	out = io.MultiWriter(cw, crc)
+	table := make([]byte, 16+16*len(runs))
+	binary.LittleEndian.PutUint64(table[0:], size)
+	binary.LittleEndian.PutUint64(table[8:], uint64(len(runs)))
+	for i, r := range runs {
+		binary.LittleEndian.PutUint64(table[16+16*i:], r.GPA)
+		binary.LittleEndian.PutUint64(table[24+16*i:], r.Len)
+	}
+	_, _ = out.Write(table)
+	_, _ = out.Write(make([]byte, padding(cw.n)))
+	var saved uint64
+	for _, r := range runs {
+		data := slice(ram, r)
+		if _, err := out.Write(data); err != nil {
+			return Info{}, fmt.Errorf("snapshot: write RAM: %w", err)
+		}
+		saved += r.Len
+	}
+	if err := putUint32(cw, crc.Sum32()); err != nil {
+		return Info{}, err
+	}
+	_, _ = cw.Write([]byte(endMagic))
+	if err := bw.Flush(); err != nil {
+		return Info{}, fmt.Errorf("snapshot: write: %w", err)
+	}
+	if cw.err != nil {
+		return Info{}, fmt.Errorf("snapshot: write: %w", cw.err)
+	}
+	return Info{Version: Version, Description: len(description), RAMBytes: size, SavedBytes: saved, Runs: len(runs), FileBytes: cw.n}, nil
+}
+
+// padding is how many zero bytes take offset off to the next page.
+func padding(off int64) int64 {
+	return (PageSize - off%PageSize) % PageSize
+}
+
+// findRuns lists the pages worth saving (resident and not all zeros) as
+// runs, and the total RAM size.
+func findRuns(ram []Region) ([]Run, uint64) {
+	var runs []Run
+	var size uint64
+	zero := make([]byte, PageSize)
+	for _, r := range ram {
+		size += uint64(len(r.Data))
+		for off := 0; off+PageSize <= len(r.Data); off += PageSize {
+			if p := off / PageSize; p < len(r.Resident) && !r.Resident[p] {
+				continue
+			}
+			if bytes.Equal(r.Data[off:off+PageSize], zero) {
+				continue
+			}
+			gpa := r.GPA + uint64(off)
+			if n := len(runs); n > 0 && runs[n-1].GPA+runs[n-1].Len == gpa {
+				runs[n-1].Len += PageSize
+				continue
+			}
+			runs = append(runs, Run{GPA: gpa, Len: PageSize})
+		}
+	}
+	return runs, size
+}
+
+// slice returns the bytes of run r, which findRuns or checkRuns placed
+// inside one region.
+func slice(ram []Region, r Run) []byte {
+	for _, reg := range ram {
+		if r.GPA >= reg.GPA && r.GPA+r.Len <= reg.GPA+uint64(len(reg.Data)) {
+			off := r.GPA - reg.GPA
+			return reg.Data[off : off+r.Len]
+		}
+	}
+	return nil
+}
+
+// File is a snapshot file whose description has been read and checked; its
+// RAM is read by LoadRAM.
+type File struct {
+	Info
+	Description []byte
+	Runs        []Run
+
+	f       io.ReaderAt
+	osf     *os.File // f, when opened by OpenFile (RAM can then be mapped)
+	ramOff  int64    // where the RAM part starts (the RAM size field)
+	dataOff int64    // where the runs' bytes start
+	size    int64
+}
+
+// Open reads and checks the header and the description of the snapshot in
+// f, of size bytes. Every refusal wraps ErrFormat and says what is wrong in
+// words a user can act on.
+func Open(f io.ReaderAt, size int64) (*File, error) {
+	if size < headerSize+4+16+4+8 {
+		return nil, fmt.Errorf("%w: %d bytes is too short for one (truncated?)", ErrFormat, size)
+	}
+	var hdr [headerSize]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		return nil, fmt.Errorf("%w: read header: %w", ErrFormat, err)
+	}
+	if string(hdr[:8]) != magic {
+		return nil, fmt.Errorf("%w: it does not start with %q", ErrFormat, magic)
+	}
+	if v := binary.LittleEndian.Uint32(hdr[8:]); v != Version {
+		return nil, fmt.Errorf("%w: format version %d, this kvmlab reads version %d only: use the kvmlab that wrote it", ErrFormat, v, Version)
+	}
+	if fl := binary.LittleEndian.Uint32(hdr[12:]); fl != 0 {
+		return nil, fmt.Errorf("%w: unknown flags %#x", ErrFormat, fl)
+	}
+	dlen := binary.LittleEndian.Uint64(hdr[16:])
+	if dlen > MaxDescription || int64(dlen) > size-headerSize-4 {
+		return nil, fmt.Errorf("%w: its description claims %d bytes, more than the file holds (truncated?)", ErrFormat, dlen)
+	}
+	desc := make([]byte, dlen)
+	if _, err := f.ReadAt(desc, headerSize); err != nil {
+		return nil, fmt.Errorf("%w: read description: %w", ErrFormat, err)
+	}
+	var sum [4]byte
+	if _, err := f.ReadAt(sum[:], headerSize+int64(dlen)); err != nil {
+		return nil, fmt.Errorf("%w: read description checksum: %w", ErrFormat, err)
+	}
+	crc := crc32.New(castagnoli)
+	crc.Write(hdr[:])
+	crc.Write(desc)
+	if got, want := crc.Sum32(), binary.LittleEndian.Uint32(sum[:]); got != want {
+		return nil, fmt.Errorf("%w: the description's checksum does not match (the file is damaged)", ErrFormat)
+	}
+	ramOff := headerSize + int64(dlen) + 4
+	var tbl [16]byte
+	if _, err := f.ReadAt(tbl[:], ramOff); err != nil {
+		return nil, fmt.Errorf("%w: read RAM table: %w (truncated?)", ErrFormat, err)
+	}
+	ramSize := binary.LittleEndian.Uint64(tbl[0:])
+	n := binary.LittleEndian.Uint64(tbl[8:])
+	if n > MaxRuns || int64(n) > (size-ramOff-16-12)/16 {
+		return nil, fmt.Errorf("%w: %d RAM runs claimed, more than the file holds (truncated?)", ErrFormat, n)
+	}
+	raw := make([]byte, 16*n)
+	if _, err := f.ReadAt(raw, ramOff+16); err != nil {
+		return nil, fmt.Errorf("%w: read RAM table: %w", ErrFormat, err)
+	}
+	runs := make([]Run, n)
+	var saved uint64
+	for i := range runs {
+		runs[i] = Run{GPA: binary.LittleEndian.Uint64(raw[16*i:]), Len: binary.LittleEndian.Uint64(raw[16*i+8:])}
+		r := runs[i]
+		if r.Len == 0 || r.GPA%PageSize != 0 || r.Len%PageSize != 0 || r.GPA+r.Len < r.GPA {
+			return nil, fmt.Errorf("%w: RAM run %d (%#x, %d bytes) is not whole pages", ErrFormat, i, r.GPA, r.Len)
+		}
+		if i > 0 && r.GPA < runs[i-1].GPA+runs[i-1].Len {
+			return nil, fmt.Errorf("%w: RAM run %d overlaps or precedes run %d", ErrFormat, i, i-1)
+		}
+		saved += r.Len
+		if saved > ramSize {
+			return nil, fmt.Errorf("%w: its RAM runs hold more than its %d bytes of RAM", ErrFormat, ramSize)
+		}
+	}
+	dataOff := ramOff + 16 + int64(16*n)
+	dataOff += padding(dataOff)
+	if want := dataOff + int64(saved) + 4 + 8; want != size {
+		return nil, fmt.Errorf("%w: its RAM runs need a file of %d bytes, it has %d (truncated or damaged)", ErrFormat, want, size)
+	}
+	var end [8]byte
+	if _, err := f.ReadAt(end[:], size-8); err != nil || string(end[:]) != endMagic {
+		return nil, fmt.Errorf("%w: it does not end with %q (truncated?)", ErrFormat, endMagic)
+	}
+	return &File{
+		Info:        Info{Version: Version, Description: len(desc), RAMBytes: ramSize, SavedBytes: saved, Runs: len(runs), FileBytes: size},
+		Description: desc, Runs: runs, f: f, ramOff: ramOff, dataOff: dataOff, size: size,
+	}, nil
+}
+
+// OpenFile is Open on a file already opened (and checked to be a regular
+// file: package userfile).
+func OpenFile(f *os.File) (*File, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	sf, err := Open(f, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	sf.osf = f
+	return sf, nil
+}
+
+// OSFile is the file OpenFile was given, nil for a File made by Open: the
+// RAM runs can be mapped from it (MapRAM).
+func (f *File) OSFile() *os.File { return f.osf }
+
+// CheckRAM says whether the file's RAM fits ram: the same total size, and
+// every run inside one region.
+func (f *File) CheckRAM(ram []Region) error {
+	var size uint64
+	for _, r := range ram {
+		size += uint64(len(r.Data))
+	}
+	if size != f.RAMBytes {
+		return fmt.Errorf("%w: it holds %d bytes of RAM, the machine has %d", ErrFormat, f.RAMBytes, size)
+	}
+	for i, r := range f.Runs {
+		if slice(ram, r) == nil {
+			return fmt.Errorf("%w: RAM run %d (%#x, %d bytes) is outside the machine's RAM", ErrFormat, i, r.GPA, r.Len)
+		}
+	}
+	return nil
+}
+
+// LoadRAM copies the file's runs into ram (which must be zero elsewhere: a
+// freshly mapped machine) and verifies the RAM checksum. On an error the
+// RAM holds garbage and the machine must not run.
+func (f *File) LoadRAM(ram []Region) error {
+	if err := f.CheckRAM(ram); err != nil {
+		return err
+	}
+	crc := crc32.New(castagnoli)
+	var tbl [16]byte
+	if _, err := f.f.ReadAt(tbl[:], f.ramOff); err != nil {
+		return fmt.Errorf("%w: read RAM table: %w", ErrFormat, err)
+	}
+	crc.Write(tbl[:])
+	raw := make([]byte, 16*len(f.Runs))
+	if _, err := f.f.ReadAt(raw, f.ramOff+16); err != nil {
+		return fmt.Errorf("%w: read RAM table: %w", ErrFormat, err)
+	}
+	crc.Write(raw)
+	crc.Write(make([]byte, padding(f.ramOff+16+int64(len(raw)))))
+	off := f.dataOff
+	for _, r := range f.Runs {
+		dst := slice(ram, r)
+		if err := readFull(f.f, dst, off, crc); err != nil {
+			return fmt.Errorf("%w: read RAM at %#x: %w", ErrFormat, r.GPA, err)
+		}
+		off += int64(r.Len)
+	}
+	var sum [4]byte
+	if _, err := f.f.ReadAt(sum[:], off); err != nil {
+		return fmt.Errorf("%w: read RAM checksum: %w", ErrFormat, err)
+	}
+	if crc.Sum32() != binary.LittleEndian.Uint32(sum[:]) {
+		return fmt.Errorf("%w: the RAM's checksum does not match (the file is damaged)", ErrFormat)
+	}
+	return nil
+}
+
+// MapRAM hands each run and the file offset of its bytes to mapFn, which
+// maps them over guest RAM (guestmem's MapFile: runs and offsets are
+// page-aligned). It checks the runs against ram first. Nothing is read: call
+// VerifyRAM to check the RAM's checksum.
+func (f *File) MapRAM(ram []Region, mapFn func(r Run, off int64) error) error {
+	if err := f.CheckRAM(ram); err != nil {
+		return err
+	}
+	off := f.dataOff
+	for _, r := range f.Runs {
+		if err := mapFn(r, off); err != nil {
+			return err
+		}
+		off += int64(r.Len)
+	}
+	return nil
+}
+
+// VerifyRAM reads the RAM part of the file and checks its CRC-32C, through
+// a small buffer: a read of the page cache, no copy into guest RAM.
+func (f *File) VerifyRAM() error {
+	crc := crc32.New(castagnoli)
+	buf := make([]byte, 1<<20)
+	end := f.size - 12 // the checksum and the end magic follow
+	for off := f.ramOff; off < end; {
+		n := int(min(int64(len(buf)), end-off))
+		if _, err := f.f.ReadAt(buf[:n], off); err != nil {
+			return fmt.Errorf("%w: read RAM at file offset %d: %w", ErrFormat, off, err)
+		}
+		crc.Write(buf[:n])
+		off += int64(n)
+	}
+	var sum [4]byte
+	if _, err := f.f.ReadAt(sum[:], end); err != nil {
+		return fmt.Errorf("%w: read RAM checksum: %w", ErrFormat, err)
+	}
+	if crc.Sum32() != binary.LittleEndian.Uint32(sum[:]) {
+		return fmt.Errorf("%w: the RAM's checksum does not match (the file is damaged)", ErrFormat)
+	}
+	return nil
+}
+
+// readFull reads len(dst) bytes at off in chunks, hashing them.
+func readFull(r io.ReaderAt, dst []byte, off int64, h hash.Hash32) error {
+	const chunk = 4 << 20
+	for len(dst) > 0 {
+		n := min(len(dst), chunk)
+		if _, err := r.ReadAt(dst[:n], off); err != nil {
+			return err
+		}
+		h.Write(dst[:n])
+		dst, off = dst[n:], off+int64(n)
+	}
+	return nil
+}
+
+func putUint32(w io.Writer, v uint32) error {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], v)
+	_, err := w.Write(b[:])
+	return err
+}
+
+// countWriter counts bytes and keeps the first error, so that Write can
+// check once at the end.
+type countWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.err = err
+	return n, err
+}

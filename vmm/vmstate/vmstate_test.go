@@ -1,0 +1,185 @@
+package vmstate
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// machineRAM is two regions like guestmem's (low RAM and RAM above the
+// MMIO hole) with a few pages written.
+func machineRAM() []Region {
+	low := make([]byte, 64*PageSize)
+	high := make([]byte, 16*PageSize)
+	copy(low[0:], "page zero")
+	copy(low[PageSize:], "page one") // a run of two pages with page zero
+	low[10*PageSize+PageSize-1] = 0xff
+	copy(high[3*PageSize:], "high")
+	return []Region{{GPA: 0, Data: low}, {GPA: 1 << 32, Data: high}}
+}
+
+func freshRAM() []Region {
+	return []Region{{GPA: 0, Data: make([]byte, 64*PageSize)}, {GPA: 1 << 32, Data: make([]byte, 16*PageSize)}}
+}
+
+func write(t *testing.T, desc []byte, ram []Region) ([]byte, Info) {
+	t.Helper()
+	var b bytes.Buffer
+	info, err := Write(&b, desc, ram)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.FileBytes != int64(b.Len()) {
+		t.Fatalf("Info.FileBytes = %d, wrote %d", info.FileBytes, b.Len())
+	}
+	return b.Bytes(), info
+}
+
+func TestRoundTrip(t *testing.T) {
+	desc := []byte(`{"vcpus":[{"rip":1048576}]}`)
+	file, info := write(t, desc, machineRAM())
+	// Three runs: pages 0-1, page 10, high page 3. Zero pages are not saved.
+	if info.Runs != 3 || info.SavedBytes != 4*PageSize || info.RAMBytes != 80*PageSize {
+		t.Fatalf("info = %+v, want 3 runs, 4 pages saved of 80", info)
+	}
+	f, err := Open(bytes.NewReader(file), int64(len(file)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(f.Description, desc) {
+		t.Errorf("description = %q", f.Description)
+	}
+	ram := freshRAM()
+	if err := f.LoadRAM(ram); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range machineRAM() {
+		if !bytes.Equal(ram[i].Data, want.Data) {
+			t.Errorf("region %d differs after the round trip", i)
+		}
+	}
+}
+
+func TestResidentPagesSkipped(t *testing.T) {
+	ram := machineRAM()
+	ram[0].Resident = make([]bool, 64)
+	ram[0].Resident[10] = true // pages 0 and 1 are "not resident": left out
+	_, info := write(t, nil, ram)
+	if info.Runs != 2 || info.SavedBytes != 2*PageSize {
+		t.Fatalf("info = %+v, want 2 runs of one page", info)
+	}
+}
+
+// TestRefused: every damaged file is refused with ErrFormat and a message
+// naming what is wrong, at Open or at LoadRAM, never with a panic.
+func TestRefused(t *testing.T) {
+	good, _ := write(t, []byte(`{}`), machineRAM())
+	descEnd := headerSize + 2
+	tests := []struct {
+		name string
+		edit func([]byte) []byte
+		want string
+	}{
+		{"empty", func([]byte) []byte { return nil }, "too short"},
+		{"not a snapshot", func(b []byte) []byte { return bytes.Repeat([]byte("x"), len(b)) }, "does not start with"},
+		{"newer version", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[8:], 2); return b }, "format version 2"},
+		{"flags", func(b []byte) []byte { b[12] = 1; return b }, "unknown flags"},
+		{"huge description", func(b []byte) []byte { binary.LittleEndian.PutUint64(b[16:], 1<<62); return b }, "more than the file holds"},
+		{"description damaged", func(b []byte) []byte { b[headerSize] ^= 1; return b }, "description's checksum"},
+		{"huge run count", func(b []byte) []byte { binary.LittleEndian.PutUint64(b[descEnd+4+8:], 1<<40); return b }, "RAM runs claimed"},
+		{"run not whole pages", func(b []byte) []byte { b[descEnd+4+16] |= 1; return b }, "not whole pages"},
+		{"truncated", func(b []byte) []byte { return b[:len(b)-100] }, "truncated"},
+		{"end magic", func(b []byte) []byte { b[len(b)-1] ^= 1; return b }, "does not end with"},
+		{"RAM damaged", func(b []byte) []byte { b[len(b)-20] ^= 1; return b }, "RAM's checksum"},
+		{"RAM size differs", func(b []byte) []byte { binary.LittleEndian.PutUint64(b[descEnd+4:], 81*PageSize); return b }, "the machine has"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := tc.edit(append([]byte(nil), good...))
+			err := load(b)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q, want ErrFormat and %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func load(b []byte) error {
+	f, err := Open(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return err
+	}
+	return f.LoadRAM(freshRAM())
+}
+
+// TestEveryTruncation: a file cut at any byte is refused.
+func TestEveryTruncation(t *testing.T) {
+	good, _ := write(t, []byte(`{"a":1}`), machineRAM())
+	for n := 0; n < len(good); n += 97 {
+		if load(good[:n]) == nil {
+			t.Fatalf("a file cut to %d of %d bytes was accepted", n, len(good))
+		}
+	}
+}
+
+// FuzzOpen: any bytes given as a snapshot are refused or loaded, never a
+// panic, never a write outside the regions (the fuzzer's RAM is fixed).
+func FuzzOpen(f *testing.F) {
+	var b bytes.Buffer
+	_, _ = Write(&b, []byte(`{"x":1}`), machineRAM())
+	f.Add(b.Bytes())
+	f.Add([]byte(magic))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_ = load(data)
+		if f, err := Open(bytes.NewReader(data), int64(len(data))); err == nil {
+			_ = f.VerifyRAM()
+			_ = f.MapRAM(freshRAM(), func(r Run, off int64) error {
+				if off < 0 || off+int64(r.Len) > int64(len(data)) {
+					t.Fatalf("run %+v maps file bytes %d.. outside the %d-byte file", r, off, len(data))
+				}
+				return nil
+			})
+		}
+	})
+}
+
+// TestMapAndVerify: every run's bytes start on a page of the file (so they
+// can be mapped over RAM), map to the right data, and VerifyRAM catches a
+// damaged byte that Open cannot see.
+func TestMapAndVerify(t *testing.T) {
+	file, _ := write(t, []byte(`{}`), machineRAM())
+	f, err := Open(bytes.NewReader(file), int64(len(file)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.VerifyRAM(); err != nil {
+		t.Fatalf("VerifyRAM on a good file: %v", err)
+	}
+	want := machineRAM()
+	err = f.MapRAM(freshRAM(), func(r Run, off int64) error {
+		if off%PageSize != 0 {
+			t.Errorf("run at %#x starts at file offset %d, not on a page", r.GPA, off)
+		}
+		if got := file[off : off+int64(r.Len)]; !bytes.Equal(got, slice(want, r)) {
+			t.Errorf("run at %#x: the file's bytes at %d are not the RAM's", r.GPA, off)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), file...)
+	bad[len(bad)-20] ^= 1
+	g, err := Open(bytes.NewReader(bad), int64(len(bad)))
+	if err != nil {
+		t.Fatalf("Open saw the damage in RAM (it should not read RAM): %v", err)
+	}
+	if err := g.VerifyRAM(); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("VerifyRAM on damaged RAM: %v", err)
+	}
+}
