@@ -422,7 +422,7 @@ var testGroups = []string{
 // check it).
 var intelGroups = []hostGroup{
 	{tests: "TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestBootDefaultGuest|TestStats|TestKVMExitTracepoint|TestStepScript|TestStepDebug|TestVirtioDisk"},
-	{tests: "TestBootDefaultGuest|TestBootDebianKernel", hostAppend: "kvm_intel.unrestricted_guest=0", proof: "hostinit: module kvm_intel: unrestricted_guest=0"},
+	{tests: "TestBootDefaultGuest|TestBootDebianKernel|TestSnapshotRestore", hostAppend: "kvm_intel.unrestricted_guest=0", proof: "hostinit: module kvm_intel: unrestricted_guest=0"},
 	{tests: "TestTinyGuestTripleFault|TestBootDefaultGuest|TestRebootAndPanic", hostAppend: "kvm_intel.ept=0", proof: "hostinit: module kvm_intel: ept=0"},
 }
 
