@@ -49,6 +49,9 @@ bochs --help 2>&1 | grep -qE 'Bochs x86 Emulator (2\.([7-9]|[1-9][0-9])|[3-9]\.)
 [[ -r /usr/lib/ISOLINUX/isolinux.bin ]] || need+=(isolinux)
 [[ -r /usr/lib/syslinux/modules/bios/ldlinux.c32 ]] || need+=(syslinux-common)
 command -v xorriso >/dev/null || need+=(xorriso)
+# kvmlab completion zsh is checked by sourcing it in a real zsh (cmd/kvmlab's
+# TestCLI/zsh_completion), which must not skip.
+command -v zsh >/dev/null || need+=(zsh)
 if ((${#need[@]})); then
 	# map tool names to packages
 	pkgs=()

@@ -307,7 +307,7 @@ func TestCLI(t *testing.T) {
 	t.Run("zsh completion", func(t *testing.T) {
 		zsh, err := exec.LookPath("zsh")
 		if err != nil {
-			t.Skip("no zsh (apt-get install zsh)")
+			t.Fatal("no zsh: tests/deps.sh installs it (apt-get install zsh)")
 		}
 		r := runBin(t, bin, nil, "completion", "zsh")
 		if r.code != 0 || r.stderr != "" {
