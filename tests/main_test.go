@@ -373,7 +373,7 @@ var testGroups = []string{
 	"TestBootDefaultGuest|TestBootELF|TestBenchBoot",
 	"TestBootDebianKernel|TestMem4G",
 	"TestRebootAndPanic|TestInteractiveTerminal|TestControl",
-	"TestSnapshotRestore|TestSnapshotDisk|TestSnapshotFileRefused",
+	"TestSnapshotRestore|TestSnapshotDisk|TestSnapshotFileRefused|TestSnapshotNet",
 	"TestTraceAndStat|TestChromeTrace|TestStats",
 	"TestKVMExitTracepoint|TestStepScript|TestStepDebug",
 	"TestVirtioDisk|TestVirtioDiskSurvivesKill",

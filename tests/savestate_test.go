@@ -1,8 +1,11 @@
 package tests
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -246,5 +249,67 @@ func TestSnapshotFileRefused(t *testing.T) {
 				t.Errorf("exit %d, stderr %q (stdout %q): want exit 2 and one line containing %q", code, stderr, stdout, tc.want)
 			}
 		})
+	}
+}
+
+// TestSnapshotNet: a guest whose virtio-net interface is up fetches a file
+// from the host, is snapshotted, killed and restored on the same TAP; the
+// restored guest fetches it again without configuring anything: its
+// address, routes and driver state came back with its RAM and the device.
+func TestSnapshotNet(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("TestSnapshotNet needs root (network namespace and TAP); the emulated host runs it as root")
+	}
+	ns := fmt.Sprintf("kvmlabsnap%d", os.Getpid())
+	runTool(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command(tool(t, "ip"), "netns", "del", ns).Run() })
+	for _, c := range [][]string{
+		{"tuntap", "add", "snaptap0", "mode", "tap"},
+		{"addr", "add", "10.0.2.2/24", "dev", "snaptap0"},
+		{"link", "set", "snaptap0", "up"},
+		{"link", "set", "lo", "up"},
+	} {
+		runTool(t, "ip", append([]string{"-n", ns}, c...)...)
+	}
+	var ln net.Listener
+	inNetns(t, "/run/netns/"+ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp", "10.0.2.2:8080"); err != nil {
+			t.Errorf("listen in the namespace: %v", err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	body := bytes.Repeat([]byte("kvmlab-snapshot-net "), 100)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) })}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	want := fmt.Sprintf("%x", md5sum(body))
+	fetch := func(g *guestConsole, what string) {
+		t.Helper()
+		if v := g.value("SUM", "wget -O /tmp/f http://10.0.2.2:8080/f >/dev/null 2>&1; md5sum /tmp/f", 2*cmdTimeout); !strings.HasPrefix(v, want) {
+			t.Errorf("%s: md5sum of the fetched file = %q, want %s", what, v, want)
+		}
+	}
+
+	dir := t.TempDir()
+	sock, snap := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "net.snap")
+	inNS := []string{tool(t, "ip"), "netns", "exec", ns, kvmlabBin(t)}
+	g := bootToShellCmd(t, inNS, "run", "--quiet", "--kernel", guestFile(t, "bzImage"), "--initrd", guestFile(t, "initramfs.cpio"),
+		"--mem", "256M", "--append", quietCmdline, "--net", "tap=snaptap0,mac=52:54:00:12:34:57", "--control", sock)
+	g.send("ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up\n")
+	fetch(g, "before the snapshot")
+	snapshotVia(t, sock, snap)
+	killGuest(t, g)
+
+	c := startGuestCmd(t, bootTimeout, inNS, "run", "--quiet", "--restore", snap)
+	fetch(c, "after the restore")
+	if v := c.value("MAC", "cat /sys/class/net/eth0/address", cmdTimeout); v != "52:54:00:12:34:57" {
+		t.Errorf("restored guest's eth0 MAC = %q", v)
+	}
+	c.send("poweroff\n")
+	if code := c.wait(cmdTimeout); code != 0 {
+		t.Errorf("kvmlab exited %d after poweroff, want 0\n%s", code, c.stderr())
 	}
 }
