@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -261,30 +259,8 @@ func TestSnapshotNet(t *testing.T) {
 		t.Fatal("TestSnapshotNet needs root (network namespace and TAP); the emulated host runs it as root")
 	}
 	ns := fmt.Sprintf("kvmlabsnap%d", os.Getpid())
-	runTool(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command(tool(t, "ip"), "netns", "del", ns).Run() })
-	for _, c := range [][]string{
-		{"tuntap", "add", "snaptap0", "mode", "tap"},
-		{"addr", "add", "10.0.2.2/24", "dev", "snaptap0"},
-		{"link", "set", "snaptap0", "up"},
-		{"link", "set", "lo", "up"},
-	} {
-		runTool(t, "ip", append([]string{"-n", ns}, c...)...)
-	}
-	var ln net.Listener
-	inNetns(t, "/run/netns/"+ns, func() {
-		var err error
-		if ln, err = net.Listen("tcp", "10.0.2.2:8080"); err != nil {
-			t.Errorf("listen in the namespace: %v", err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
 	body := bytes.Repeat([]byte("kvmlab-snapshot-net "), 100)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) })}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	tapWithServer(t, ns, "snaptap0", body)
 	want := fmt.Sprintf("%x", md5sum(body))
 	fetch := func(g *guestConsole, what string) {
 		t.Helper()

@@ -197,6 +197,36 @@ func TestVirtioDiskSurvivesKill(t *testing.T) {
 	}
 }
 
+// tapWithServer makes network namespace ns with TAP tap at 10.0.2.2/24 and
+// an HTTP server there that answers every request with body; kvmlab run
+// inside ns (ip netns exec) can attach a guest to the TAP.
+func tapWithServer(t *testing.T, ns, tap string, body []byte) {
+	t.Helper()
+	runTool(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command(tool(t, "ip"), "netns", "del", ns).Run() })
+	for _, c := range [][]string{
+		{"tuntap", "add", tap, "mode", "tap"},
+		{"addr", "add", "10.0.2.2/24", "dev", tap},
+		{"link", "set", tap, "up"},
+		{"link", "set", "lo", "up"},
+	} {
+		runTool(t, "ip", append([]string{"-n", ns}, c...)...)
+	}
+	var ln net.Listener
+	inNetns(t, "/run/netns/"+ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp", "10.0.2.2:8080"); err != nil {
+			t.Errorf("listen in the namespace: %v", err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) })}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+}
+
 // inNetns runs f on a thread switched into the network namespace at path
 // (sockets it creates stay in that namespace).
 func inNetns(t *testing.T, path string, f func()) {
@@ -231,30 +261,8 @@ func TestVirtioNet(t *testing.T) {
 		t.Fatal("TestVirtioNet needs root (network namespace and TAP); the emulated host runs it as root")
 	}
 	ns := fmt.Sprintf("kvmlab%d", os.Getpid())
-	runTool(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command(tool(t, "ip"), "netns", "del", ns).Run() })
-	for _, c := range [][]string{
-		{"tuntap", "add", "kvmtap0", "mode", "tap"},
-		{"addr", "add", "10.0.2.2/24", "dev", "kvmtap0"},
-		{"link", "set", "kvmtap0", "up"},
-		{"link", "set", "lo", "up"},
-	} {
-		runTool(t, "ip", append([]string{"-n", ns}, c...)...)
-	}
-	var ln net.Listener
-	inNetns(t, "/run/netns/"+ns, func() {
-		var err error
-		if ln, err = net.Listen("tcp", "10.0.2.2:8080"); err != nil {
-			t.Errorf("listen in the namespace: %v", err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
 	body := bytes.Repeat([]byte("kvmlab-net "), 100) // 1100 bytes: more than one small frame
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) })}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	tapWithServer(t, ns, "kvmtap0", body)
 
 	// kvmlab runs inside the namespace so it can open the TAP there.
 	g := bootToShellCmd(t, []string{tool(t, "ip"), "netns", "exec", ns, kvmlabBin(t)}, "run", "--quiet", "--stats",
