@@ -341,7 +341,7 @@ func vmSide(o *Options) Side {
 		switch {
 		case strings.HasPrefix(line, ProbeStart):
 			userAtStart, allAtStart = exitTotals(m)
-		case strings.HasPrefix(line, ProbeMarker) && !got:
+		case strings.Contains(line, ProbeMarker) && !got:
 			got = true
 			s.StartupMS = float64(at.Sub(start).Microseconds()) / 1000
 			u, a := exitTotals(m)
@@ -350,7 +350,7 @@ func vmSide(o *Options) Side {
 			s.FootprintBytes = st.RSS
 			s.FootprintNote = fmt.Sprintf("VMM RSS %.1f MiB = guest RAM touched %.1f MiB + VMM %.1f MiB", human.MiB(st.RSS), human.MiB(st.GuestResident), human.MiB(st.VMMResident()))
 			var r probe.Report
-			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, ProbeMarker)), &r); err != nil {
+			if err := jsonProbe(line, &r); err != nil {
 				s.Error = "probe output: " + err.Error()
 				return
 			}
@@ -403,7 +403,7 @@ func containerSide(o *Options, root string, runc bool) Side {
 	}
 	s.StartupMS = float64(at.Sub(start).Microseconds()) / 1000
 	var r probe.Report
-	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, ProbeMarker)), &r); err != nil {
+	if err := jsonProbe(line, &r); err != nil {
 		s.Error = "probe output: " + err.Error()
 		return s
 	}

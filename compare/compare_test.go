@@ -98,3 +98,33 @@ func TestCompareOutputs(t *testing.T) {
 		t.Errorf("JSON round trip: %v, %d rows", err, len(back.Rows))
 	}
 }
+
+// TestJSONProbe: the probe's line as a VM console delivers it, with the
+// guest kernel's printk landing around it (seen in CI: a warning between
+// the JSON and its newline).
+func TestJSONProbe(t *testing.T) {
+	const report = `{"hostname":"kvmlab","cpus":2}`
+	tests := []struct {
+		name, line string
+		wantErr    bool
+	}{
+		{"clean", ProbeMarker + report, false},
+		{"printk after the JSON", ProbeMarker + report + "[   54.630669] random: crng init done", false},
+		{"printk before the marker", "[    3.1] clocksource: Switched " + ProbeMarker + report, false},
+		{"no marker", report, true},
+		{"cut JSON", ProbeMarker + `{"hostname":"kvm`, true},
+		{"printk inside the JSON", ProbeMarker + `{"hostname":[ 1.0] x"kvmlab"}`, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var r probe.Report
+			err := jsonProbe(tc.line, &r)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("jsonProbe(%q) error %v, want error %v", tc.line, err, tc.wantErr)
+			}
+			if err == nil && (r.Hostname != "kvmlab" || r.CPUs != 2) {
+				t.Fatalf("jsonProbe(%q) = %+v, want hostname kvmlab and 2 CPUs", tc.line, r)
+			}
+		})
+	}
+}

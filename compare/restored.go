@@ -165,7 +165,19 @@ func takeShellSnapshot(o *Options, dir string) (string, string, error) {
 	return path, note, nil
 }
 
-// jsonProbe decodes a probe's report line.
+// jsonProbe decodes a probe's report line. The probe writes its line in
+// one write(2), but a VM's console is shared with the guest kernel: its
+// printk goes straight to the UART (the kernel's console driver does not
+// queue behind the tty), so a kernel warning can land before the marker or
+// between the JSON and its newline. The report is therefore found by its
+// marker and decoded as the first JSON value after it, whatever follows.
 func jsonProbe(line string, r *probe.Report) error {
-	return json.Unmarshal([]byte(strings.TrimPrefix(line, ProbeMarker)), r)
+	i := strings.Index(line, ProbeMarker)
+	if i < 0 {
+		return fmt.Errorf("no %q in the line", strings.TrimSpace(ProbeMarker))
+	}
+	if err := json.NewDecoder(strings.NewReader(line[i+len(ProbeMarker):])).Decode(r); err != nil {
+		return fmt.Errorf("decoding the report: %w", err)
+	}
+	return nil
 }
