@@ -30,7 +30,8 @@ func BenchmarkDispatch(b *testing.B) {
 			c.setup(tm)
 			tm.observed = tm.cfg.Trace != nil
 			tm.syncRegs = true // RIP from the run page, as on a host with KVM_CAP_SYNC_REGS
-			tm.started = time.Now()
+			now := time.Now()
+			tm.started.Store(&now)
 			exits.EncodeIO(tm.run, exits.Out, 1, x86.COM1Port, 1, 0x1000, []byte{'H'})
 			b.ReportAllocs()
 			b.ResetTimer()

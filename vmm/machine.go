@@ -143,7 +143,7 @@ type Machine struct {
 	outcome Outcome
 
 	exitCounts [exitCountSlots]atomic.Uint64
-	started    time.Time
+	started    atomic.Pointer[time.Time] // set once, by Run; read by Stats, Snapshot and stop from other goroutines
 
 	devMu     sync.Mutex
 	devCounts map[string]uint64
@@ -428,7 +428,8 @@ func (m *Machine) ExitCounts() map[exits.Reason]uint64 {
 
 // Run starts every vCPU and blocks until the machine stops.
 func (m *Machine) Run() Outcome {
-	m.started = time.Now()
+	now := time.Now()
+	m.started.Store(&now)
 	var wg sync.WaitGroup
 	for _, v := range m.vcpus {
 		wg.Add(1)
@@ -494,8 +495,8 @@ func (m *Machine) stop(o Outcome) {
 	if m.stopped.Load() {
 		return
 	}
-	if !m.started.IsZero() {
-		o.Ran = time.Since(m.started)
+	if t := m.started.Load(); t != nil {
+		o.Ran = time.Since(*t)
 	}
 	m.outcome = o
 	m.stopped.Store(true)
@@ -880,7 +881,11 @@ func (s Stats) VMMResident() uint64 {
 
 // Stats summarises the run so far.
 func (m *Machine) Stats() Stats {
-	st := Stats{Ran: time.Since(m.started), ExitsByReason: map[string]uint64{}, AccessesByDevice: m.DeviceCounts(), RSS: RSSBytes()}
+	var ran time.Duration
+	if t := m.started.Load(); t != nil {
+		ran = time.Since(*t)
+	}
+	st := Stats{Ran: ran, ExitsByReason: map[string]uint64{}, AccessesByDevice: m.DeviceCounts(), RSS: RSSBytes()}
 	for r, n := range m.ExitCounts() {
 		st.ExitsByReason[r.String()] = n
 		st.TotalExits += n

@@ -184,7 +184,7 @@ func (m *Machine) observe(v *vcpu) {
 	e := &v.exit
 	ev := trace.Event{
 		Seq:     m.seq.Add(1),
-		TimeNS:  exitAt.Sub(m.started).Nanoseconds(),
+		TimeNS:  m.sinceStart(exitAt).Nanoseconds(),
 		VCPU:    v.ID,
 		Reason:  e.Reason.String(),
 		Code:    uint32(e.Reason),
@@ -288,4 +288,12 @@ func (m *Machine) KernelStats() ([]map[string]uint64, error) {
 		out[i] = s
 	}
 	return out, nil
+}
+
+// sinceStart is how long after Run started the vCPUs t is (0 before).
+func (m *Machine) sinceStart(t time.Time) time.Duration {
+	if s := m.started.Load(); s != nil {
+		return t.Sub(*s)
+	}
+	return 0
 }

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"time"
 
 	"kvmlab/guestmem"
@@ -153,14 +154,16 @@ func Restore(cfg Config, f *vmstate.File) (m *Machine, err error) {
 		// RAM is not copied: each run of the file is mapped over guest
 		// RAM, copy-on-write, and the guest reads the pages it touches
 		// from the page cache as it goes (what Firecracker does with its
-		// memory file). The checksum is read first, through a small
-		// buffer: a damaged file is refused before any vCPU runs.
-		if err := f.VerifyRAM(); err != nil {
-			return nil, err
-		}
+		// memory file). The checksum is then computed through that
+		// mapping, before any vCPU runs: a damaged file is refused, and
+		// a good one's pages are all mapped in kvmlab's page tables when
+		// the guest first touches them.
 		err = f.MapRAM(ram, func(r vmstate.Run, off int64) error {
 			return m.mem.MapFile(guestmem.GPA(r.GPA), r.Len, osf, off)
 		})
+		if err == nil {
+			err = m.verifyMapped(f, ram)
+		}
 	} else {
 		err = f.LoadRAM(ram)
 	}
@@ -236,4 +239,21 @@ func vendorName(v string) string {
 		return "unknown"
 	}
 	return hwexit.Vendor(v).Technology()
+}
+
+// verifyMapped checks the RAM mapped from the snapshot file against the
+// file's checksum. Reading a page of a file truncated after it was mapped
+// is a SIGBUS; with SetPanicOnFault it is a panic, recovered here into a
+// refusal (this goroutine's setting is put back afterwards).
+func (m *Machine) verifyMapped(f *vmstate.File, ram []vmstate.Region) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if !m.mem.IsRAMFault(r) {
+				panic(r)
+			}
+			err = fmt.Errorf("%w: its RAM could not be read (%v): was the file truncated while kvmlab read it?", vmstate.ErrFormat, r)
+		}
+	}()
+	return f.VerifyMapped(ram)
 }

@@ -135,9 +135,10 @@ func (m *Machine) Snapshot() Snapshot {
 	now := time.Now()
 	prev := m.snapPrev
 	cur := snapState{n: prev.n + 1, at: now, exits: make([]uint64, len(m.vcpus))}
-	out := Snapshot{N: cur.n, At: now, Started: !m.started.IsZero(), VCPUs: make([]VCPUSnapshot, 0, len(m.vcpus))}
+	started := m.started.Load()
+	out := Snapshot{N: cur.n, At: now, Started: started != nil, VCPUs: make([]VCPUSnapshot, 0, len(m.vcpus))}
 	if out.Started {
-		out.SinceStart = now.Sub(m.started)
+		out.SinceStart = now.Sub(*started)
 	}
 	if prev.n > 0 {
 		out.Prev, out.SincePrev = prev.n, now.Sub(prev.at)

@@ -25,23 +25,30 @@
 //	12      4     flags (0)
 //	16      8     description length D (at most MaxDescription)
 //	24      D     description (JSON)
-//	24+D    4     CRC-32C of bytes 0 .. 24+D
+//	24+D    4     CRC-32 of bytes 0 .. 24+D
 //	        8     RAM size in bytes (the sum of the regions')
 //	        8     number of runs N (at most MaxRuns)
 //	        16*N  runs: guest-physical address, length in bytes (both
 //	              page-aligned, ascending, not overlapping, inside RAM)
 //	        ...   zeros up to the next multiple of 4096 in the file
 //	        ...   the runs' bytes, in order (so each run starts on a page)
-//	        4     CRC-32C of every byte from the RAM size on
+//	        4     CRC-32 of every byte from the RAM size on
 //	        8     end magic "KVMLABND"
 //
 // The checksums catch a truncated or damaged file, not a forged one: a
 // snapshot is as trusted as the file it is. Reading still treats every
 // field as hostile (lengths bounded by the file's size, runs checked against
 // RAM), because a damaged file must be refused in one line, never crash
-// kvmlab or write outside guest RAM. CRC-32C rather than a cryptographic
-// hash because the RAM part is large and the check runs on every restore:
-// Go computes CRC-32C with the CPU's CRC32 instruction, several GB/s.
+// kvmlab or write outside guest RAM. A CRC rather than a cryptographic
+// hash because the RAM part is large and the check runs on every restore,
+// before the guest may run. The CRC is CRC-32 with the IEEE polynomial
+// (ISO 3309, the one zlib and Ethernet use), not CRC-32C (format version 1):
+// Go folds IEEE CRC-32 sixteen bytes at a time with carry-less
+// multiplication (PCLMULQDQ) and CRC-32C eight bytes at a time with the
+// SSE4.2 CRC32 instruction. Measured on one 64 MiB buffer, IEEE was 4x
+// faster on this project's machines (25 vs 6 GB/s) and 8x faster inside
+// the QEMU-emulated host (800 vs 100 MB/s), where a restore of 85 MiB of
+// RAM spent 0.8 s in CRC-32C alone.
 //
 // The runs start on page boundaries in the file so that a restore can map
 // them straight over guest RAM, copy-on-write (guestmem's MapFile), instead
@@ -66,7 +73,7 @@ import (
 )
 
 // Version is the format this kvmlab writes and the only one it reads.
-const Version = 1
+const Version = 2
 
 const (
 	magic    = "KVMLABSN"
@@ -79,8 +86,6 @@ const (
 	MaxRuns    = 8 << 20
 	headerSize = 24
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrFormat is wrapped by every refusal of a file that is not a valid
 // snapshot; the message says which part is wrong.
@@ -122,7 +127,7 @@ func Write(w io.Writer, description []byte, ram []Region) (Info, error) {
 	}
 	bw := bufio.NewWriterSize(w, 1<<20)
 	cw := &countWriter{w: bw}
-	crc := crc32.New(castagnoli)
+	crc := crc32.NewIEEE()
 	out := io.MultiWriter(cw, crc)
 	var hdr [headerSize]byte
 	copy(hdr[:8], magic)
@@ -138,7 +143,7 @@ func Write(w io.Writer, description []byte, ram []Region) (Info, error) {
 	if len(runs) > MaxRuns {
 		return Info{}, fmt.Errorf("snapshot: %d runs of RAM, over %d", len(runs), MaxRuns)
 	}
-	crc = crc32.New(castagnoli)
+	crc = crc32.NewIEEE()
 	out = io.MultiWriter(cw, crc)
 	table := make([]byte, 16+16*len(runs))
 	binary.LittleEndian.PutUint64(table[0:], size)
@@ -259,7 +264,7 @@ func Open(f io.ReaderAt, size int64) (*File, error) {
 	if _, err := f.ReadAt(sum[:], headerSize+int64(dlen)); err != nil {
 		return nil, fmt.Errorf("%w: read description checksum: %w", ErrFormat, err)
 	}
-	crc := crc32.New(castagnoli)
+	crc := crc32.NewIEEE()
 	crc.Write(hdr[:])
 	crc.Write(desc)
 	if got, want := crc.Sum32(), binary.LittleEndian.Uint32(sum[:]); got != want {
@@ -354,18 +359,10 @@ func (f *File) LoadRAM(ram []Region) error {
 	if err := f.CheckRAM(ram); err != nil {
 		return err
 	}
-	crc := crc32.New(castagnoli)
-	var tbl [16]byte
-	if _, err := f.f.ReadAt(tbl[:], f.ramOff); err != nil {
-		return fmt.Errorf("%w: read RAM table: %w", ErrFormat, err)
+	crc, err := f.tableCRC()
+	if err != nil {
+		return err
 	}
-	crc.Write(tbl[:])
-	raw := make([]byte, 16*len(f.Runs))
-	if _, err := f.f.ReadAt(raw, f.ramOff+16); err != nil {
-		return fmt.Errorf("%w: read RAM table: %w", ErrFormat, err)
-	}
-	crc.Write(raw)
-	crc.Write(make([]byte, padding(f.ramOff+16+int64(len(raw)))))
 	off := f.dataOff
 	for _, r := range f.Runs {
 		dst := slice(ram, r)
@@ -374,8 +371,28 @@ func (f *File) LoadRAM(ram []Region) error {
 		}
 		off += int64(r.Len)
 	}
+	return f.checkSum(crc)
+}
+
+// tableCRC starts the RAM part's checksum: the RAM size, the run table and
+// the padding after it, read again from the file (Open checked the table,
+// the checksum covers its bytes).
+func (f *File) tableCRC() (hash.Hash32, error) {
+	crc := crc32.NewIEEE()
+	raw := make([]byte, 16+16*len(f.Runs))
+	if _, err := f.f.ReadAt(raw, f.ramOff); err != nil {
+		return nil, fmt.Errorf("%w: read RAM table: %w", ErrFormat, err)
+	}
+	crc.Write(raw)
+	crc.Write(make([]byte, padding(f.ramOff+int64(len(raw)))))
+	return crc, nil
+}
+
+// checkSum compares the RAM part's checksum, computed in crc, with the one
+// at the end of the file.
+func (f *File) checkSum(crc hash.Hash32) error {
 	var sum [4]byte
-	if _, err := f.f.ReadAt(sum[:], off); err != nil {
+	if _, err := f.f.ReadAt(sum[:], f.size-12); err != nil {
 		return fmt.Errorf("%w: read RAM checksum: %w", ErrFormat, err)
 	}
 	if crc.Sum32() != binary.LittleEndian.Uint32(sum[:]) {
@@ -387,7 +404,7 @@ func (f *File) LoadRAM(ram []Region) error {
 // MapRAM hands each run and the file offset of its bytes to mapFn, which
 // maps them over guest RAM (guestmem's MapFile: runs and offsets are
 // page-aligned). It checks the runs against ram first. Nothing is read: call
-// VerifyRAM to check the RAM's checksum.
+// VerifyMapped to check the RAM's checksum.
 func (f *File) MapRAM(ram []Region, mapFn func(r Run, off int64) error) error {
 	if err := f.CheckRAM(ram); err != nil {
 		return err
@@ -402,28 +419,29 @@ func (f *File) MapRAM(ram []Region, mapFn func(r Run, off int64) error) error {
 	return nil
 }
 
-// VerifyRAM reads the RAM part of the file and checks its CRC-32C, through
-// a small buffer: a read of the page cache, no copy into guest RAM.
-func (f *File) VerifyRAM() error {
-	crc := crc32.New(castagnoli)
-	buf := make([]byte, 1<<20)
-	end := f.size - 12 // the checksum and the end magic follow
-	for off := f.ramOff; off < end; {
-		n := int(min(int64(len(buf)), end-off))
-		if _, err := f.f.ReadAt(buf[:n], off); err != nil {
-			return fmt.Errorf("%w: read RAM at file offset %d: %w", ErrFormat, off, err)
-		}
-		crc.Write(buf[:n])
-		off += int64(n)
+// VerifyMapped checks the RAM part's checksum against ram, over which
+// MapRAM has just mapped the file's runs, before anything writes to it: the
+// runs' bytes are read through the mapping rather than with read(2). That
+// copies nothing (a copy of the page cache into a buffer cost as much as
+// the checksum itself), and it leaves every saved page mapped in the
+// process's page tables, read-only and shared with the page cache, so that
+// the guest's first touch of a page after the restore finds it there
+// instead of faulting in the host too.
+//
+// A file truncated while it is read makes the reads fault (SIGBUS): the
+// caller runs this with debug.SetPanicOnFault and recovers.
+func (f *File) VerifyMapped(ram []Region) error {
+	if err := f.CheckRAM(ram); err != nil {
+		return err
 	}
-	var sum [4]byte
-	if _, err := f.f.ReadAt(sum[:], end); err != nil {
-		return fmt.Errorf("%w: read RAM checksum: %w", ErrFormat, err)
+	crc, err := f.tableCRC()
+	if err != nil {
+		return err
 	}
-	if crc.Sum32() != binary.LittleEndian.Uint32(sum[:]) {
-		return fmt.Errorf("%w: the RAM's checksum does not match (the file is damaged)", ErrFormat)
+	for _, r := range f.Runs {
+		crc.Write(slice(ram, r))
 	}
-	return nil
+	return f.checkSum(crc)
 }
 
 // readFull reads len(dst) bytes at off in chunks, hashing them.

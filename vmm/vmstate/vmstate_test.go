@@ -84,7 +84,7 @@ func TestRefused(t *testing.T) {
 	}{
 		{"empty", func([]byte) []byte { return nil }, "too short"},
 		{"not a snapshot", func(b []byte) []byte { return bytes.Repeat([]byte("x"), len(b)) }, "does not start with"},
-		{"newer version", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[8:], 2); return b }, "format version 2"},
+		{"newer version", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[8:], 3); return b }, "format version 3"},
 		{"flags", func(b []byte) []byte { b[12] = 1; return b }, "unknown flags"},
 		{"huge description", func(b []byte) []byte { binary.LittleEndian.PutUint64(b[16:], 1<<62); return b }, "more than the file holds"},
 		{"description damaged", func(b []byte) []byte { b[headerSize] ^= 1; return b }, "description's checksum"},
@@ -137,19 +137,21 @@ func FuzzOpen(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = load(data)
 		if f, err := Open(bytes.NewReader(data), int64(len(data))); err == nil {
-			_ = f.VerifyRAM()
-			_ = f.MapRAM(freshRAM(), func(r Run, off int64) error {
+			ram := freshRAM()
+			_ = f.MapRAM(ram, func(r Run, off int64) error {
 				if off < 0 || off+int64(r.Len) > int64(len(data)) {
 					t.Fatalf("run %+v maps file bytes %d.. outside the %d-byte file", r, off, len(data))
 				}
+				copy(slice(ram, r), data[off:])
 				return nil
 			})
+			_ = f.VerifyMapped(ram)
 		}
 	})
 }
 
 // TestMapAndVerify: every run's bytes start on a page of the file (so they
-// can be mapped over RAM), map to the right data, and VerifyRAM catches a
+// can be mapped over RAM), map to the right data, and VerifyMapped catches a
 // damaged byte that Open cannot see.
 func TestMapAndVerify(t *testing.T) {
 	file, _ := write(t, []byte(`{}`), machineRAM())
@@ -157,21 +159,23 @@ func TestMapAndVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.VerifyRAM(); err != nil {
-		t.Fatalf("VerifyRAM on a good file: %v", err)
-	}
 	want := machineRAM()
-	err = f.MapRAM(freshRAM(), func(r Run, off int64) error {
+	mapped := freshRAM()
+	err = f.MapRAM(mapped, func(r Run, off int64) error {
 		if off%PageSize != 0 {
 			t.Errorf("run at %#x starts at file offset %d, not on a page", r.GPA, off)
 		}
 		if got := file[off : off+int64(r.Len)]; !bytes.Equal(got, slice(want, r)) {
 			t.Errorf("run at %#x: the file's bytes at %d are not the RAM's", r.GPA, off)
 		}
+		copy(slice(mapped, r), file[off:off+int64(r.Len)]) // what mmap would do
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := f.VerifyMapped(mapped); err != nil {
+		t.Fatalf("VerifyMapped on a good file: %v", err)
 	}
 	bad := append([]byte(nil), file...)
 	bad[len(bad)-20] ^= 1
@@ -179,7 +183,12 @@ func TestMapAndVerify(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open saw the damage in RAM (it should not read RAM): %v", err)
 	}
-	if err := g.VerifyRAM(); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "checksum") {
-		t.Errorf("VerifyRAM on damaged RAM: %v", err)
+	bmapped := freshRAM()
+	_ = g.MapRAM(bmapped, func(r Run, off int64) error {
+		copy(slice(bmapped, r), bad[off:off+int64(r.Len)])
+		return nil
+	})
+	if err := g.VerifyMapped(bmapped); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("VerifyMapped on damaged RAM: %v", err)
 	}
 }

@@ -89,6 +89,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime/debug"
 	"net"
 	"os"
 	"sync"
@@ -577,6 +578,7 @@ func (d *Device) send(mem *guestmem.Memory, c *virtio.Chain, features uint64) er
 
 // receive is the receive goroutine of session s.
 func (d *Device) receive(s *session) {
+	debug.SetPanicOnFault(true) // for ramSafe
 	err := d.receiveLoop(s)
 	first := err != nil && d.fail(s)
 	close(s.done)
@@ -585,6 +587,28 @@ func (d *Device) receive(s *session) {
 	if first {
 		s.env.Fail(err)
 	}
+}
+
+// ramSafe runs fn, which reads or writes guest RAM, on the receive
+// goroutine, and turns a fault on guest RAM into a driver error. Guest RAM
+// restored from a snapshot is mapped from its file; if that file is
+// truncated under the running machine, touching RAM faults (SIGBUS), which
+// SetPanicOnFault (set by receive) makes a panic. The device then needs a
+// reset, as it does when the transport's queue workers meet the same
+// fault. Running each RAM access through here, rather than recovering
+// around the whole loop, keeps rxGate's token accounted for: the callers
+// give it back on an error as on any other. Any other panic is a bug and
+// goes on.
+func ramSafe(mem *guestmem.Memory, fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if !mem.IsRAMFault(r) {
+				panic(r)
+			}
+			err = fmt.Errorf("virtio-net: receive: guest RAM could not be accessed (%v): was the snapshot file it is mapped from truncated?: %w", r, virtio.ErrNeedsReset)
+		}
+	}()
+	return fn()
 }
 
 // permanent reports whether a backend read error means no frame will ever
@@ -640,10 +664,13 @@ func (d *Device) receiveLoop(s *session) error {
 			return err
 		}
 		// waitChain returned holding rxGate.
-		err = d.deliver(s.env, c, frame)
-		if err == nil {
-			s.env.Interrupt(RXQueue)
-		}
+		err = ramSafe(s.env.Mem, func() error {
+			if err := d.deliver(s.env, c, frame); err != nil {
+				return err
+			}
+			s.env.Interrupt(RXQueue) // reads the driver's used_event from RAM
+			return nil
+		})
 		s.setHeld(nil)
 		d.leaveRX()
 		if err != nil {
@@ -687,7 +714,11 @@ func (d *Device) waitChain(s *session) (*virtio.Chain, error) {
 		// consumed are seen here, and the queue layer publishes
 		// avail_event / re-enables notifications when it finds the ring
 		// empty, so the driver's next post sends a notification.
-		c, err := q.Pop(s.env.Mem)
+		var c *virtio.Chain
+		err := ramSafe(s.env.Mem, func() (err error) {
+			c, err = q.Pop(s.env.Mem)
+			return err
+		})
 		if err != nil {
 			d.leaveRX()
 			return nil, needsReset("pop receiveq1", err)

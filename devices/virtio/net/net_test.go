@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -1636,5 +1637,57 @@ func TestDeviceOverTAP(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Reset did not wake the receive goroutine blocked on the TAP")
+	}
+}
+
+// TestReceiveIntoTruncatedSnapshotRAM: guest RAM restored from a snapshot
+// is mapped from its file (vmm/restore.go); when the file is truncated under
+// the running machine, the receive goroutine's write of a frame faults. The
+// device must fail (needs reset) instead of taking the VMM down, and give
+// back rxGate, so that a later snapshot's PauseIO and the Reset do not wait
+// for ever.
+func TestReceiveIntoTruncatedSnapshotRAM(t *testing.T) {
+	h := newHarness(t)
+	mem, err := guestmem.New(ramSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	h.mem, h.ram = mem, mem.Regions()[0].Data
+	path := filepath.Join(t.TempDir(), "snapshot-ram")
+	if err := os.WriteFile(path, make([]byte, 2*4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := mem.MapFile(dataBase, 2*4096, f, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.activate()
+	h.rx.post(seg{addr: dataBase, len: 1526, write: true})
+	h.dev.Notify(RXQueue)
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.be.in <- withHeader(ethFrame(60, 1))
+	if err := h.waitFail(); err == nil || !strings.Contains(err.Error(), "could not be accessed") {
+		t.Fatalf("Fail(%v), want the fault on guest RAM reported", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		if err := h.dev.PauseIO(time.Now().Add(time.Second)); err != nil {
+			t.Errorf("PauseIO after the fault: %v", err)
+		}
+		h.dev.ResumeIO()
+		h.dev.Reset()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("PauseIO or Reset waited for ever after the fault: rxGate was not given back")
 	}
 }
