@@ -30,6 +30,7 @@ type guestConsole struct {
 	seen   int // offset in out already matched
 	start  time.Time
 	last   time.Time // when the console last produced output
+	first  time.Time // when it first did
 	cancel context.CancelFunc
 }
 
@@ -56,6 +57,8 @@ type lockedWriter struct {
 	b    *bytes.Buffer
 	tee  io.Writer
 	last *time.Time // if set, the time of the latest write
+	// first, if set, is set to the time of the first write.
+	first *time.Time
 }
 
 func (w lockedWriter) Write(p []byte) (int, error) {
@@ -63,6 +66,9 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	if w.last != nil {
 		*w.last = time.Now()
+	}
+	if w.first != nil && w.first.IsZero() {
+		*w.first = time.Now()
 	}
 	if w.tee != nil {
 		_, _ = w.tee.Write(p)
@@ -83,8 +89,8 @@ func startGuestCmd(t *testing.T, timeout time.Duration, prefix []string, args ..
 	if os.Getenv("KVMLAB_TEST_ECHO") == "1" {
 		tee = os.Stdout
 	}
-	g.cmd.Stdout = lockedWriter{&g.mu, &g.out, tee, &g.last}
-	g.cmd.Stderr = lockedWriter{&g.mu, &g.errb, tee, nil}
+	g.cmd.Stdout = lockedWriter{&g.mu, &g.out, tee, &g.last, &g.first}
+	g.cmd.Stderr = lockedWriter{&g.mu, &g.errb, tee, nil, nil}
 	var err error
 	if g.stdin, err = g.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)

@@ -62,10 +62,10 @@ func TestInteractiveTerminal(t *testing.T) {
 	g.cmd = exec.CommandContext(ctx, kvmlabBin(t), "run", "--kernel", guestFile(t, "bzImage"),
 		"--initrd", guestFile(t, "initramfs.cpio"), "--mem", "256M", "--append", quietCmdline)
 	g.cmd.Stdin, g.cmd.Stdout = slave, slave
-	g.cmd.Stderr = lockedWriter{&g.mu, &g.errb, nil, nil}
+	g.cmd.Stderr = lockedWriter{&g.mu, &g.errb, nil, nil, nil}
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	g.stdin = master
-	go func() { _, _ = io.Copy(lockedWriter{&g.mu, &g.out, nil, &g.last}, master) }()
+	go func() { _, _ = io.Copy(lockedWriter{&g.mu, &g.out, nil, &g.last, &g.first}, master) }()
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

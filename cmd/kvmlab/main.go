@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"kvmlab/container"
 	"kvmlab/internal/cli"
@@ -89,6 +90,10 @@ func printUsage(w io.Writer) {
 	tw.Flush()
 	fmt.Fprint(w, "\nRun 'kvmlab COMMAND --help' for the flags of a command, e.g. 'kvmlab run --help'.\n")
 }
+
+// processStart is when kvmlab started, as near as Go lets a program see it
+// (package initialisation): restore reports its time from here.
+var processStart = time.Now()
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "run" {

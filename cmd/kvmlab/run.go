@@ -368,8 +368,8 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 		_ = f.snap.file.Close() // RAM is loaded: the file is not needed again
 		if err == nil {
 			rt := m.Restored()
-			fmt.Fprintf(status, "kvmlab: restored %s: machine built in %v, %.1f MiB of RAM checked and mapped from the file in %v, state set in %v\r\n", f.restore,
-				rt.Build.Round(time.Millisecond), float64(rt.RAMBytes)/(1<<20), rt.RAM.Round(time.Millisecond), rt.State.Round(time.Millisecond))
+			fmt.Fprintf(status, "kvmlab: restored %s: machine built in %v, %.1f MiB of RAM checked and mapped from the file in %v, state set in %v (%v after kvmlab started)\r\n", f.restore,
+				rt.Build.Round(time.Millisecond), float64(rt.RAMBytes)/(1<<20), rt.RAM.Round(time.Millisecond), rt.State.Round(time.Millisecond), time.Since(processStart).Round(time.Millisecond))
 		}
 	} else if m, err = vmm.New(cfg); err != nil {
 		err = kvmError(err)
