@@ -8,20 +8,8 @@ import (
 	"testing"
 
 	"kvmlab/devices/irq"
+	"kvmlab/internal/statetest"
 )
-
-func jsonRoundTrip(t testing.TB, s State) State {
-	t.Helper()
-	b, err := json.Marshal(s)
-	if err != nil {
-		t.Fatalf("marshal: %v", err)
-	}
-	var back State
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatalf("unmarshal %s: %v", b, err)
-	}
-	return back
-}
 
 // guestView reads every byte of the block, as bytes and as words.
 func guestView(t *testing.T, p *PM) []byte {
@@ -73,7 +61,7 @@ func TestStateRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newRig()
 			tc.prog(t, a)
-			saved := jsonRoundTrip(t, a.pm.SaveState())
+			saved := statetest.JSONRoundTrip(t, a.pm.SaveState())
 			b := newRig()
 			sci := &irq.Fake{}
 			b.pm.SetSCI(sci)

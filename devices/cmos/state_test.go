@@ -7,20 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func jsonRoundTrip(t testing.TB, s State) State {
-	t.Helper()
-	b, err := json.Marshal(s)
-	if err != nil {
-		t.Fatalf("marshal: %v", err)
-	}
-	var back State
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatalf("unmarshal %s: %v", b, err)
-	}
-	return back
-}
+	"kvmlab/internal/statetest"
+)
 
 // guestView reads the index port and then every one of the 128 registers
 // through the data port, restoring the index at the end.
@@ -70,7 +59,7 @@ func TestStateRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, clkA := newAt(leapDay)
 			tc.prog(t, a, clkA)
-			saved := jsonRoundTrip(t, a.SaveState())
+			saved := statetest.JSONRoundTrip(t, a.SaveState())
 			// Restored at the instant of the save, then both run on
 			// for an hour and a half second: the original and the copy
 			// must read alike. (TestRestoreContinuesFromHostClock

@@ -9,20 +9,8 @@ import (
 
 	"kvmlab/devices/bus"
 	"kvmlab/devices/irq"
+	"kvmlab/internal/statetest"
 )
-
-func jsonRoundTrip(t testing.TB, s State) State {
-	t.Helper()
-	b, err := json.Marshal(s)
-	if err != nil {
-		t.Fatalf("marshal: %v", err)
-	}
-	var back State
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatalf("unmarshal %s: %v", b, err)
-	}
-	return back
-}
 
 // guestView reads everything a guest can learn from the controller, in a
 // fixed order: the status, the whole output buffer (with the status before
@@ -114,7 +102,7 @@ func TestStateRoundTrip(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			saved := jsonRoundTrip(t, a.SaveState())
+			saved := statetest.JSONRoundTrip(t, a.SaveState())
 			b := New(nil)
 			kbd, aux := &irq.Fake{}, &irq.Fake{}
 			b.SetIRQs(kbd, aux)

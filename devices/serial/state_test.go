@@ -9,21 +9,8 @@ import (
 	"testing"
 
 	"kvmlab/devices/irq"
+	"kvmlab/internal/statetest"
 )
-
-// jsonRoundTrip sends s through encoding/json, as a snapshot file does.
-func jsonRoundTrip(t testing.TB, s State) State {
-	t.Helper()
-	b, err := json.Marshal(s)
-	if err != nil {
-		t.Fatalf("marshal: %v", err)
-	}
-	var back State
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatalf("unmarshal %s: %v", b, err)
-	}
-	return back
-}
 
 // registerReads reads every register of u in a fixed order, the divisor
 // latch included, and returns what the guest would have seen. Reads with
@@ -115,7 +102,7 @@ func TestStateRoundTrip(t *testing.T) {
 			}
 			a.Input(in[n:])
 
-			saved := jsonRoundTrip(t, a.SaveState())
+			saved := statetest.JSONRoundTrip(t, a.SaveState())
 			line := &irq.Fake{}
 			b := New("COM1", line, nil)
 			if err := b.RestoreState(saved); err != nil {
