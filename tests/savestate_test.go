@@ -72,7 +72,15 @@ func TestSnapshotRestore(t *testing.T) {
 	describeSnapshot(t, snap)
 
 	for clone := 1; clone <= 2; clone++ {
-		c := startGuestCmd(t, bootTimeout, []string{kvmlabBin(t)}, "run", "--restore", snap)
+		args := []string{"run", "--restore", snap}
+		if clone == 2 {
+			// KVM's counters for the clone's life: pf_taken counts the
+			// guest-physical pages mapped into the second-level page
+			// tables again, one 4 KiB page of the file at a time
+			// (docs/snapshot.md).
+			args = append(args, "--stats")
+		}
+		c := startGuestCmd(t, bootTimeout, []string{kvmlabBin(t)}, args...)
 		// The command is typed at once, as a user at a restored shell
 		// would: the time to its answer is "restore to a running shell".
 		if v := c.value("ANSWER", "echo $((6*7))", cmdTimeout); v != "42" {
@@ -94,6 +102,13 @@ func TestSnapshotRestore(t *testing.T) {
 		c.send("poweroff\n")
 		if code := c.wait(cmdTimeout); code != 0 {
 			t.Errorf("clone %d: kvmlab exited %d after poweroff, want 0\n%s", clone, code, c.stderr())
+		}
+		if clone == 2 {
+			pf := regexp.MustCompile(`(?m)^\s*(exits|pf_taken)\s.*$`).FindAllString(c.stderr(), -1)
+			if len(pf) != 2 {
+				t.Errorf("clone 2 ran with --stats, but KVM's exits and pf_taken counters are not in its report:\n%s", c.stderr())
+			}
+			t.Logf("clone 2, from restore to poweroff, KVM counted:\n%s", strings.Join(pf, "\n"))
 		}
 	}
 }
