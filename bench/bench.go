@@ -80,7 +80,7 @@ func usagef(format string, args ...any) error {
 // SelectPeers turns --vmms into peers, in the given order (kvmlab first
 // makes the ratios read naturally, but any order works).
 func SelectPeers(list string, io bool) ([]string, error) {
-	known, choice := map[string]bool{"kvmlab": true, "qemu-q35": true, "qemu-microvm": true, "gokvm": true}, "kvmlab, qemu-q35, qemu-microvm, gokvm"
+	known, choice := map[string]bool{"kvmlab": true, "kvmlab-guest-decompress": true, "qemu-q35": true, "qemu-microvm": true, "gokvm": true}, "kvmlab, kvmlab-guest-decompress, qemu-q35, qemu-microvm, gokvm"
 	if io {
 		known, choice = map[string]bool{"kvmlab": true, "kvmlab-no-eventfds": true, "qemu-q35": true}, "kvmlab, kvmlab-no-eventfds, qemu-q35 (with --io)"
 	}
@@ -321,6 +321,7 @@ func Here(f *Config) (*Report, error) {
 		}
 	}
 	rep := summarize(all, names, f, host, memMiB, cmdline)
+	addPhaseFigures(&rep, all, names)
 	for _, p := range peers {
 		if p.kmsg {
 			rep.ViaKmsg = append(rep.ViaKmsg, p.name)
@@ -360,6 +361,14 @@ func makePeer(name, self string, f *Config) (peer, error) {
 	case "kvmlab":
 		return peer{name: name, exits: true, argv: func(k, i, c string, m int) []string {
 			return []string{self, "run", "--quiet", "--kernel", k, "--initrd", i, "--mem", fmt.Sprintf("%dM", m), "--append", c}
+		}}, nil
+	case "kvmlab-guest-decompress":
+		// kvmlab as it booted before it decompressed bzImages on the
+		// host (vmm/hostdecompress.go): the guest runs the kernel's own
+		// decompressor, as under QEMU. The same run then shows what the
+		// host decompression saves.
+		return peer{name: name, exits: true, argv: func(k, i, c string, m int) []string {
+			return []string{self, "run", "--quiet", "--guest-decompress", "--kernel", k, "--initrd", i, "--mem", fmt.Sprintf("%dM", m), "--append", c}
 		}}, nil
 	case "qemu-q35", "qemu-microvm":
 		q, err := exec.LookPath(f.QEMU)

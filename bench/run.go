@@ -76,7 +76,10 @@ type sample struct {
 	bootPorts map[uint64]uint64
 	// kernelLog: the user-space marker came with a printk timestamp, so
 	// the guest wrote it through /dev/kmsg, not the tty.
-	kernelLog            bool
+	kernelLog bool
+	// marks are the boot's milestone lines (phases.go), when the kernel
+	// logged to the console (no "quiet").
+	marks                map[string]mark
 	failure              string // why the run failed, "" when it did not
 	stderrTail           string
 	haveMem, haveCounter bool
@@ -251,6 +254,17 @@ func runPeer(ctx context.Context, p peer, kernel, initrd, cmdline string, memMiB
 				t := seen.String()
 				seen.Reset()
 				seen.WriteString(t[len(t)-2000:])
+			}
+		}
+		if strings.HasPrefix(l, "[") {
+			if key, stamp, ok := parseMilestone(l); ok {
+				if s.marks == nil {
+					s.marks = map[string]mark{}
+				}
+				if _, seen := s.marks[key]; !seen {
+					c, _ := readKVMCounters(pid)
+					s.marks[key] = mark{stamp: stamp, host: now.Sub(start), exits: c.exits}
+				}
 			}
 		}
 		switch {

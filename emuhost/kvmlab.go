@@ -35,6 +35,7 @@ type KVMLabRun struct {
 	CPUs                 int
 	Quiet, Stats         bool
 	RNG, NoEventFDs      bool
+	GuestDecompress      bool // --guest-decompress
 	Disks                []Disk
 }
 
@@ -75,6 +76,9 @@ func (r KVMLabRun) Spec(emu Emulator, out io.Writer) Spec {
 	}
 	if r.NoEventFDs {
 		argv = append(argv, "--no-eventfds")
+	}
+	if r.GuestDecompress {
+		argv = append(argv, "--guest-decompress")
 	}
 	// The emulated host needs the guest's RAM plus room for itself.
 	return Spec{

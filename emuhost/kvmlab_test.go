@@ -27,10 +27,10 @@ func TestKVMLabRunSpec(t *testing.T) {
 		{
 			name: "every flag",
 			run: KVMLabRun{Self: "/bin/kvmlab", Kernel: "/k", Initrd: "/i", Mem: "4G", Append: "quiet", MemBytes: 4 << 30, CPUs: 4,
-				Quiet: true, Stats: true, RNG: true, NoEventFDs: true,
+				Quiet: true, Stats: true, RNG: true, NoEventFDs: true, GuestDecompress: true,
 				Disks: []Disk{{Path: "/a.img"}, {Path: "/b.img", ReadOnly: true}}},
 			wantArgv: []string{"/kvmlab/kvmlab", "run", "--kernel", "/kvmlab/kernel", "--mem", "4G", "--cpus", "4", "--append", "quiet",
-				"--initrd", "/kvmlab/initrd", "--quiet", "--stats", "--disk", "/kvmlab/disk0", "--disk", "/kvmlab/disk1,ro", "--rng", "--no-eventfds"},
+				"--initrd", "/kvmlab/initrd", "--quiet", "--stats", "--disk", "/kvmlab/disk0", "--disk", "/kvmlab/disk1,ro", "--rng", "--no-eventfds", "--guest-decompress"},
 			wantPaths: []string{"/kvmlab/kvmlab", "/kvmlab/kernel", "/kvmlab/initrd", "/kvmlab/disk0", "/kvmlab/disk1"},
 			memMB:     4096 + 1536, cpus: 4,
 		},

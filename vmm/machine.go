@@ -62,6 +62,11 @@ type Config struct {
 	MemBytes uint64
 	CPUs     int
 
+	// DecompressCache, when not "", is where a bzImage's kernel,
+	// decompressed on the host, is kept (hostdecompress.go); "" leaves
+	// the decompression to the guest.
+	DecompressCache string
+
 	Console io.Writer // guest serial output; nil discards
 	Input   io.Reader // host input to the serial port; nil for none
 	// Escapes enables Ctrl-A x (quit) on Input.
@@ -198,6 +203,7 @@ func New(cfg Config) (m *Machine, err error) {
 	if err != nil {
 		return nil, err
 	}
+	img = hostDecompress(img, cfg.Kernel, cfg.DecompressCache, cfg.Log)
 	built, err := build(cfg)
 	if err != nil {
 		return nil, err
@@ -358,6 +364,9 @@ func (m *Machine) createVCPUs(entry *boot.Entry) error {
 		supported[i] = true
 	}
 	statsFD := m.sys.Check(kvm.CapBinaryStatsFD) > 0
+	if m.sys.Check(kvm.CapTSCDeadlineTimer) > 0 {
+		cpuid = x86.WithTSCDeadline(cpuid) // spares the guest's APIC timer calibration (package x86)
+	}
 	for id := 0; id < m.cfg.CPUs; id++ {
 		kv, err := m.vm.CreateVCPU(id)
 		if err != nil {

@@ -23,6 +23,9 @@ func TestBenchFlagsRefused(t *testing.T) {
 		{[]string{"--here", "--vmms", "none", "--exit-loop", "0"}, "leaves nothing to measure"},
 		{[]string{"--here", "--vmms", "none", "--emulated-host"}, "--here runs the exit loop only"},
 		{[]string{"--console-via", "uart"}, "--console-via \"uart\""},
+		{[]string{"--guest", "fedora"}, "--guest \"fedora\""},
+		{[]string{"--guest", "debian", "--kernel", "/boot/vmlinuz"}, "--guest debian chooses the kernel itself"},
+		{[]string{"--guest", "debian", "--io"}, "--guest debian chooses the kernel itself"},
 	} {
 		err := cmdBench(c.args)
 		var u usageError

@@ -46,7 +46,7 @@ func runEmulated(f *runFlags, kernelPath, initrdPath string, mem uint64) error {
 		return usagef("--net with --emulated-host: a TAP on this machine cannot reach a guest inside the emulated host; use --net on a host with /dev/kvm")
 	}
 	r := emuhost.KVMLabRun{Self: self, Kernel: kernelPath, Initrd: initrdPath, Mem: f.mem, Append: f.appendLine,
-		MemBytes: mem, CPUs: f.cpus, Quiet: f.quiet, Stats: f.stats, RNG: f.rng, NoEventFDs: f.noEventFDs}
+		MemBytes: mem, CPUs: f.cpus, Quiet: f.quiet, Stats: f.stats, RNG: f.rng, NoEventFDs: f.noEventFDs, GuestDecompress: f.guestDecompress}
 	for _, d := range f.disks {
 		dc, err := vmm.ParseDisk(d)
 		if err != nil {

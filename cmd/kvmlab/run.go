@@ -50,6 +50,7 @@ type runFlags struct {
 	rng, noEventFDs            bool
 	anyKVM                     bool
 	seccomp                    bool
+	guestDecompress            bool // --guest-decompress: boot the bzImage as it is
 
 	resolvedKernel, resolvedInitrd string // after defaults, set by loadConfig
 
@@ -77,6 +78,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.rng, "rng", false, "virtio-rng entropy device fed by the host's getrandom (/dev/hwrng in the guest)")
 	fs.BoolVar(&f.noEventFDs, "no-eventfds", false, "virtio without ioeventfd/irqfd: every queue doorbell becomes a user-space MMIO exit and every interrupt a KVM_SIGNAL_MSI ioctl (to compare exit counts)")
 	fs.BoolVar(&f.seccomp, "seccomp", true, "confine the running VMM to the system calls it needs with a seccomp filter, installed once the machine is built (--seccomp=false turns it off, for debugging)")
+	fs.BoolVar(&f.guestDecompress, "guest-decompress", false, "boot a compressed bzImage as it is and let the guest decompress it, as QEMU and a bootloader do; by default kvmlab decompresses it once on the host (gzip, bzip2, lzma, xz, lz4, zstd), caches the kernel ELF in ~/.cache/kvmlab/vmlinux and enters it at its 64-bit entry (docs/boot.md)")
 	fs.BoolVar(&f.anyKVM, "any-kvm", false, "internal: skip the check that /dev/kvm stands on VT-x or AMD SVM (kvmlab bench --here runs its tiny exit-loop guest on kvm_pvm)")
 	fs.StringVar(&f.traceFormat, "trace-format", "json", "trace format: json (one JSON object per exit, read by 'kvmlab stat') or chrome (Chrome Trace Event JSON for Perfetto / chrome://tracing)")
 }
@@ -170,6 +172,9 @@ func (f *runFlags) loadConfig() (vmm.Config, error) {
 	f.resolvedKernel, f.resolvedInitrd = kernelPath, initrdPath
 	cfg = vmm.Config{Kernel: kernel, Initrd: initrd, Cmdline: f.appendLine, MemBytes: mem, CPUs: f.cpus,
 		RNG: f.rng, NoEventFDs: f.noEventFDs}
+	if !f.guestDecompress {
+		cfg.DecompressCache = filepath.Join(cacheDir(), "vmlinux") // vmm/hostdecompress.go
+	}
 	for _, d := range f.disks {
 		dc, err := vmm.ParseDisk(d)
 		if err != nil {

@@ -122,7 +122,7 @@ func Load(mem *guestmem.Memory, img *Image, initrd []byte, cmdline string, rsdp 
 	}
 
 	maxCmdline := uint64(ELFCmdlineSize)
-	if img.Format == FormatBzImage {
+	if img.Setup != nil { // a bzImage, or the ELF kernel decompressed from one (decompress.go)
 		maxCmdline = uint64(img.Setup.CmdlineSize)
 	}
 	if err := checkCmdline(cmdline, maxCmdline); err != nil {
@@ -321,7 +321,7 @@ func bootParams(img *Image, initrdAddr, initrdSize uint64, e820 []E820Entry, rsd
 	bp := make([]byte, bootParamsSize)
 	le := binary.LittleEndian
 	var version uint16
-	if img.Format == FormatBzImage {
+	if img.Setup != nil { // also an ELF kernel decompressed from a bzImage
 		// boot.rst, "64-bit Boot Protocol": copy the kernel's setup
 		// header, 0x1f1 to 0x202 + the jump offset, into the zero page,
 		// then fill in the loader's fields.

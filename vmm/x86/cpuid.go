@@ -14,10 +14,11 @@ const (
 	leafKVMFeatures  = 0x4000_0001
 	leafExtFeatures  = 0x8000_0001
 
-	ecxMonitor    = 1 << 3  // MONITOR/MWAIT: we don't emulate it; Linux would idle with MWAIT
-	ecxVMX        = 1 << 5  // no nested virtualisation inside kvmlab guests (Intel; every guest of the emulated Intel host's tests)
-	ecxHypervisor = 1 << 31 // "running under a hypervisor": tells Linux to look for the KVM leaves
-	ecxSVM        = 1 << 2  // leaf 0x80000001: AMD's nested virtualisation
+	ecxMonitor     = 1 << 3  // MONITOR/MWAIT: we don't emulate it; Linux would idle with MWAIT
+	ecxVMX         = 1 << 5  // no nested virtualisation inside kvmlab guests (Intel; every guest of the emulated Intel host's tests)
+	ecxHypervisor  = 1 << 31 // "running under a hypervisor": tells Linux to look for the KVM leaves
+	ecxSVM         = 1 << 2  // leaf 0x80000001: AMD's nested virtualisation
+	ecxTSCDeadline = 1 << 24 // the local APIC timer's TSC-deadline mode
 )
 
 // FilterCPUID adapts KVM_GET_SUPPORTED_CPUID's answer for vCPU apicID of a
@@ -55,6 +56,27 @@ func FilterCPUID(in []kvm.CPUIDEntry, apicID uint32, ncpu int) []kvm.CPUIDEntry 
 			}
 		}
 		out = append(out, e)
+	}
+	return out
+}
+
+// WithTSCDeadline returns in with leaf 1 ECX bit 24 (TSC-deadline timer)
+// set. KVM_GET_SUPPORTED_CPUID never reports this bit: KVM's in-kernel
+// local APIC emulates the mode whenever KVM_CAP_TSC_DEADLINE_TIMER is
+// present, and the VMM is to set the bit itself (Documentation/virt/kvm/
+// api.rst, KVM_GET_SUPPORTED_CPUID; QEMU does). It matters for boot time:
+// Linux 6.1's calibrate_APIC_clock (arch/x86/kernel/apic/apic.c) returns
+// at once on a CPU with the feature, and programs the timer in TSC ticks,
+// whose rate kvm-clock already gave it; without it the kernel measures the
+// APIC timer against jiffies for a tenth of a second or more ("Calibrating
+// APIC timer"), which under nested virtualisation is slow and noisy. The
+// caller checks the capability; the input is not changed.
+func WithTSCDeadline(in []kvm.CPUIDEntry) []kvm.CPUIDEntry {
+	out := append([]kvm.CPUIDEntry(nil), in...)
+	for i := range out {
+		if out[i].Function == leafFeatures {
+			out[i].ECX |= ecxTSCDeadline
+		}
 	}
 	return out
 }

@@ -38,3 +38,22 @@ func TestFilterCPUID(t *testing.T) {
 		t.Error("FilterCPUID modified its input")
 	}
 }
+
+func TestWithTSCDeadline(t *testing.T) {
+	in := []kvm.CPUIDEntry{{Function: 0, EAX: 0xd}, {Function: 1, ECX: 1}, {Function: 7, ECX: 2}}
+	out := WithTSCDeadline(in)
+	tests := []struct {
+		name      string
+		got, want uint32
+	}{
+		{"leaf 1 ECX gains bit 24", out[1].ECX, 1 | 1<<24},
+		{"leaf 0 untouched", out[0].EAX, 0xd},
+		{"leaf 7 ECX untouched", out[2].ECX, 2},
+		{"input unchanged", in[1].ECX, 1},
+	}
+	for _, tc := range tests {
+		if tc.got != tc.want {
+			t.Errorf("%s: got %#x, want %#x", tc.name, tc.got, tc.want)
+		}
+	}
+}
