@@ -38,9 +38,13 @@ command -v iasl >/dev/null || need+=(acpica-tools) # the ACPI tests disassemble 
 # namespace (the tools are copied into the emulated host).
 command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null || need+=(e2fsprogs)
 command -v ip >/dev/null || need+=(iproute2)
+# Labs 1 to 3 build their guests with GNU as and ld (TestLabs: in the emulated host too).
+command -v as >/dev/null && command -v ld >/dev/null || need+=(binutils)
 # The container tests also run the same root file system under runc, a
 # production OCI runtime, for comparison.
 command -v runc >/dev/null || need+=(runc)
+# TestGDB debugs the guest kernel with Debian's gdb (copied into the emulated host).
+command -v gdb >/dev/null || need+=(gdb)
 # The emulated Intel host (VT-x, issue 13): Bochs 2.7 (Debian 12's) with its
 # BIOS and VGA BIOS, booting an ISOLINUX CD image that xorriso writes.
 bochs --help 2>&1 | grep -qE 'Bochs x86 Emulator (2\.([7-9]|[1-9][0-9])|[3-9]\.)' || need+=(bochs)

@@ -143,14 +143,16 @@ func runInEmulatedHost() int {
 	amd.runs = append(amd.runs, hostRun{args: append(append([]string{}, base...), "-test.skip=^("+strings.Join(all, "|")+"|TestEmulatedHostSuite)$")})
 	// The Intel groups run beside the AMD ones: Bochs is one thread and
 	// QEMU's two vCPUs mostly take turns, so the two fill the two cores
-	// of a CI runner. Their output lines carry an "intel| " prefix. The
-	// Intel groups take longer in all (Bochs interprets every
-	// instruction), so once the AMD series is done and its core is free,
-	// a second Bochs takes the Intel groups not yet started; its lines
-	// carry "intel2| ".
-	amdDone := make(chan struct{})
+	// of a CI runner. Whichever series runs out of groups first frees its
+	// core for the other: a second emulated host of the other kind then
+	// takes that series' groups not yet started. The lines of the Intel
+	// hosts start with "intel| " and "intel2| ", those of a second AMD
+	// host with "amd2| ".
+	amdIdle, intelIdle := make(chan struct{}), make(chan struct{})
+	amd.idle, amd.second = amdIdle, intelIdle
+	amd.out2 = &prefixWriter{prefix: "amd2| ", w: os.Stdout}
 	intel := series{emu: emuhost.BochsVMX, out: &prefixWriter{prefix: "intel| ", w: os.Stdout},
-		second: amdDone, out2: &prefixWriter{prefix: "intel2| ", w: os.Stdout}}
+		second: amdIdle, idle: intelIdle, out2: &prefixWriter{prefix: "intel2| ", w: os.Stdout}}
 	for _, g := range intelGroups {
 		r := group(g.tests)
 		r.hostAppend, r.proof = g.hostAppend, g.proof
@@ -159,7 +161,6 @@ func runInEmulatedHost() int {
 	intelDone := make(chan int, 1)
 	go func() { intelDone <- intel.run(ctx, hk, self, bin, guest, base) }()
 	worst := amd.run(ctx, hk, self, bin, guest, base)
-	close(amdDone)
 	if code := <-intelDone; code != 0 {
 		fmt.Printf("tests: the VT-x group(s) in the emulated Intel host failed (exit status %d); their output is above, each line starting \"intel| \" or \"intel2| \"\n", code)
 		worst = code
@@ -177,6 +178,9 @@ type series struct {
 	// writing to out2: the two then share the runs not yet started.
 	second <-chan struct{}
 	out2   io.Writer
+	// idle, when not nil, is closed once the first worker finds no run
+	// left to start: its emulated host is gone and its core is free.
+	idle chan<- struct{}
 }
 
 // hostRun is one emulated-host run: the test binary's arguments, words for
@@ -188,7 +192,7 @@ type hostRun struct {
 
 // run makes the runs and returns the worst exit status.
 func (s series) run(ctx context.Context, hk *emuhost.Kernel, self, bin, guest string, base []string) int {
-	return shareRuns(ctx, len(s.runs), s.second, func(i, worker int) int {
+	return shareRuns(ctx, len(s.runs), s.second, s.idle, func(i, worker int) int {
 		out := s.out
 		if worker == 2 {
 			out = s.out2
@@ -199,11 +203,15 @@ func (s series) run(ctx context.Context, hk *emuhost.Kernel, self, bin, guest st
 
 // shareRuns calls do for runs 0 to n-1 in order, at most two at a time: a
 // first worker starts at once, a second once second is closed (never when
-// it is nil), and each takes the next run not yet started. It returns the
-// worst (last non-zero) status do returned.
-func shareRuns(ctx context.Context, n int, second <-chan struct{}, do func(i, worker int) int) int {
+// it is nil, and not at all once every run has started), and each takes
+// the next run not yet started. When the first worker finds no run left it
+// closes idle (if not nil). It returns the worst (last non-zero) status do
+// returned.
+func shareRuns(ctx context.Context, n int, second <-chan struct{}, idle chan<- struct{}, do func(i, worker int) int) int {
 	var mu sync.Mutex
 	next, worst := 0, 0
+	allTaken := make(chan struct{})
+	var takenOnce sync.Once
 	work := func(worker int) {
 		for {
 			mu.Lock()
@@ -211,6 +219,7 @@ func shareRuns(ctx context.Context, n int, second <-chan struct{}, do func(i, wo
 			next++
 			mu.Unlock()
 			if i >= n {
+				takenOnce.Do(func() { close(allTaken) })
 				return
 			}
 			if code := do(i, worker); code != 0 {
@@ -228,11 +237,15 @@ func shareRuns(ctx context.Context, n int, second <-chan struct{}, do func(i, wo
 			select {
 			case <-second:
 				work(2)
+			case <-allTaken:
 			case <-ctx.Done():
 			}
 		}()
 	}
 	work(1)
+	if idle != nil {
+		close(idle)
+	}
 	wg.Wait()
 	return worst
 }
@@ -369,17 +382,25 @@ func emulatorFault(out string) []string {
 // host's kernel down (it does, now and then, under any QEMU tried), only
 // that group is booted again, so small groups lose little.
 var testGroups = []string{
-	"TestBadInput|TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestSnapshot",
-	"TestBootDefaultGuest|TestBootELF|TestBenchBoot",
-	"TestBootDebianKernel|TestMem4G",
-	"TestRebootAndPanic|TestInteractiveTerminal|TestControl",
-	"TestSnapshotRestore|TestSnapshotDisk|TestSnapshotFileRefused|TestSnapshotNet",
-	"TestTraceAndStat|TestChromeTrace|TestStats",
-	"TestKVMExitTracepoint|TestStepScript|TestStepDebug",
-	"TestVirtioDisk|TestVirtioDiskSurvivesKill",
-	"TestVirtioNet|TestVirtioDebian|TestVirtioIOWorkload",
-	"TestContainer|TestCompare",
-	"TestHostileGuest|TestHostileTinyGuests",
+	// Longest first (their times in a loaded CI run, in minutes): a
+	// second emulated host that joins once the Intel series is done
+	// (shareRuns) then picks up short groups at the end, and the two
+	// finish close together.
+	"TestLabVMOrContainer", // 6: a whole kvmlab compare
+	"TestExec",             // 6: eight guests, one command each
+	"TestBootDefaultGuest|TestBootELF|TestBenchBoot",                                  // 5
+	"TestHostileGuest|TestHostileTinyGuests",                                          // 5
+	"TestContainer|TestCompare|TestCompareInterrupted",                                // 5
+	"TestCompareDensity|TestCompareWorkload",                                          // 4.5
+	"TestLabs|TestLabFewerExits",                                                      // 4
+	"TestBootDebianKernel|TestMem4G|TestBootFastPaths",                                // 4
+	"TestSnapshotRestore|TestSnapshotDisk|TestSnapshotFileRefused|TestSnapshotNet",    // 4
+	"TestVirtioDisk|TestVirtioDiskSurvivesKill",                                       // 4
+	"TestKVMExitTracepoint|TestStepScript|TestStepDebug|TestGDB",                      // 4
+	"TestTraceAndStat|TestChromeTrace|TestStats",                                      // 3
+	"TestRebootAndPanic|TestInteractiveTerminal|TestControl",                          // 3
+	"TestVirtioNet|TestVirtioDebian|TestVirtioIOWorkload",                             // 2.5
+	"TestBadInput|TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestSnapshot", // 1
 }
 
 // intelGroups run in the emulated Intel host (Bochs emulating VT-x, issue
@@ -422,6 +443,9 @@ var testGroups = []string{
 // check it).
 var intelGroups = []hostGroup{
 	{tests: "TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestBootDefaultGuest|TestStats|TestKVMExitTracepoint|TestStepScript|TestStepDebug|TestVirtioDisk"},
+	// The labs' guests in real mode, protected and long mode, and the
+	// quiz's VT-x answers (lab 2), graded on VT-x.
+	{tests: "TestLabs"},
 	{tests: "TestBootDefaultGuest|TestBootDebianKernel|TestSnapshotRestore", hostAppend: "kvm_intel.unrestricted_guest=0", proof: "hostinit: module kvm_intel: unrestricted_guest=0"},
 	{tests: "TestTinyGuestTripleFault|TestBootDefaultGuest|TestRebootAndPanic", hostAppend: "kvm_intel.ept=0", proof: "hostinit: module kvm_intel: ept=0"},
 }
@@ -439,8 +463,9 @@ type hostGroup struct {
 // hostTools are host programs the tests run inside the emulated host, which
 // has none of them: e2fsprogs to make and read ext4 images and iproute2 for
 // the TAP and the network namespace (virtio tests), runc for the container
-// comparison. They travel in with their libraries.
-var hostTools = []string{"mkfs.ext4", "debugfs", "e2fsck", "ip", "runc"}
+// comparison, GNU as and ld for the guests of labs 1 to 3 (TestLabs). They
+// travel in with their libraries.
+var hostTools = []string{"mkfs.ext4", "debugfs", "e2fsck", "ip", "runc", "as", "ld"}
 
 // runOnce runs one emulated-host run and returns its exit status and the
 // inner run's console output.
@@ -471,7 +496,7 @@ func runOnce(ctx context.Context, emu emuhost.Emulator, hostAppend string, stdou
 		Timeout: timeout,
 		Output:  io.MultiWriter(stdout, &console),
 	}
-	tools, err := emuhost.Programs(hostTools...)
+	tools, err := hostFiles(args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tests: %v: install them (bash tests/deps.sh)\n", err)
 		return 1, ""

@@ -145,23 +145,11 @@ func (c *Control) SetSingleStep(on bool) error {
 // before executing an instruction at one of these linear addresses. The
 // guest's own memory is not modified, unlike INT3 breakpoints.
 func (c *Control) SetHWBreakpoints(addrs []uint64) error {
-	if len(addrs) > 4 {
-		return fmt.Errorf("at most 4 hardware breakpoints (DR0-DR3), got %d", len(addrs))
-	}
-	var dr [8]uint64
-	var dr7 uint64
+	bps := make([]HWBreakpoint, len(addrs))
 	for i, a := range addrs {
-		dr[i] = a
-		dr7 |= 1 << (2 * i) // Li: local enable; R/Wi=00, LENi=00: execution
+		bps[i] = HWBreakpoint{Addr: a, Kind: HWExec}
 	}
-	dr[7] = dr7
-	c.v.debug.DebugReg = dr
-	if len(addrs) > 0 {
-		c.v.debug.Control |= kvm.GuestDebugEnable | kvm.GuestDebugUseHWBP
-	} else {
-		c.v.debug.Control &^= kvm.GuestDebugUseHWBP
-	}
-	return c.applyDebug()
+	return c.SetDebugRegisters(bps) // debugregs.go encodes DR7
 }
 
 func (c *Control) applyDebug() error {

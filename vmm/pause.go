@@ -249,3 +249,56 @@ func (m *Machine) completePending(v *vcpu) {
 		}
 	}
 }
+
+// PauseAsync starts a Pause and returns once the pause is requested (or
+// one already is), before the vCPUs have parked; the channel gets Pause's
+// result. A Debugger calls it from Stop, on a vCPU's own goroutine, to
+// stop the whole machine at a breakpoint (the GDB stub's all-stop): that
+// vCPU cannot park while it is inside Stop, so a Pause there would wait
+// for itself. Once the request is up, the vCPU parks as soon as Stop
+// returns, before it could re-enter the guest. Called before Run, it holds
+// every vCPU before its first guest instruction (run --gdb-wait).
+func (m *Machine) PauseAsync() <-chan error {
+	res := make(chan error, 1)
+	go func() { res <- m.Pause() }()
+	// Pause stores the gate first thing; a Pause already under way (the
+	// gate is up) counts too, and this one then finds the machine paused.
+	for m.pause.gate.Load() == nil {
+		select {
+		case err := <-res:
+			// Done already: paused, or stopped.
+			r := make(chan error, 1)
+			r <- err
+			return r
+		case <-m.stopC:
+			return res
+		case <-time.After(50 * time.Microsecond):
+		}
+	}
+	return res
+}
+
+// OnParkedControl runs fn on vCPU id's own thread while the machine is
+// paused, with the Control a Debugger gets at a stop: registers, memory
+// and guest debugging of that vCPU, read and set where no KVM_RUN holds
+// it (the GDB stub's register and breakpoint packets).
+func (m *Machine) OnParkedControl(id int, fn func(c *Control) error) error {
+	p := &m.pause
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g := p.gate.Load()
+	if g == nil || !p.paused.Load() {
+		return ErrNotPaused
+	}
+	if id < 0 || id >= len(m.vcpus) {
+		return fmt.Errorf("no vCPU %d", id)
+	}
+	done := make(chan error, 1)
+	job := func() { done <- fn(&Control{m: m, v: m.vcpus[id]}) }
+	select {
+	case g.work[id] <- job:
+	case <-m.stopC:
+		return ErrStopped
+	}
+	return <-done
+}

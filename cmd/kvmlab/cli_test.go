@@ -56,7 +56,7 @@ func buildCLI(t *testing.T, dir string) (bin, head string) {
 }
 
 // subcommands are the commands with flags of their own.
-var subcommands = []string{"run", "step", "stat", "check", "container", "bench", "compare", "control", "help", "version", "completion"}
+var subcommands = []string{"run", "step", "stat", "check", "container", "bench", "compare", "lab", "control", "help", "version", "completion"}
 
 // internalFlags must parse but never be shown.
 var internalFlags = []string{"any-kvm", "in-emulated-host", "exitfloor", "go-floor", "go-floor-variant"}

@@ -65,6 +65,7 @@ func commandTable() []command {
 		{"container", "[flags] -- CMD", "run CMD in a container with the guest's userland, on this kernel", cmdContainer, nil},
 		{"bench", "[flags]", "boot the same guest under kvmlab, QEMU (q35, microvm) and gokvm; compare", cmdBench, nil},
 		{"compare", "[flags]", "the same userland as a VM and as a container, measured side by side", cmdCompare, nil},
+		{"lab", "list|start N DIR|check N DIR", "guided labs: start one in a directory, and have your work graded from real exits", cmdLab, []string{"list", "start", "check"}},
 		{"control", "PATH COMMAND", "pause, resume, snapshot, stats or quit the kvmlab run --control PATH", cmdControl, nil},
 		{"help", "COMMAND", "show a command's flags", cmdHelp, nil},
 		{"version", "", "print kvmlab's version, VCS revision and Go version", cmdVersion, nil},

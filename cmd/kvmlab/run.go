@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"kvmlab/vmm"
 	"kvmlab/vmm/boot"
 	"kvmlab/vmm/control"
+	"kvmlab/vmm/gdbstub"
 	"kvmlab/vmm/inspect"
 	"kvmlab/vmm/kvm"
 )
@@ -56,13 +58,17 @@ type runFlags struct {
 
 	control   string            // --control PATH (run only)
 	controlLn *control.Listener // its socket, listening before the machine is built (cmdRun)
+	gdb       string            // --gdb ADDR (run only; gdb.go)
+	gdbWait   bool              // --gdb-wait
+	gdbLn     net.Listener      // its socket, listening before the machine is built
+	gdbStub   *gdbstub.Machine  // the stub, attached to the config
 
 	restore string          // --restore FILE (run only)
 	snap    *snapshotSource // its file, checked (restore.go)
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a bzImage or an ELF vmlinux (default: the kvmlab guest kernel, built by 'make guest')")
+	fs.StringVar(&f.kernel, "kernel", "", "guest kernel: a bzImage or an ELF vmlinux, or a boot sector run in real mode at 0x7c00 (default: the kvmlab guest kernel, built by 'make guest')")
 	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk (cpio, optionally compressed) (default: the kvmlab u-root initramfs when --kernel is not given)")
 	fs.StringVar(&f.appendLine, "append", DefaultCmdline, "kernel command line")
 	fs.StringVar(&f.mem, "mem", "512M", "guest RAM: MiB as in QEMU's -m (512), or with a K, M, G or T suffix (512M, 4G)")
@@ -229,8 +235,15 @@ func cmdRun(args []string) error {
 	f.register(fset)
 	fset.StringVar(&f.control, "control", "", "listen on a Unix socket at this path (mode 0600, removed on exit) for 'kvmlab control PATH pause|resume|snapshot FILE|stats|quit'")
 	fset.StringVar(&f.restore, "restore", "", "restore the machine saved in this snapshot file (written by 'kvmlab control SOCKET snapshot FILE') and let it continue where it stopped, instead of booting a kernel")
-	setUsage(fset, "Usage: kvmlab run [flags]\n\nBoot a Linux guest with its serial console on this terminal. Ctrl-A x quits.\nThe guest's poweroff or reboot ends kvmlab with status 0.\n\nFlags:\n")
+	var ex execFlags // --exec, --timeout (exec.go)
+	ex.register(fset)
+	fset.StringVar(&f.gdb, "gdb", "", gdbUsage)
+	fset.BoolVar(&f.gdbWait, "gdb-wait", false, gdbWaitUsage)
+	setUsage(fset, "Usage: kvmlab run [flags]\n\nBoot a Linux guest with its serial console on this terminal. Ctrl-A x quits.\nThe guest's poweroff or reboot ends kvmlab with status 0.\n\n"+execUsage+"Flags:\n")
 	if help, err := parseFlags(fset, args, false); help || err != nil {
+		return err
+	}
+	if err := ex.check(&f); err != nil {
 		return err
 	}
 	vmm.Version = cli.Version("kvmlab")
@@ -245,11 +258,19 @@ func cmdRun(args []string) error {
 	} else if cfg, err = f.loadConfig(); err != nil {
 		return err
 	}
+	if ex.set {
+		if err := ex.apply(&cfg, fset); err != nil {
+			return err
+		}
+	}
 	if f.emulated && f.traceFile != "" {
 		return usagef("--trace with --emulated-host: the trace would stay inside the emulated host; use --stats there, or trace on a host with /dev/kvm")
 	}
 	if f.control != "" && (f.emulated || f.emulatedCPU != "amd") {
 		return usagef("--control with --emulated-host: the socket would be inside the emulated host; run kvmlab there with --control")
+	}
+	if err := gdbCheck(&f); err != nil {
+		return err
 	}
 	if f.emulated || f.emulatedCPU != "amd" { // runEmulated refuses --emulated-cpu without --emulated-host
 		return runEmulated(&f, f.resolvedKernel, f.resolvedInitrd, cfg.MemBytes)
@@ -278,9 +299,18 @@ func cmdRun(args []string) error {
 		f.controlLn = ln
 		defer ln.Close() // removes the socket, however the run ends
 	}
+	if err := gdbListen(&f); err != nil {
+		return err
+	}
+	if f.gdbLn != nil {
+		defer f.gdbLn.Close()
+	}
 	obs, err := setupObservation(&cfg, f.traceFile, f.traceFormat, f.stats, f.tracepoints)
 	if err != nil {
 		return err
+	}
+	if ex.set {
+		return ex.run(cfg, &f, obs)
 	}
 	return runMachine(cfg, &f, obs)
 }
@@ -311,7 +341,7 @@ func checkKVM(cfg vmm.Config, f *runFlags) error {
 	if err != nil {
 		return kvmError(err)
 	}
-	if err := checkBackend(); err != nil && !f.anyKVM {
+	if err := checkBackend(); err != nil && !f.anyKVM && !bootSectorGuest(cfg.Kernel) {
 		return err
 	}
 	if cfg.CPUs > max {
@@ -365,6 +395,7 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 
 	var m *vmm.Machine
 	var err error
+	gdbAttach(f, &cfg) // --gdb: the stub is the machine's debugger (gdb.go)
 	if f.snap != nil {
 		m, err = vmm.Restore(cfg, f.snap.snap)
 		if err != nil {
@@ -423,7 +454,9 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 		restore()
 		return err
 	}
+	stopGDB := gdbStart(f, m, status)
 	out := m.Run()
+	stopGDB()
 	restore()
 	if err := obs.Finish(m, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "kvmlab: trace: %v\n", err)

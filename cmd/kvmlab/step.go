@@ -22,6 +22,7 @@ func cmdStep(args []string) error {
 	var f runFlags
 	f.register(fset)
 	script := fset.String("script", "", "read stepper commands from this file instead of standard input")
+	quizMode := fset.Bool("quiz", false, "before every exit, ask which exit comes next (KVM reason and VT-x/SVM reason) and score the answers; works with --script")
 	symbols := fset.String("symbols", "", "kernel symbols for break and code: a System.map or an ELF vmlinux (default: the kvmlab guest's System.map with the default kernel)")
 	setUsage(fset, "Usage: kvmlab step [flags]\n\nBoot a guest and stop at every VM exit that reaches kvmlab, before the vCPU resumes.\nThe guest's console output is shown at each stop, marked [console].\n\n"+stepper.Help+"\n\nFlags:\n")
 	if help, err := parseFlags(fset, args, false); help || err != nil {
@@ -81,9 +82,12 @@ func cmdStep(args []string) error {
 		in = stepper.Lines(os.Stdin)
 	}
 	st := stepper.New(in, out, sym)
+	if *quizMode {
+		st.EnableQuiz()
+	}
 	st.Attach(&cfg)
 	cfg.Log = os.Stderr
-	if err := checkBackend(); err != nil {
+	if err := checkBackend(); err != nil && !f.anyKVM && !bootSectorGuest(cfg.Kernel) {
 		return err
 	}
 	m, err := vmm.New(cfg)

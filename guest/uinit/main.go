@@ -34,6 +34,11 @@
 // And /bin/kvmlab-hostile (package guest/hostile): a driver that attacks
 // a virtio device the way a hostile guest would, for tests/hostile_test.go.
 //
+// With `kvmlab.exec=ENCODED` (what `kvmlab run --exec CMD` adds), uinit
+// runs CMD with the shell, its output on COM2 and COM4, and reports its exit
+// status to the VMM through the exit-status port (exec.go; the contract is
+// package guest/runexec).
+//
 // `kvmlab.run=kvmlab-crash` panics the guest kernel on purpose through sysrq
 // (the blast-radius row of `kvmlab compare`). It is not a program in PATH,
 // only a word uinit itself understands on the kernel command line, and it
@@ -60,6 +65,7 @@ import (
 	"kvmlab/guest/hostile"
 	"kvmlab/guest/iobench"
 	"kvmlab/guest/probe"
+	"kvmlab/guest/runexec"
 )
 
 func main() {
@@ -87,6 +93,9 @@ func main() {
 		if v, ok := strings.CutPrefix(f, "kvmlab.run="); ok {
 			run = v
 		}
+	}
+	if strings.Contains(string(b), runexec.Param+"=") {
+		runExec(string(b)) // kvmlab run --exec (exec.go)
 	}
 	if run == "" {
 		supervise()

@@ -47,6 +47,7 @@ func fuzzSeeds() map[string][]byte {
 		"gzip":              []byte("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"),
 		"arm64-image":       arm64,
 		"text":              []byte("#!/bin/sh\necho not a kernel\n"),
+		"boot-sector":       bootSector([]byte{0xfa, 0xf4}, 512), // cli; hlt
 	}
 }
 
@@ -110,6 +111,15 @@ func FuzzParse(f *testing.F) {
 			var be *Error
 			if !errors.As(err, &be) {
 				t.Fatalf("Parse error %v is not a *boot.Error", err)
+			}
+			return
+		}
+		if img.Format == FormatBootSector { // bootsector.go: its own, smaller rules
+			if img.EntryPoint != BootSectorAddr || len(img.Payload) > BootSectorMax || len(img.Payload) != len(kernel) {
+				t.Fatalf("boot sector of %d bytes: entry %#x, payload %d bytes", len(kernel), img.EntryPoint, len(img.Payload))
+			}
+			if e, err := Load(fuzzMem(t), img, nil, "", 0); err == nil && (!e.RealMode || e.RIP != BootSectorAddr) {
+				t.Fatalf("boot sector entry %+v", e)
 			}
 			return
 		}

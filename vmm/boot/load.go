@@ -96,6 +96,10 @@ type Entry struct {
 	// Raw GDT descriptors, so the VMM can fill the hidden parts of the
 	// KVM segment registers exactly as a far jump would have.
 	CodeDescriptor, DataDescriptor uint64
+	// RealMode enters at 0000:RIP in real mode, SP = RSP, instead of
+	// long mode (a boot sector: bootsector.go); the fields above it are
+	// unused then.
+	RealMode bool
 	// Where the initrd went (0, 0 without one), for logging.
 	InitrdAddr, InitrdSize uint64
 }
@@ -109,6 +113,9 @@ type Entry struct {
 func Load(mem *guestmem.Memory, img *Image, initrd []byte, cmdline string, rsdp guestmem.GPA) (*Entry, error) {
 	if mem == nil {
 		return nil, errorf(ErrLayout, "no guest memory")
+	}
+	if img != nil && img.Format == FormatBootSector {
+		return loadBootSector(mem, img, initrd) // bootsector.go
 	}
 	if err := checkImage(img); err != nil {
 		return nil, err
@@ -132,7 +139,7 @@ func Load(mem *guestmem.Memory, img *Image, initrd []byte, cmdline string, rsdp 
 	var initrdAddr uint64
 	if len(initrd) > 0 {
 		maxByte := uint64(ELFInitrdAddrMax)
-		if img.Format == FormatBzImage {
+		if img.Setup != nil {
 			maxByte = uint64(img.Setup.InitrdAddrMax)
 		}
 		initrdAddr, err = placeInitrd(uint64(len(initrd)), img.KernelEnd, maxByte, lowEnd)
@@ -217,6 +224,9 @@ func checkImage(img *Image) error {
 	}
 	inKernel := func(addr, n uint64) bool {
 		return addr >= img.KernelStart && addr <= img.KernelEnd && n <= img.KernelEnd-addr
+	}
+	if img.Setup != nil && len(img.Setup.Raw) > headerMaxEnd-offSetupSects {
+		return errorf(ErrInvalidImage, "setup header of %d bytes is larger than its place in boot_params", len(img.Setup.Raw))
 	}
 	switch img.Format {
 	case FormatBzImage:

@@ -24,6 +24,8 @@ func (f Format) String() string {
 		return "bzImage"
 	case FormatELF:
 		return "ELF vmlinux"
+	case FormatBootSector:
+		return "boot sector"
 	}
 	return "unknown format"
 }
@@ -66,6 +68,9 @@ func Parse(kernel []byte) (*Image, error) {
 	}
 	if bytes.HasPrefix(kernel, []byte(elfMagic)) {
 		return parseELF(kernel)
+	}
+	if isBootSector(kernel) { // bootsector.go
+		return parseBootSector(kernel)
 	}
 	return parseBzImage(kernel)
 }

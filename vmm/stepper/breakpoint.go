@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"kvmlab/vmm"
 	"kvmlab/vmm/kvm"
 )
 
@@ -88,37 +89,19 @@ func (s *Stepper) addSoftware(c bpTarget, a uint64) error {
 			return fmt.Errorf("there is a software breakpoint at %#x already", a)
 		}
 	}
-	sr, err := c.Sregs()
-	if err != nil {
-		return err
-	}
-	gpa := a
-	if sr.CR0&(1<<31) != 0 {
-		t, err := c.Translate(a)
-		if err != nil {
-			return err
-		}
-		if t.Valid == 0 {
-			return fmt.Errorf("%#x is not mapped by the guest's page tables yet: use break (hardware), which needs no memory", a)
-		}
-		gpa = t.PhysicalAddress
-	}
-	orig, err := c.ReadPhys(gpa, 1)
-	if err != nil {
-		return fmt.Errorf("guest-physical %#x: %w", gpa, err)
-	}
-	if orig[0] == int3 {
-		return fmt.Errorf("the guest has an INT3 at %#x itself", a)
-	}
 	if err := c.SetSWBreakpoints(true); err != nil {
 		return err
 	}
-	if err := c.WritePhys(gpa, []byte{int3}); err != nil {
-		return fmt.Errorf("guest-physical %#x: %w", gpa, err)
+	p, err := vmm.PlantINT3(c, a) // shared with the GDB stub (vmm/debugregs.go)
+	if err != nil {
+		if s.swCount() == 0 {
+			_ = c.SetSWBreakpoints(false)
+		}
+		return err
 	}
-	s.breaks = append(s.breaks, breakpoint{addr: a, sw: true, gpa: gpa, orig: orig[0], armed: true})
+	s.breaks = append(s.breaks, breakpoint{addr: a, sw: true, gpa: p.GPA, orig: p.Orig, armed: true})
 	s.printf("breakpoint %d at %#x %s (software: INT3 at guest-physical %#x over byte %#02x)\n",
-		len(s.breaks), a, s.sym.Describe(a), gpa, orig[0])
+		len(s.breaks), a, s.sym.Describe(a), p.GPA, p.Orig)
 	return nil
 }
 

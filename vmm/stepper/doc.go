@@ -42,6 +42,10 @@
 //     makes the #BP it raises an exit (breakpoint.go says how the byte is
 //     lifted and planted again).
 //
+// With EnableQuiz (kvmlab step --quiz) every exit stops and the learner
+// predicts the next one on both layers before the guest goes on; quiz.go
+// grades the guesses and keeps the score.
+//
 // Breakpoints take kernel symbols as well as addresses (a System.map or an
 // ELF vmlinux, package inspect); the kernel must then run without KASLR,
 // which Attach asks for on the command line.

@@ -54,6 +54,8 @@ type Stepper struct {
 	until     func(*trace.Event) bool // run until this matches
 	stepsLeft int                     // stepi N
 	done      bool                    // input ended or quit: run free
+
+	quiz *quiz // kvmlab step --quiz (quiz.go); nil: off
 }
 
 // New returns a stepper that reads commands from in and writes what it
@@ -70,6 +72,11 @@ func New(in LineReader, out io.Writer, sym *inspect.Symbols) *Stepper {
 // off on the command line.
 func (s *Stepper) Attach(cfg *vmm.Config) {
 	cfg.Debugger = s
+	if s.quiz != nil {
+		// The quiz sees every exit, also the last one, after which the
+		// machine stops without a Stop (quiz.go).
+		cfg.Trace = quizSink{q: s.quiz, next: cfg.Trace}
+	}
 	cfg.Console = s.cons
 	cfg.Input = nil
 	if s.sym != nil && !strings.Contains(cfg.Cmdline, "nokaslr") {
@@ -83,8 +90,14 @@ func (s *Stepper) Attach(cfg *vmm.Config) {
 func (s *Stepper) Run(m *vmm.Machine) vmm.Outcome {
 	s.quit = m.Quit
 	s.printf("kvmlab step: stopped before the first exit; type help for commands\n")
+	if s.quiz != nil {
+		s.ask(nil)
+	}
 	out := m.Run()
 	s.flushConsole()
+	if s.quiz != nil {
+		s.finishQuiz()
+	}
 	s.printf("kvmlab: %s\n", out.Detail)
 	if !out.Reason.Success() && out.Dump != "" {
 		s.printf("%s\n", out.Dump)
@@ -180,6 +193,15 @@ func (s *Stepper) Stop(c *vmm.Control, ev *trace.Event) {
 	defer s.mu.Unlock()
 	s.stats.Add(ev)
 	if s.done {
+		return
+	}
+	if s.quiz != nil {
+		// Every exit stops in the quiz: grade the guess, ask again.
+		s.flushConsole()
+		s.printf("%s\n", summary(ev, s.sym))
+		s.quiz.lastSeen = ev.Seq
+		s.grade(ev)
+		s.ask(func(f []string) error { _, err := s.command(c, ev, f); return err })
 		return
 	}
 	isDebug := ev.Reason == exits.Debug.String()

@@ -23,6 +23,13 @@ const (
 	// COM1Port is the first 16550A UART's 8 ports; COM1IRQ its ISA line.
 	COM1Port = 0x3f8
 	COM1IRQ  = 4
+	// COM2 and COM4 (used by `run --exec` for a command's output) share
+	// ISA line 3, as on the PC/AT: Linux's 8250 driver chains the ports
+	// of one line (arch/x86/include/asm/serial.h lists the four).
+	COM2Port = 0x2f8
+	COM2IRQ  = 3
+	COM4Port = 0x2e8
+	COM4IRQ  = 3
 	// SCIIRQ is the ACPI System Control Interrupt's ISA line (the FADT's
 	// SCI_INT).
 	SCIIRQ = 9

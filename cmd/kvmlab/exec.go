@@ -1,0 +1,206 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"kvmlab/guest/runexec"
+	"kvmlab/vmm"
+	"kvmlab/vmm/boot"
+)
+
+// execUsage is the part of `kvmlab run --help` about --exec: what it does
+// and what kvmlab's exit status then means (package guest/runexec holds the
+// numbers and the guest's half).
+var execUsage = fmt.Sprintf(`With --exec CMD the guest (kvmlab's initramfs, with any kernel) runs CMD once
+with its shell, and the machine stops when CMD ends. CMD's standard output and
+standard error stream to kvmlab's as it writes them; the kernel's console is
+kept off both (its last lines are shown if the run fails); CMD reads
+/dev/null. kvmlab then exits with:
+  0-255  CMD's exit status (127: not found in the guest; 128+N: killed by signal N)
+  %d      bad input, refused before the guest starts (one line on stderr)
+  %d    the guest kernel panicked or reset before CMD finished
+  %d    --timeout expired
+  %d    kvmlab or the machine failed, or the guest stopped without a status
+Without --append the kernel command line is the default one plus quiet.
+Files go in and out on a --disk image (docs/ci.md).
+
+`, runexec.StatusUsage, runexec.StatusPanic, runexec.StatusTimeout, runexec.StatusFailed)
+
+// execFlags are --exec and --timeout.
+type execFlags struct {
+	cmd     string
+	set     bool // --exec given, even as --exec ''
+	timeout string
+	limit   time.Duration // --timeout parsed; 0: none
+	start   time.Time     // when the flags were checked: --timeout counts from here
+}
+
+func (e *execFlags) register(fs *flag.FlagSet) {
+	fs.Func("exec", fmt.Sprintf("run the shell command `CMD` in the guest, stream its output, and exit with its status (see above; at most %d bytes)", runexec.MaxCommand), func(s string) error {
+		e.cmd, e.set = s, true
+		return nil
+	})
+	fs.StringVar(&e.timeout, "timeout", "", "with --exec: stop the run after `DURATION`, boot included, and exit with status 124 (a Go duration: 90s, 5m; a bare number is seconds)")
+}
+
+// check refuses bad --exec and --timeout input in one line, before any
+// work (nothing has been read yet).
+func (e *execFlags) check(f *runFlags) error {
+	e.start = time.Now()
+	if e.timeout != "" {
+		d, err := parseTimeout(e.timeout)
+		if err != nil {
+			return err
+		}
+		if !e.set {
+			return usagef("--timeout %s bounds an --exec run: add --exec CMD, or leave --timeout out", e.timeout)
+		}
+		e.limit = d
+	}
+	if !e.set {
+		return nil
+	}
+	if _, err := runexec.Encode(e.cmd); err != nil {
+		switch {
+		case errors.Is(err, runexec.ErrEmpty):
+			return usagef("--exec %q: empty command: give the shell command to run in the guest, e.g. --exec 'uname -a'", e.cmd)
+		case errors.Is(err, runexec.ErrTooLong):
+			return usagef("--exec: %v: put a longer script in a file on a --disk image and run that", err)
+		}
+		return usagef("--exec: %v: remove it", err)
+	}
+	switch {
+	case f.restore != "":
+		return usagef("--exec with --restore: a restored machine is already running its own programs: boot a kernel for --exec")
+	case f.control != "":
+		return usagef("--exec with --control: an --exec run is not managed through a socket: leave --control out")
+	case f.emulated || f.emulatedCPU != "amd":
+		return usagef("--exec with --emulated-host is not supported yet: run --exec on a host with /dev/kvm (kvmlab check says whether this one has it)")
+	}
+	return nil
+}
+
+// parseTimeout reads a --timeout: a Go duration, or a number of seconds.
+func parseTimeout(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		secs, nerr := strconv.ParseFloat(s, 64)
+		if nerr != nil || secs != secs { // NaN
+			return 0, usagef("--timeout %q: not a duration: use e.g. --timeout 90s or --timeout 5m", s)
+		}
+		if secs > float64(1<<63-1)/float64(time.Second) {
+			return 0, usagef("--timeout %q: too long: use at most a few hours, e.g. --timeout 2h", s)
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	if d <= 0 {
+		return 0, usagef("--timeout %s: must be more than zero: use e.g. --timeout 90s, or leave it out for no limit", s)
+	}
+	return d, nil
+}
+
+// apply puts CMD on the kernel command line and adds the exec devices:
+// without --append, the default line with quiet (the kernel's messages only
+// slow the boot down: nobody reads them). The whole line must fit the
+// kernel's own limit (the setup header's cmdline_size), checked here so
+// that a line too long is one line of bad input, not a failed boot.
+func (e *execFlags) apply(cfg *vmm.Config, fset *flag.FlagSet) error {
+	param, err := runexec.Encode(e.cmd)
+	if err != nil {
+		return usagef("--exec: %v", err) // check refused it already
+	}
+	base := cfg.Cmdline
+	appendSet := false
+	fset.Visit(func(fl *flag.Flag) { appendSet = appendSet || fl.Name == "append" })
+	if !appendSet {
+		base = DefaultCmdline + " quiet"
+	}
+	line := strings.TrimSpace(base + " " + param)
+	limit := boot.ELFCmdlineSize
+	if img, err := boot.Parse(cfg.Kernel); err == nil && img.Format == boot.FormatBzImage {
+		limit = int(img.Setup.CmdlineSize)
+	}
+	if len(line) > limit {
+		return usagef("--exec: the kernel command line would be %d bytes (CMD takes %d of them, encoded), and this kernel takes at most %d: shorten CMD or --append", len(line), len(param), limit)
+	}
+	cfg.Cmdline = line
+	cfg.Console = io.Discard // the console watch keeps its tail (vmm/exec.go)
+	cfg.Input = nil          // CMD reads /dev/null in the guest
+	cfg.Exec = &vmm.ExecConfig{Stdout: os.Stdout, Stderr: os.Stderr}
+	return nil
+}
+
+// run boots the machine, waits for CMD's status (or a panic, or the
+// timeout) and maps the outcome to kvmlab's exit status.
+func (e *execFlags) run(cfg vmm.Config, f *runFlags, obs *observation) error {
+	cfg.Log = os.Stderr
+	m, err := vmm.New(cfg)
+	if err != nil {
+		obs.Abort()
+		return kvmError(err)
+	}
+	defer m.Close()
+	obs.Start(m)
+	if err := confine(f, io.Discard, nil, int(os.Stdin.Fd())); err != nil {
+		return err
+	}
+	if e.limit > 0 {
+		// From the start of the run, boot included: the deadline may
+		// have passed already (a fire at once stops Run at once).
+		t := time.AfterFunc(time.Until(e.start.Add(e.limit)), func() { m.StopTimeout(e.limit) })
+		defer t.Stop()
+	}
+	out := m.Run()
+	if err := obs.Finish(m, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "kvmlab: trace: %v\n", err)
+	}
+	code, why := execStatus(out)
+	if why != "" {
+		fmt.Fprintf(os.Stderr, "kvmlab: %s (exit status %d)\n", why, code)
+		if tail := lastLines(out.Console, 30); tail != "" {
+			fmt.Fprintf(os.Stderr, "kvmlab: the guest console's last lines:\n%s\n", tail)
+		}
+		if out.Dump != "" {
+			fmt.Fprintln(os.Stderr, out.Dump)
+		}
+	}
+	if code != 0 {
+		return exitError{code}
+	}
+	return nil
+}
+
+// execStatus maps how an --exec run ended to kvmlab's exit status, and a
+// line saying why when it is not CMD's own status.
+func execStatus(out vmm.Outcome) (code int, why string) {
+	switch out.Reason {
+	case vmm.StopExit:
+		return out.Status, ""
+	case vmm.StopTimeout:
+		return runexec.StatusTimeout, "--timeout: " + out.Detail + ", before CMD finished"
+	case vmm.StopGuestPanic:
+		return runexec.StatusPanic, out.Detail
+	case vmm.StopReboot, vmm.StopTripleFault:
+		return runexec.StatusPanic, "the guest kernel reset before CMD finished (" + out.Detail + "; panic=-1 turns a panic into a reset)"
+	case vmm.StopPoweroff:
+		return runexec.StatusFailed, "the guest powered off without reporting CMD's status (" + out.Detail + "; is the initramfs kvmlab's?)"
+	}
+	if out.Detail == "" {
+		return runexec.StatusFailed, "the machine stopped: " + out.Reason.String()
+	}
+	return runexec.StatusFailed, out.Detail
+}
+
+// lastLines returns the last n lines of s, without carriage returns.
+func lastLines(s string, n int) string {
+	s = strings.TrimRight(strings.ReplaceAll(s, "\r", ""), "\n")
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
