@@ -16,7 +16,9 @@ import (
 // TestCompareHTMLInChromium opens the HTML report in headless Chromium (a real
 // browser engine, as a learner would) and checks the rendered page: the
 // screenshot is not blank, the bar charts' colours are on it, and the DOM has
-// the comparison table with every row.
+// the comparison table with every row. The density section's plots are
+// drawn: their line colours are on the screenshot, and the DOM has a line
+// per side and a dot per N.
 func TestCompareHTMLInChromium(t *testing.T) {
 	browser := ""
 	for _, b := range []string{"chromium", "chromium-browser", "google-chrome"} {
@@ -29,6 +31,8 @@ func TestCompareHTMLInChromium(t *testing.T) {
 		t.Fatal("chromium is not installed: run 'bash tests/deps.sh' (apt-get install --no-install-recommends chromium)")
 	}
 	rep := fakeCompare(true)
+	rep.Density, rep.Workload, rep.LeftoversChecked = fakeDensity(), fakeWorkload(), true
+	rep.Rows = rows(rep)
 	dir := t.TempDir()
 	page := filepath.Join(dir, "compare.html")
 	var b bytes.Buffer
@@ -54,7 +58,7 @@ func TestCompareHTMLInChromium(t *testing.T) {
 		return out
 	}
 	shot := filepath.Join(dir, "shot.png")
-	run("--screenshot="+shot, "--window-size=1200,1800", "file://"+page)
+	run("--screenshot="+shot, "--window-size=1200,4200", "file://"+page)
 	f, err := os.Open(shot)
 	if err != nil {
 		t.Fatalf("no screenshot: %v", err)
@@ -84,11 +88,31 @@ func TestCompareHTMLInChromium(t *testing.T) {
 			t.Errorf("bar colour %v covers %d sampled pixels, want a bar", want, colours[want])
 		}
 	}
+	// The plots' lines, dots and legend boxes (plotColors), drawn
+	// nowhere else on the page.
+	for _, want := range []color.RGBA{{0x1f, 0x4e, 0x8c, 0xff}, {0xa8, 0x5a, 0x12, 0xff}} {
+		if colours[want] < 40 {
+			t.Errorf("plot colour %v covers %d sampled pixels, want the density plots' lines and dots", want, colours[want])
+		}
+	}
 	dom := string(run("--dump-dom", "file://"+page))
 	if !strings.Contains(dom, `<table id="compare">`) {
 		t.Fatalf("the rendered DOM has no comparison table:\n%.2000s", dom)
 	}
 	if got := strings.Count(dom, "<tr>") + strings.Count(dom, `<tr class="claim">`); got < len(rep.Rows)+1 {
 		t.Errorf("the rendered table has %d rows, want at least %d", got, len(rep.Rows)+1)
+	}
+	for _, id := range []string{`<svg id="density-memory"`, `<svg id="density-start"`} {
+		if !strings.Contains(dom, id) {
+			t.Errorf("the rendered DOM has no %s plot", id)
+		}
+	}
+	if lines, dots := strings.Count(dom, "<polyline"), strings.Count(dom, "<circle"); lines != 4 || dots != 16 {
+		t.Errorf("the rendered plots have %d lines and %d dots, want 4 and 16 (2 plots x 2 sides x 4 N)", lines, dots)
+	}
+	for _, want := range []string{"N=8: memory per instance / all N (PSS)", "memory: does memory", "3.00x ±0%"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the rendered table lacks %q", want)
+		}
 	}
 }

@@ -60,6 +60,33 @@ type Options struct {
 	VMError func(error) error
 	// Progress receives a line per step, for a terminal; nil discards.
 	Progress io.Writer
+	// Ctx, when done (Ctrl-C, SIGTERM), stops every VM and container
+	// the comparison started and makes Here return ErrInterrupted, with
+	// its temporary files removed. nil means never.
+	Ctx context.Context
+	// NoBasic leaves out the basic comparison (the VM, container, runc
+	// and restored columns): with Density or Workload, only those run.
+	NoBasic bool
+	// Density, when above 0, adds the density section: N VMs and N
+	// containers at once, for N in DensityPoints(Density). Self is the
+	// kvmlab binary each VM runs as (`kvmlab run`).
+	Density int
+	Self    string
+	// Workload adds the application-speed section, each program run
+	// WorkloadRuns times per side.
+	Workload     bool
+	WorkloadRuns int
+}
+
+// ErrInterrupted is returned by Here and InEmulatedHost when Options.Ctx
+// ended the comparison; everything it started has been stopped.
+var ErrInterrupted = errors.New("interrupted")
+
+func (o *Options) ctx() context.Context {
+	if o.Ctx == nil {
+		return context.Background()
+	}
+	return o.Ctx
 }
 
 func (o *Options) progress() io.Writer {
@@ -122,7 +149,21 @@ type Report struct {
 	Restored     *Side  `json:"restored,omitempty"`
 	SnapshotNote string `json:"snapshot_note,omitempty"`
 	CgroupUsed   string `json:"cgroup_used"`
-	Rows         []Row  `json:"rows"`
+	// NoBasic says the basic comparison was left out (Options.NoBasic).
+	NoBasic bool `json:"no_basic,omitempty"`
+	// Density is the density section, one point per N (--density).
+	Density []DensityPoint `json:"density,omitempty"`
+	// Workload is the application-speed section (--workload).
+	Workload *Workload `json:"workload,omitempty"`
+	// Leftovers is what the check after the density and workload runs
+	// found left behind (processes, cgroups, temporary roots, network
+	// interfaces), one line each; LeftoversChecked says it ran.
+	Leftovers        []string `json:"leftovers,omitempty"`
+	LeftoversChecked bool     `json:"leftovers_checked,omitempty"`
+	// Notes are lines for the reader that belong to no side (runc not
+	// installed).
+	Notes []string `json:"notes,omitempty"`
+	Rows  []Row    `json:"rows"`
 }
 
 // WriteMarked writes the report as one JSON line after ReportMarker: the
@@ -147,6 +188,22 @@ func InEmulatedHost(o Options, files []emuhost.File) (*Report, error) {
 	files = slices.Clone(files)
 	argv := []string{"/kvmlab/kvmlab", "compare", "--in-emulated-host", "--kernel", "/kvmlab/kernel",
 		"--initrd", "/kvmlab/initrd", "--mem", o.Mem, "--timeout", o.Timeout.String()}
+	timeout := 3*o.Timeout + 3*time.Minute
+	memMB := 3072
+	if o.NoBasic {
+		argv = append(argv, "--basic=false")
+	}
+	if o.Density > 0 {
+		argv = append(argv, "--density", fmt.Sprint(o.Density))
+		// Room for the N VMs at their worst (CheckDensity's estimate)
+		// beside the emulated host's own files.
+		memMB = max(memMB, int(uint64(o.Density)*(o.MemBytes+VMMOverhead)>>20)+1536)
+		timeout += time.Duration(len(DensityPoints(o.Density))) * o.Timeout
+	}
+	if o.Workload {
+		argv = append(argv, "--workload", "--workload-runs", fmt.Sprint(o.WorkloadRuns))
+		timeout += 2 * o.Timeout
+	}
 	if !o.NoRunc {
 		if _, err := exec.LookPath("runc"); err == nil {
 			rf, err := emuhost.Programs("runc")
@@ -168,9 +225,14 @@ func InEmulatedHost(o Options, files []emuhost.File) (*Report, error) {
 			fmt.Fprintln(pw, line)
 		}
 	}}
-	spec := emuhost.Spec{Files: files, Argv: argv, MemMB: 3072, CPUs: 2, Timeout: 3*o.Timeout + 3*time.Minute,
+	spec := emuhost.Spec{Files: files, Argv: argv, MemMB: memMB, CPUs: 2, Timeout: timeout,
 		Output: io.MultiWriter(&out, progress)}
-	res, err := emuhost.Run(context.Background(), spec)
+	res, err := emuhost.Run(o.ctx(), spec)
+	if o.ctx().Err() != nil {
+		// The emulated host, and every VM and container in it, went
+		// with its emulator.
+		return nil, fmt.Errorf("%w: %w", ErrInterrupted, context.Cause(o.ctx()))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("emulated host: %w", err)
 	}
@@ -193,27 +255,52 @@ func Here(o Options) (*Report, error) {
 	if o.VMConfig == nil {
 		return nil, errors.New("compare: Options.VMConfig is nil")
 	}
+	if o.Density > 0 && o.Self == "" {
+		return nil, errors.New("compare: Options.Self is empty: the density VMs need the kvmlab binary")
+	}
+	if o.WorkloadRuns <= 0 {
+		o.WorkloadRuns = probe.DefaultBenchRuns
+	}
+	ctx := o.ctx()
+	interrupted := func() error { return fmt.Errorf("%w: %w", ErrInterrupted, context.Cause(ctx)) }
 	where := "this machine (/dev/kvm)"
 	if o.Inner {
 		where = "the emulated host (QEMU TCG -cpu max, nested SVM)"
 	}
+	netBefore := netInterfaces()
 	hostBefore := probe.Collect(probe.Options{})
-	rep := &Report{Where: where, HostProbe: &hostBefore}
+	rep := &Report{Where: where, HostProbe: &hostBefore, NoBasic: o.NoBasic}
 	pw := o.progress()
 	progress := func(format string, a ...any) { fmt.Fprintf(pw, "kvmlab compare: "+format+"\n", a...) }
-
-	progress("booting the VM with the probe (%s, %s RAM)", filepath.Base(o.Kernel), o.Mem)
-	rep.VM = vmSide(&o)
-	progress("booting a VM that crashes its own kernel (sysrq c)")
-	rep.VM.Blast = vmCrash(&o)
-	snapDir, err := os.MkdirTemp("", "kvmlab-compare-snapshot-")
-	if err != nil {
-		return nil, err
+	runc, note := findRunc(o.NoRunc)
+	if note != "" {
+		rep.Notes = append(rep.Notes, note)
+		progress("%s", note)
 	}
-	defer os.RemoveAll(snapDir)
-	progress("booting the VM to its shell, taking a snapshot, and restoring it to run the probe")
-	restored, note := restoredSide(&o, snapDir)
-	rep.Restored, rep.SnapshotNote = &restored, note
+
+	if !o.NoBasic {
+		progress("booting the VM with the probe (%s, %s RAM)", filepath.Base(o.Kernel), o.Mem)
+		rep.VM = vmSide(ctx, &o)
+		if ctx.Err() != nil {
+			return nil, interrupted()
+		}
+		progress("booting a VM that crashes its own kernel (sysrq c)")
+		rep.VM.Blast = vmCrash(ctx, &o)
+		if ctx.Err() != nil {
+			return nil, interrupted()
+		}
+		snapDir, err := os.MkdirTemp("", "kvmlab-compare-snapshot-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(snapDir)
+		progress("booting the VM to its shell, taking a snapshot, and restoring it to run the probe")
+		restored, note := restoredSide(ctx, &o, snapDir)
+		rep.Restored, rep.SnapshotNote = &restored, note
+		if ctx.Err() != nil {
+			return nil, interrupted()
+		}
+	}
 
 	root, err := os.MkdirTemp("", "kvmlab-compare-root-")
 	if err != nil {
@@ -224,17 +311,34 @@ func Here(o Options) (*Report, error) {
 		return nil, fmt.Errorf("unpacking %s: %w", o.Initrd, err)
 	}
 	rootSize := dirSize(root)
-	progress("starting the container with the probe")
-	rep.Container = containerSide(&o, root, false)
-	rep.Container.ImageBytes = rootSize
-	rep.CgroupUsed = rep.Container.FootprintNote
-	if !o.NoRunc {
-		if _, err := exec.LookPath("runc"); err == nil {
+	if !o.NoBasic {
+		progress("starting the container with the probe")
+		rep.Container = containerSide(ctx, &o, root, false)
+		rep.Container.ImageBytes = rootSize
+		rep.CgroupUsed = rep.Container.FootprintNote
+		if runc && ctx.Err() == nil {
 			progress("starting the same root under runc")
-			r := containerSide(&o, root, true)
+			r := containerSide(ctx, &o, root, true)
 			r.ImageBytes = rootSize
 			rep.Runc = &r
 		}
+		if ctx.Err() != nil {
+			return nil, interrupted()
+		}
+	}
+	if o.Workload {
+		rep.Workload = workloadRun(ctx, &o, root, runc)
+	}
+	if o.Density > 0 && ctx.Err() == nil {
+		rep.Density = densityRun(ctx, &o, root)
+	}
+	if ctx.Err() != nil {
+		return nil, interrupted()
+	}
+	if o.Density > 0 || o.Workload {
+		// Every instance has been stopped and waited for: nothing of
+		// them may remain.
+		rep.Leftovers, rep.LeftoversChecked = leftovers(netBefore), true
 	}
 	hostAfter := probe.Collect(probe.Options{})
 	survived := hostAfter.BootID == hostBefore.BootID && hostAfter.BootID != ""
@@ -245,6 +349,18 @@ func Here(o Options) (*Report, error) {
 	}
 	rep.Rows = rows(rep)
 	return rep, nil
+}
+
+// findRunc says whether the runc columns run: not when the user left them
+// out, nor when runc is not installed, which gets one line saying so.
+func findRunc(noRunc bool) (bool, string) {
+	if noRunc {
+		return false, ""
+	}
+	if _, err := exec.LookPath("runc"); err != nil {
+		return false, "runc is not installed (not in PATH): its column is left out; install runc to add it, or pass --no-runc"
+	}
+	return true, ""
 }
 
 // consoleWatch is the VM's console: it hands each complete line to fn.
@@ -294,7 +410,7 @@ func exitTotals(m *vmm.Machine) (user, all uint64) {
 // bootVM boots the guest with cmdline in this process and calls onLine for
 // each console line (with the machine); it returns when the guest stops or
 // the timeout passes.
-func bootVM(o *Options, cmdline string, onLine func(m *vmm.Machine, line string, at time.Time)) (vmm.Outcome, string, error) {
+func bootVM(ctx context.Context, o *Options, cmdline string, onLine func(m *vmm.Machine, line string, at time.Time)) (vmm.Outcome, string, error) {
 	cfg, err := o.VMConfig(cmdline)
 	if err != nil {
 		return vmm.Outcome{}, "", err
@@ -328,16 +444,18 @@ func bootVM(o *Options, cmdline string, onLine func(m *vmm.Machine, line string,
 	mu.Unlock()
 	timer := time.AfterFunc(o.Timeout, mm.Quit)
 	defer timer.Stop()
+	stop := context.AfterFunc(ctx, mm.Quit)
+	defer stop()
 	out := mm.Run()
 	return out, watch.tail(), nil
 }
 
-func vmSide(o *Options) Side {
+func vmSide(ctx context.Context, o *Options) Side {
 	s := Side{Name: "VM (kvmlab)"}
 	start := time.Now()
 	var userAtStart, allAtStart uint64
 	var got bool
-	out, tail, err := bootVM(o, "console=ttyS0 panic=-1 quiet kvmlab.run=kvmlab-probe", func(m *vmm.Machine, line string, at time.Time) {
+	out, tail, err := bootVM(ctx, o, "console=ttyS0 panic=-1 quiet kvmlab.run=kvmlab-probe", func(m *vmm.Machine, line string, at time.Time) {
 		switch {
 		case strings.HasPrefix(line, ProbeStart):
 			userAtStart, allAtStart = exitTotals(m)
@@ -372,9 +490,9 @@ func vmSide(o *Options) Side {
 
 // vmCrash boots a VM whose guest crashes its own kernel through sysrq (the
 // guest's kvmlab-crash, guest/uinit) and reports what became of it.
-func vmCrash(o *Options) string {
+func vmCrash(ctx context.Context, o *Options) string {
 	var panicked string
-	out, tail, err := bootVM(o, "console=ttyS0 panic=-1 quiet kvmlab.run=kvmlab-crash", func(m *vmm.Machine, line string, at time.Time) {
+	out, tail, err := bootVM(ctx, o, "console=ttyS0 panic=-1 quiet kvmlab.run=kvmlab-crash", func(m *vmm.Machine, line string, at time.Time) {
 		if strings.Contains(line, "Kernel panic") && panicked == "" {
 			panicked = strings.TrimSpace(line[strings.Index(line, "Kernel panic"):])
 		}
@@ -388,7 +506,7 @@ func vmCrash(o *Options) string {
 	return fmt.Sprintf("guest kernel panicked (%q); the VM ended (%s); the host kernel carried on", panicked, out.Detail)
 }
 
-func containerSide(o *Options, root string, runc bool) Side {
+func containerSide(ctx context.Context, o *Options, root string, runc bool) Side {
 	s := Side{Name: "container (kvmlab)"}
 	if runc {
 		s.Name = "container (runc)"
@@ -396,7 +514,7 @@ func containerSide(o *Options, root string, runc bool) Side {
 	// The first run measures start-up and memory with nothing in the
 	// way; counting system calls (ptrace stops the workload at each one)
 	// would slow it several times over, so that is a second run.
-	res, line, at, start, err := runContainerProbe(o, root, runc, false)
+	res, line, at, start, err := runContainerProbe(ctx, o, root, runc, false)
 	if err != nil {
 		s.Error = err.Error()
 		return s
@@ -419,7 +537,7 @@ func containerSide(o *Options, root string, runc bool) Side {
 		s.Blast = "not tried under runc"
 		return s
 	}
-	if res, _, _, _, err := runContainerProbe(o, root, false, true); err != nil {
+	if res, _, _, _, err := runContainerProbe(ctx, o, root, false, true); err != nil {
 		s.BoundaryNote = "counting failed: " + err.Error()
 	} else {
 		s.BoundaryKind = "syscalls"
@@ -441,7 +559,7 @@ func containerSide(o *Options, root string, runc bool) Side {
 
 // runContainerProbe runs the probe once in a container and returns the
 // result, the probe's line, when it arrived, and when the start was.
-func runContainerProbe(o *Options, root string, runc, count bool) (res container.Result, line string, at, start time.Time, err error) {
+func runContainerProbe(ctx context.Context, o *Options, root string, runc, count bool) (res container.Result, line string, at, start time.Time, err error) {
 	var mu sync.Mutex
 	watch := &consoleWatch{fn: func(l string, t time.Time) {
 		mu.Lock()
@@ -453,7 +571,7 @@ func runContainerProbe(o *Options, root string, runc, count bool) (res container
 	var stderr bytes.Buffer
 	cfg := container.Config{Args: []string{"/bin/kvmlab-probe"}, Rootfs: root, Stdout: watch, Stderr: &stderr,
 		Limits: container.Limits{Memory: o.MemBytes}, CountSyscalls: count}
-	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	start = time.Now()
 	if runc {

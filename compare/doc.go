@@ -18,6 +18,13 @@
 //   - the boundary: how often the workload crossed it, counted as VM exits
 //     (KVM's statistics, and the part kvmlab handled in user space) or as
 //     system calls into the host kernel (ptrace);
+//   - more instances per server (--density, density.go): N VMs, each a
+//     `kvmlab run` process of its own, and N containers started at once,
+//     the time until all N are up and their memory as PSS (shared pages
+//     split among the processes that map them);
+//   - application speed (--workload, workload.go): the same small programs
+//     (CPU, system calls, fork+exec, file I/O, page faults) timed on the
+//     host, in the VM and in the containers, as ratios to the host;
 //   - the blast radius: the VM's guest panics its own kernel through sysrq
 //     and the host's boot id does not change; the container cannot even open
 //     /proc/sysrq-trigger for writing, because its runtime mounted it
@@ -45,6 +52,15 @@
 // ([Report.WriteMarked]); the outer run reads it back and renders it, as a
 // table ([Report.Print]), JSON, or a self-contained HTML page with bar charts
 // ([Report.WriteHTML]).
+//
+// # Nothing left behind
+//
+// Options.Ctx ends a comparison early (the command cancels it on Ctrl-C and
+// SIGTERM): every VM and container it started is stopped and waited for,
+// and its temporary directories are removed, before Here returns
+// ErrInterrupted. After the density and workload runs, Here looks for
+// anything of them still there (processes below it, cgroups and temporary
+// roots named after it, new network interfaces) and reports what it finds.
 //
 // The package measures and renders; the command (cmd/kvmlab) parses flags,
 // checks the user's files and privileges, and prints.

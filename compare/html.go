@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"strings"
 
 	"kvmlab/internal/human"
 )
@@ -32,7 +33,9 @@ type htmlPage struct {
 	Failures []string
 	Rep      *Report
 	Charts   []htmlChart
-	HasRunc  bool
+	// Plots are the density section's line plots against N.
+	Plots   []htmlPlot
+	HasRunc bool
 	// HasRestored adds the column of the VM restored from a snapshot.
 	HasRestored bool
 }
@@ -77,7 +80,7 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 		sides = append(sides, rep.Restored)
 	}
 	ok := func(s *Side) bool { return s.Error == "" || s.StartupMS > 0 }
-	page := htmlPage{Rep: rep, HasRunc: rep.Runc != nil, HasRestored: rep.Restored != nil, Charts: []htmlChart{
+	page := htmlPage{Rep: rep, HasRunc: rep.hasRunc(), HasRestored: rep.Restored != nil, Plots: densityPlots(rep.Density), Charts: []htmlChart{
 		chart("Start -> probe running", "VM: kvmlab loads the kernel, the guest boots its own kernel and init. Container: unpacked root, namespaces, cgroup, exec. Restored VM: kvmlab reads a snapshot taken at the shell and the probe is typed there.", "ms",
 			sides, func(s *Side) (float64, bool) { return s.StartupMS, ok(s) && s.StartupMS > 0 }),
 		chart("Memory used", "VM: the VMM's resident memory, guest RAM it touched included. Container: the cgroup's peak.", "MiB",
@@ -87,12 +90,131 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 		chart("Crossings of the boundary during the workload", "VM: VM exits (to KVM or kvmlab). Container: system calls into the host kernel.", "",
 			sides, func(s *Side) (float64, bool) { return float64(s.Boundary), s.BoundaryKind != "" }),
 	}}
+	if rep.NoBasic {
+		page.Charts = nil
+		sides = nil
+	}
 	for _, s := range sides {
 		if s.Error != "" {
 			page.Failures = append(page.Failures, s.Name+" failed: "+s.Error)
 		}
 	}
+	for _, p := range rep.Density {
+		for _, d := range []*DensitySide{&p.VM, &p.Container} {
+			if d.Error != "" {
+				page.Failures = append(page.Failures, fmt.Sprintf("density N=%d failed: %s", p.N, d.Error))
+			}
+		}
+	}
+	if w := rep.Workload; w != nil {
+		for _, s := range w.Sides {
+			if s.Error != "" {
+				page.Failures = append(page.Failures, "workload, "+s.Name+" failed: "+s.Error)
+			}
+		}
+	}
+	for _, l := range rep.Leftovers {
+		page.Failures = append(page.Failures, "left behind: "+l)
+	}
 	return compareTemplate.Execute(w, page)
+}
+
+// htmlPlot is a line plot of a figure against N, one line per side.
+type htmlPlot struct {
+	ID, Title, Note string
+	Series          []htmlSeries
+	XTicks, YTicks  []htmlTick
+}
+
+type htmlSeries struct {
+	Name, Color string
+	Points      string // the polyline's "x,y x,y ..."
+	Dots        []htmlDot
+	LegendY     float64
+}
+
+type htmlDot struct {
+	X, Y float64
+	Text string // the tooltip: N and the value
+}
+
+type htmlTick struct {
+	X, Y float64
+	Text string
+}
+
+// The plot area inside each 720x320 SVG.
+const (
+	plotLeft, plotRight = 70.0, 500.0
+	plotTop, plotBottom = 20.0, 280.0
+)
+
+// plotColors are darker than the bar colours of the same sides, so the
+// lines and dots stand out from the bars.
+var plotColors = []string{"#1f4e8c", "#a85a12"}
+
+// densityPlots makes the two plots of the density section: memory per
+// instance and the time until all N are ready, against N, for the VMs and
+// the containers. N is spaced by rank (1, 2, 4, 8 evenly), the values
+// linearly from 0.
+func densityPlots(pts []DensityPoint) []htmlPlot {
+	if len(pts) == 0 {
+		return nil
+	}
+	mk := func(id, title, note, unit string, get func(d *DensitySide) float64) htmlPlot {
+		p := htmlPlot{ID: id, Title: title, Note: note}
+		var maxV float64
+		for _, pt := range pts {
+			maxV = max(maxV, get(&pt.VM), get(&pt.Container))
+		}
+		if maxV <= 0 {
+			maxV = 1
+		}
+		maxV *= 1.1
+		x := func(i int) float64 {
+			if len(pts) == 1 {
+				return (plotLeft + plotRight) / 2
+			}
+			return plotLeft + float64(i)*(plotRight-plotLeft)/float64(len(pts)-1)
+		}
+		y := func(v float64) float64 { return plotBottom - v/maxV*(plotBottom-plotTop) }
+		for i, pt := range pts {
+			p.XTicks = append(p.XTicks, htmlTick{X: x(i), Y: plotBottom + 18, Text: fmt.Sprintf("N=%d", pt.N)})
+		}
+		for k := range 5 {
+			v := maxV * float64(k) / 4
+			p.YTicks = append(p.YTicks, htmlTick{X: plotLeft - 8, Y: y(v) + 4, Text: human.Num(v)})
+		}
+		for si, side := range []struct {
+			name string
+			get  func(pt *DensityPoint) *DensitySide
+		}{{"VM (kvmlab)", func(pt *DensityPoint) *DensitySide { return &pt.VM }},
+			{"container (kvmlab)", func(pt *DensityPoint) *DensitySide { return &pt.Container }}} {
+			sr := htmlSeries{Name: side.name, Color: plotColors[si], LegendY: plotTop + 10 + float64(si)*22}
+			var coords []string
+			for i := range pts {
+				d := side.get(&pts[i])
+				if d.Error != "" || d.Ready == 0 {
+					continue
+				}
+				v := get(d)
+				dot := htmlDot{X: x(i), Y: y(v), Text: fmt.Sprintf("%s, N=%d: %s %s", side.name, pts[i].N, human.Num(v), unit)}
+				sr.Dots = append(sr.Dots, dot)
+				coords = append(coords, fmt.Sprintf("%.1f,%.1f", dot.X, dot.Y))
+			}
+			sr.Points = strings.Join(coords, " ")
+			p.Series = append(p.Series, sr)
+		}
+		return p
+	}
+	return []htmlPlot{
+		mk("density-memory", "Memory per instance (PSS, MiB) against N",
+			"PSS splits each shared page among the processes that map it: the N VMMs share the kvmlab binary, the N containers the probe binary in the host's page cache. A guest's RAM is its own.", "MiB",
+			func(d *DensitySide) float64 { return human.MiB(d.PerInstance()) }),
+		mk("density-start", "Time until all N are ready (ms) against N",
+			"From starting the first instance to the last probe report, all N started at once.", "ms",
+			func(d *DensitySide) float64 { return d.ReadyMS }),
+	}
 }
 
 var compareTemplate = template.Must(template.New("compare").Parse(`<!DOCTYPE html>
@@ -106,7 +228,9 @@ table { border-collapse: collapse; width: 100%; margin: 1em 0 2em; font-size: 0.
 th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }
 th { background: #eef2f8; }
 tr.claim td { background: #f6f6f6; font-weight: 600; }
-.chart { margin: 1.2em 0 2em; }
+.chart, .plot { margin: 1.2em 0 2em; }
+.plot h2 { font-size: 1.1em; margin-bottom: 0.1em; }
+.plot p { color: #555; margin: 0 0 0.4em; font-size: 0.9em; }
 .chart h2 { font-size: 1.1em; margin-bottom: 0.1em; }
 .chart p { color: #555; margin: 0 0 0.4em; font-size: 0.9em; }
 svg text { font-size: 13px; font-family: system-ui, sans-serif; }
@@ -125,6 +249,16 @@ svg text { font-size: 13px; font-family: system-ui, sans-serif; }
 {{range .Bars}}<text x="0" y="{{.Y}}" dy="20">{{.Label}}</text>
 <rect x="170" y="{{.Y}}" width="{{.Width}}" height="26" fill="{{.Color}}"></rect>
 <text x="{{printf "%.0f" .Width}}" dx="180" y="{{.Y}}" dy="20">{{.Text}}</text>
+{{end}}</svg></div>
+{{end}}
+{{range .Plots}}<div class="plot"><h2>{{.Title}}</h2><p>{{.Note}}</p>
+<svg id="{{.ID}}" width="720" height="320" viewBox="0 0 720 320" role="img" aria-label="{{.Title}}">
+<line x1="70" y1="280" x2="500" y2="280" stroke="#888"></line><line x1="70" y1="20" x2="70" y2="280" stroke="#888"></line>
+{{range .XTicks}}<text x="{{.X}}" y="{{.Y}}" text-anchor="middle">{{.Text}}</text>
+{{end}}{{range .YTicks}}<text x="{{.X}}" y="{{.Y}}" text-anchor="end">{{.Text}}</text>
+{{end}}{{range .Series}}<polyline class="series" points="{{.Points}}" fill="none" stroke="{{.Color}}" stroke-width="3"></polyline>
+{{$c := .Color}}{{range .Dots}}<circle cx="{{.X}}" cy="{{.Y}}" r="6" fill="{{$c}}"><title>{{.Text}}</title></circle>
+{{end}}<rect x="515" y="{{.LegendY}}" width="14" height="14" fill="{{.Color}}"></rect><text x="535" y="{{.LegendY}}" dy="12">{{.Name}}</text>
 {{end}}</svg></div>
 {{end}}
 {{range .Failures}}<p class="failed">{{.}}</p>

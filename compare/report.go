@@ -125,7 +125,11 @@ func rows(rep *Report) []Row {
 		return rs.probe(h, r)
 	}
 	var out []Row
-	for _, rs := range rowSpecs {
+	specs := rowSpecs
+	if rep.NoBasic {
+		specs = nil
+	}
+	for _, rs := range specs {
 		row := Row{Claim: rs.claim, Fact: rs.fact, VM: cell(rs, &rep.VM), Container: cell(rs, &rep.Container)}
 		switch {
 		case rs.host != nil:
@@ -141,15 +145,78 @@ func rows(rep *Report) []Row {
 		}
 		out = append(out, row)
 	}
+	out = append(out, workloadRows(rep.Workload)...)
+	out = append(out, densityRows(rep)...)
 	return out
+}
+
+// densityRows are the density section's rows: three per N, and what the
+// check afterwards found.
+func densityRows(rep *Report) []Row {
+	if len(rep.Density) == 0 {
+		return nil
+	}
+	var out []Row
+	cell := func(d *DensitySide, f func(d *DensitySide) string) string {
+		if d.Error != "" {
+			return "failed (see below)"
+		}
+		return f(d)
+	}
+	add := func(p *DensityPoint, fact string, f func(d *DensitySide) string) {
+		out = append(out, Row{Fact: fmt.Sprintf("N=%d: %s", p.N, fact), VM: cell(&p.VM, f), Container: cell(&p.Container, f)})
+	}
+	for i := range rep.Density {
+		p := &rep.Density[i]
+		add(p, "all N ready (start -> last probe report)", func(d *DensitySide) string { return fmt.Sprintf("%.0f ms", d.ReadyMS) })
+		add(p, "memory per instance / all N (PSS)", func(d *DensitySide) string {
+			return fmt.Sprintf("%.1f / %.1f MiB", human.MiB(d.PerInstance()), human.MiB(d.PSSTotal))
+		})
+		add(p, "host memory available before -> during", func(d *DensitySide) string {
+			return fmt.Sprintf("%d -> %d MiB", d.AvailBefore>>20, d.AvailDuring>>20)
+		})
+	}
+	out[0].Claim = "More instances per server: N started at once on each side (memory as PSS: shared pages split among the N)"
+	out = append(out, leftoverRow(rep))
+	return out
+}
+
+// leftoverRow says what the check after the runs found left behind.
+func leftoverRow(rep *Report) Row {
+	r := Row{Fact: "left behind afterwards (processes, cgroups, temporary roots, TAP devices)"}
+	switch {
+	case !rep.LeftoversChecked:
+		r.Host = "not checked"
+	case len(rep.Leftovers) == 0:
+		r.Host = "nothing"
+	default:
+		r.Host = fmt.Sprintf("%d things (see below)", len(rep.Leftovers))
+	}
+	return r
+}
+
+// hasRunc says whether a runc column is shown.
+func (rep *Report) hasRunc() bool {
+	if rep.Runc != nil {
+		return true
+	}
+	if rep.Workload != nil {
+		for _, s := range rep.Workload.Sides {
+			if s.Name == "container (runc)" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Print writes the report as a table for a terminal: a column per side, the
 // claims as headings, and the notes that did not fit in a cell below.
 func (rep *Report) Print(w io.Writer) {
+	w0 := w
 	fmt.Fprintf(w, "=== kvmlab compare: the same userland as a VM and as a container, on %s ===\n\n", rep.Where)
 	cols := []string{"fact", "host", "VM (kvmlab)", "container (kvmlab)"}
-	if rep.Runc != nil {
+	if rep.hasRunc() {
 		cols = append(cols, "container (runc)")
 	}
 	if rep.Restored != nil {
@@ -158,7 +225,7 @@ func (rep *Report) Print(w io.Writer) {
 	width := make([]int, len(cols))
 	cells := func(r Row) []string {
 		c := []string{r.Fact, r.Host, r.VM, r.Container}
-		if rep.Runc != nil {
+		if rep.hasRunc() {
 			c = append(c, r.Runc)
 		}
 		if rep.Restored != nil {
@@ -192,7 +259,7 @@ func (rep *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	for _, s := range []*Side{&rep.VM, &rep.Container, rep.Runc, rep.Restored} {
-		if s == nil {
+		if s == nil || rep.NoBasic {
 			continue
 		}
 		if s.FootprintNote != "" {
@@ -207,6 +274,34 @@ func (rep *Report) Print(w io.Writer) {
 	}
 	if top := container.TopSyscalls(rep.Container.BoundaryDetail, 8); top != "" {
 		fmt.Fprintf(w, "container system calls, most frequent: %s\n", top)
+	}
+	if w := rep.Workload; w != nil {
+		for _, s := range w.Sides {
+			if s.Error != "" {
+				fmt.Fprintf(w0, "workload, %s FAILED: %s\n", s.Name, s.Error)
+			}
+			if s.Result != nil {
+				for _, e := range s.Result.Errors {
+					fmt.Fprintf(w0, "workload, %s: %s\n", s.Name, e)
+				}
+			}
+		}
+	}
+	for _, p := range rep.Density {
+		for _, d := range []struct {
+			name string
+			s    *DensitySide
+		}{{"VMs", &p.VM}, {"containers", &p.Container}} {
+			if d.s.Error != "" {
+				fmt.Fprintf(w0, "density N=%d, %s FAILED: %s\n", p.N, d.name, d.s.Error)
+			}
+		}
+	}
+	for _, l := range rep.Leftovers {
+		fmt.Fprintf(w0, "LEFT BEHIND: %s\n", l)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w0, "note: %s\n", n)
 	}
 	if rep.SnapshotNote != "" {
 		fmt.Fprintf(w, "VM (restored): %s\n", rep.SnapshotNote)

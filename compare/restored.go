@@ -6,6 +6,7 @@ package compare
 // the way production VMMs start functions in tens of milliseconds.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,9 +29,9 @@ const shellCmdline = "console=ttyS0 panic=-1 quiet"
 // then measures a restore of that snapshot: from opening the file to the
 // probe's report, the probe's command typed at the restored shell. Besides
 // the side, it returns what the snapshot cost.
-func restoredSide(o *Options, dir string) (Side, string) {
+func restoredSide(ctx context.Context, o *Options, dir string) (Side, string) {
 	s := Side{Name: "VM (restored)"}
-	path, note, err := takeShellSnapshot(o, dir)
+	path, note, err := takeShellSnapshot(ctx, o, dir)
 	if err != nil {
 		s.Error = "snapshot: " + err.Error()
 		return s, ""
@@ -80,6 +81,8 @@ func restoredSide(o *Options, dir string) (Side, string) {
 		return s, note
 	case <-time.After(o.Timeout):
 		s.Error = "the probe did not report in the restored VM; console: " + watch.tail()
+	case <-ctx.Done():
+		s.Error = "interrupted"
 	}
 	if s.Error == "" {
 		mu.Lock()
@@ -105,7 +108,7 @@ func restoredSide(o *Options, dir string) (Side, string) {
 
 // takeShellSnapshot boots the guest to its shell and saves it. It returns
 // the file and a line on what the snapshot cost.
-func takeShellSnapshot(o *Options, dir string) (string, string, error) {
+func takeShellSnapshot(ctx context.Context, o *Options, dir string) (string, string, error) {
 	cfg, err := o.VMConfig(shellCmdline)
 	if err != nil {
 		return "", "", err
@@ -144,6 +147,8 @@ func takeShellSnapshot(o *Options, dir string) (string, string, error) {
 			return "", "", fmt.Errorf("the VM stopped before its shell answered (%s)", out.Detail)
 		case <-deadline:
 			return "", "", fmt.Errorf("the shell did not answer within %v", o.Timeout)
+		case <-ctx.Done():
+			return "", "", ErrInterrupted
 		}
 	}
 	// Let the shell print its prompt after the answer.

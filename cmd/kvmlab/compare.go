@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"kvmlab/compare"
@@ -29,6 +33,13 @@ sees of the host, the system calls or VM exits the workload causes, and
 the blast radius of a kernel panic). Without a usable /dev/kvm it runs
 inside the emulated host. Needs root (namespaces, cgroups).
 
+--density N adds N VMs and N containers started at once (for N = 1, 2,
+4 ... up to N), with the time until all are up and their memory (PSS);
+--workload adds the same small programs (CPU, system calls, fork+exec,
+file I/O, page faults) timed on the host, in the VM and in the containers.
+Ctrl-C or SIGTERM stops every VM and container it started and removes its
+temporary files.
+
 Flags:
 `
 
@@ -39,6 +50,8 @@ type compareFlags struct {
 	noRunc              bool
 	timeout             time.Duration
 	emulated, inHost    bool
+	basic, workload     bool
+	density, runs       int
 }
 
 const compareNeedsRoot = "compare: the container side needs root (namespaces, cgroups): run it with sudo"
@@ -56,12 +69,31 @@ func cmdCompare(args []string) error {
 	fs.DurationVar(&f.timeout, "timeout", 5*time.Minute, "limit for each side")
 	fs.BoolVar(&f.emulated, "emulated-host", false, "run inside the emulated host even when /dev/kvm works")
 	fs.BoolVar(&f.inHost, "in-emulated-host", false, "internal: this is the run inside the emulated host")
+	fs.IntVar(&f.density, "density", 0, "also start N VMs and N containers at once, for N = 1, 2, 4 ... N, and measure start time and memory (PSS) per instance (0: off)")
+	fs.BoolVar(&f.workload, "workload", false, "also time the same small programs (cpu, syscall, spawn, file, memory) on the host, in the VM and in the containers")
+	fs.IntVar(&f.runs, "workload-runs", 5, "how often --workload runs each program on each side (1 to 50)")
+	fs.BoolVar(&f.basic, "basic", true, "run the basic comparison (kernel, start-up, memory, isolation, boundary, blast radius); --basic=false with --density or --workload runs only those")
 	if help, err := parseFlags(fs, args, false); help || err != nil {
 		return err
 	}
 	mem, err := vmm.ParseMemSize(f.mem)
 	if err != nil || mem < 128<<20 || mem > 3<<30 {
 		return usagef("compare: --mem %q: give 128M to 3G", f.mem)
+	}
+	densitySet := false
+	fs.Visit(func(fl *flag.Flag) { densitySet = densitySet || fl.Name == "density" })
+	if densitySet {
+		// Given (--density 0 is a mistake, not "off"): checked against
+		// the memory of where the VMs will run.
+		if err := checkDensity(&f, mem); err != nil {
+			return err
+		}
+	}
+	if f.runs < 1 || f.runs > 50 {
+		return usagef("compare: --workload-runs %d: give 1 to 50", f.runs)
+	}
+	if !f.basic && f.density == 0 && !f.workload {
+		return usagef("compare: --basic=false leaves nothing to run: add --density N or --workload")
 	}
 	if err := resolveGuest("compare", &f.kernel, &f.initrd); err != nil {
 		return err
@@ -77,8 +109,27 @@ func cmdCompare(args []string) error {
 			return usagef(compareNeedsRoot)
 		}
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	// Ctrl-C and SIGTERM cancel the comparison: every VM and container
+	// it started is stopped and its temporary files removed before the
+	// command exits (compare.ErrInterrupted).
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		if s, ok := <-sigs; ok {
+			fmt.Fprintf(os.Stderr, "kvmlab compare: %v: stopping every VM and container it started\n", s)
+			cancel(signalCause{s.(syscall.Signal)})
+		}
+	}()
 	o := compare.Options{Kernel: f.kernel, Initrd: f.initrd, Mem: f.mem, MemBytes: mem, NoRunc: f.noRunc,
-		Timeout: f.timeout, Inner: f.inHost, Progress: os.Stderr,
+		Timeout: f.timeout, Inner: f.inHost, Progress: os.Stderr, Ctx: ctx, NoBasic: !f.basic,
+		Density: f.density, Self: self, Workload: f.workload, WorkloadRuns: f.runs,
 		// The VM is read and checked as `kvmlab run` would (run.go).
 		VMConfig: func(cmdline string) (vmm.Config, error) {
 			rf := runFlags{kernel: f.kernel, initrd: f.initrd, appendLine: cmdline, mem: f.mem, cpus: 1}
@@ -87,6 +138,15 @@ func cmdCompare(args []string) error {
 		VMError: kvmError,
 	}
 	rep, err := compareWhere(&f, o)
+	if errors.Is(err, compare.ErrInterrupted) {
+		sig := syscall.SIGINT
+		var sc signalCause
+		if errors.As(context.Cause(ctx), &sc) {
+			sig = sc.sig
+		}
+		fmt.Fprintf(os.Stderr, "kvmlab compare: stopped by %v: every VM and container it started is gone, its temporary files removed\n", sig)
+		return exitError{128 + int(sig)}
+	}
 	if err != nil {
 		return err
 	}
@@ -110,11 +170,32 @@ func compareWhere(f *compareFlags, o compare.Options) (*compare.Report, error) {
 	if !f.emulated {
 		fmt.Fprintf(os.Stderr, "kvmlab compare: %s: running inside the emulated host (QEMU TCG, nested SVM)\n", why)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
+	return compare.InEmulatedHost(o, emuhost.KVMLabFiles(o.Self, f.kernel, f.initrd))
+}
+
+// signalCause is the signal that cancelled a comparison.
+type signalCause struct{ sig syscall.Signal }
+
+func (s signalCause) Error() string { return "stopped by " + s.sig.String() }
+
+// checkDensity refuses a --density that is not a count, or more VMs than
+// the memory where they will run can hold, saying how many fit. Inside the
+// emulated host (or here) that is MemAvailable now; from outside, it is
+// this machine's, which backs the emulated host's RAM.
+func checkDensity(f *compareFlags, mem uint64) error {
+	where, avail := "this machine", compare.MemAvailable()
+	if ok, _ := emuhost.KVMUsable(); f.inHost {
+		where = "the emulated host"
+	} else if !ok || f.emulated {
+		// The emulated host's own kernel and files take their part
+		// of this machine's memory first (compare.InEmulatedHost).
+		where = "this machine (less 1.5 GiB for the emulated host)"
+		avail -= min(avail, 1536<<20)
 	}
-	return compare.InEmulatedHost(o, emuhost.KVMLabFiles(self, f.kernel, f.initrd))
+	if err := compare.CheckDensity(f.density, mem, avail, where); err != nil {
+		return usagef("compare: %v", err)
+	}
+	return nil
 }
 
 func renderCompare(rep *compare.Report, f *compareFlags) error {

@@ -34,6 +34,13 @@ func TestCompareFlags(t *testing.T) {
 		{"initrd missing", []string{"compare", "--kernel", kernel, "--initrd", filepath.Join(dir, "nope")}, []string{"compare: --initrd", "make guest"}},
 		{"html in a missing directory", append([]string{"compare", "--html", filepath.Join(dir, "no", "r.html")}, guest...), []string{"compare: --html", "does not exist"}},
 		{"stray argument", []string{"compare", "report.html"}, []string{`unexpected argument "report.html"`}},
+		{"density zero", append([]string{"compare", "--density", "0", "--html", old}, guest...), []string{"--density 0", "1 to 64"}},
+		{"density negative", append([]string{"compare", "--density", "-4"}, guest...), []string{"--density -4", "1 to 64"}},
+		{"density absurd", append([]string{"compare", "--density", "1000000"}, guest...), []string{"--density 1000000", "at most 64"}},
+		{"density beyond memory", append([]string{"compare", "--mem", "3G", "--density", "64", "--html", old}, guest...), []string{"--density 64", "fit", "or a smaller --mem"}},
+		{"density not a number", append([]string{"compare", "--density", "many"}, guest...), []string{`"many"`, "-density"}},
+		{"workload runs zero", append([]string{"compare", "--workload", "--workload-runs", "0"}, guest...), []string{"--workload-runs 0", "1 to 50"}},
+		{"nothing to run", append([]string{"compare", "--basic=false"}, guest...), []string{"--basic=false leaves nothing", "--density N or --workload"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

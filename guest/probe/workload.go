@@ -101,11 +101,17 @@ func fileWork(dir string) (files int, written int64, errs []error) {
 // so a multi-call binary dispatches to the probe. It returns how many ran
 // and exited 0, and stops at the first failure.
 func startChildren() (int, error) {
-	for i := range WorkloadProcesses {
+	return startN(WorkloadProcesses)
+}
+
+// startN starts the probe itself n times, one after another, with NoopArg,
+// as startChildren says.
+func startN(n int) (int, error) {
+	for i := range n {
 		cmd := &exec.Cmd{Path: "/proc/self/exe", Args: []string{Name, NoopArg}}
 		if err := cmd.Run(); err != nil {
 			return i, fmt.Errorf("child %d: %w", i+1, err)
 		}
 	}
-	return WorkloadProcesses, nil
+	return n, nil
 }
