@@ -272,7 +272,7 @@ func startVMProcess(o *Options) (*instance, error) {
 		why: func() string {
 			select {
 			case <-failed:
-				return fmt.Sprintf("kvmlab run: %v: %s; console: %s", waitErr, human.TailLines(stderr.String(), 2), watch.tail())
+				return fmt.Sprintf("kvmlab run: %v: %s%s; console: %s", waitErr, outcomeLine(stderr.String()), human.TailLines(stderr.String(), 2), watch.tail())
 			default:
 				return "console: " + watch.tail()
 			}
@@ -583,4 +583,19 @@ func netInterfaces() []string {
 		n = append(n, e.Name())
 	}
 	return n
+}
+
+// outcomeLine is the line kvmlab run printed on how the machine ended
+// ("kvmlab: triple fault (KVM_EXIT_SHUTDOWN) ..."), which comes before its
+// register dump, followed by "; "; "" when there is none. A failed
+// instance's report must carry it: the last lines alone are registers, and
+// the test harness tells an emulator's fault from kvmlab's by that line.
+func outcomeLine(stderr string) string {
+	lines := strings.Split(stderr, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); strings.HasPrefix(l, "kvmlab: ") {
+			return l + "; "
+		}
+	}
+	return ""
 }

@@ -374,3 +374,17 @@ func FuzzWorkloadLine(f *testing.F) {
 		_ = workloadRows(w)
 	})
 }
+
+func TestOutcomeLine(t *testing.T) {
+	tests := []struct{ stderr, want string }{
+		{"\nkvmlab: triple fault (KVM_EXIT_SHUTDOWN): vCPU 0\nCR0=00000010 CR2=0\nGDT=0/ffff\n", "kvmlab: triple fault (KVM_EXIT_SHUTDOWN): vCPU 0; "},
+		{"CR0=00000010\n", ""},
+		{"", ""},
+		{"kvmlab: first\r\nkvmlab: the guest powered off\r\n", "kvmlab: the guest powered off; "},
+	}
+	for _, tc := range tests {
+		if got := outcomeLine(tc.stderr); got != tc.want {
+			t.Errorf("outcomeLine(%q) = %q, want %q", tc.stderr, got, tc.want)
+		}
+	}
+}

@@ -89,8 +89,11 @@ func TestExec(t *testing.T) {
 	t.Run("panic", func(t *testing.T) {
 		out, errOut, code := runKvmlab(t, execTimeout, execArgs(t, "echo before; echo c > /proc/sysrq-trigger; echo after")...)
 		t.Logf("stdout %q, exit status %d, stderr:\n%s", out, code, errOut)
-		// What CMD printed before the panic is kept; nothing after it runs.
-		if code != execStatusPanic || !strings.Contains(errOut, "Kernel panic - not syncing") || out != "before\n" {
+		// What CMD printed before the panic is kept; nothing after it
+		// runs. The newline may be cut off: the guest's tty sends
+		// COM2's bytes from its transmit interrupt, and the panic can
+		// stop the kernel before the last one (seen in CI: "before").
+		if code != execStatusPanic || !strings.Contains(errOut, "Kernel panic - not syncing") || (out != "before\n" && out != "before") {
 			t.Fatalf("stdout %q, exit status %d; want %d and the panic line on stderr\nstderr:\n%s", out, code, execStatusPanic, errOut)
 		}
 		if strings.Contains(out, "Kernel panic") {
