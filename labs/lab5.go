@@ -159,7 +159,8 @@ type lab5Number struct {
 	// counts repeat from boot to boot; the totals do not. Measured in the
 	// emulated AMD host, twelve boots, with other emulated hosts running
 	// beside it or not: doorbells and interrupts 204-207; COM1 1240 or
-	// 1370 quiet (some boots print a 130-byte kernel warning) and
+	// 1370 quiet (some boots print a 130-byte kernel warning; one CI
+	// boot printed 558 bytes more, 1798 in all, hence half) and
 	// 25,193-26,409 loud; the quiet totals 2150-2280 with ioeventfd and
 	// 2357-2916 without, the CMOS (RTC) reads and the warning coming and
 	// going.
@@ -171,7 +172,7 @@ var lab5Numbers = []lab5Number{
 	{"exits_no_eventfds", 1, func(c lab5Counts) int64 { return c.userExits }, "user-space exits with --no-eventfds (run 2)", 0.35},
 	{"doorbell_exits", 1, func(c lab5Counts) int64 { return c.doorbells }, "virtio-rng notifications that were MMIO exits in run 2", 0.1},
 	{"interrupts", 1, func(c lab5Counts) int64 { return c.interrupts }, "virtio-rng interrupts in run 2", 0.1},
-	{"com1_exits_quiet", 0, func(c lab5Counts) int64 { return c.com1 }, "COM1 exits with quiet (run 1)", 0.25},
+	{"com1_exits_quiet", 0, func(c lab5Counts) int64 { return c.com1 }, "COM1 exits with quiet (run 1)", 0.5},
 	{"com1_exits_loud", 2, func(c lab5Counts) int64 { return c.com1 }, "COM1 exits without quiet (run 3)", 0.25},
 }
 

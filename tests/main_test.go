@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"kvmlab/emuhost"
+	"kvmlab/vmm"
 )
 
 const inHostEnv = "KVMLAB_IN_EMULATED_HOST"
@@ -103,6 +104,10 @@ func runInEmulatedHost() int {
 	}
 	self, err := os.Executable()
 	if err != nil {
+		fmt.Fprintf(os.Stderr, "tests: %v\n", err)
+		return 1
+	}
+	if decompressed, err = warmDecompressed(filepath.Join(guest, "bzImage"), hk.Vmlinuz); err != nil {
 		fmt.Fprintf(os.Stderr, "tests: %v\n", err)
 		return 1
 	}
@@ -388,19 +393,19 @@ var testGroups = []string{
 	// finish close together.
 	"TestLabVMOrContainer", // 6: a whole kvmlab compare
 	"TestExec",             // 6: eight guests, one command each
-	"TestBootDefaultGuest|TestBootELF|TestBenchBoot",                                  // 5
-	"TestHostileGuest|TestHostileTinyGuests",                                          // 5
-	"TestContainer|TestCompare|TestCompareInterrupted",                                // 5
-	"TestCompareDensity|TestCompareWorkload",                                          // 4.5
-	"TestLabs|TestLabFewerExits",                                                      // 4
-	"TestBootDebianKernel|TestMem4G|TestBootFastPaths",                                // 4
-	"TestSnapshotRestore|TestSnapshotDisk|TestSnapshotFileRefused|TestSnapshotNet",    // 4
-	"TestVirtioDisk|TestVirtioDiskSurvivesKill",                                       // 4
-	"TestKVMExitTracepoint|TestStepScript|TestStepDebug|TestGDB",                      // 4
-	"TestTraceAndStat|TestChromeTrace|TestStats",                                      // 3
-	"TestRebootAndPanic|TestInteractiveTerminal|TestControl",                          // 3
-	"TestVirtioNet|TestVirtioDebian|TestVirtioIOWorkload",                             // 2.5
-	"TestBadInput|TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestSnapshot", // 1
+	"TestBootDefaultGuest|TestBootELF|TestBenchBoot",                                              // 5
+	"TestHostileGuest|TestHostileTinyGuests",                                                      // 5
+	"TestContainer|TestCompare|TestCompareInterrupted",                                            // 5
+	"TestCompareDensity|TestCompareWorkload",                                                      // 4.5
+	"TestLabs|TestLabFewerExits",                                                                  // 4
+	"TestBootDebianKernel|TestMem4G|TestBootFastPaths",                                            // 4
+	"TestSnapshotRestore|TestSnapshotDisk|TestSnapshotFileRefused|TestSnapshotNet",                // 4
+	"TestVirtioDisk|TestVirtioDiskSurvivesKill",                                                   // 4
+	"TestKVMExitTracepoint|TestStepScript|TestStepDebug|TestGDB",                                  // 4
+	"TestTraceAndStat|TestChromeTrace|TestStats",                                                  // 3
+	"TestRebootAndPanic|TestInteractiveTerminal|TestControl",                                      // 3
+	"TestVirtioNet|TestVirtioDebian|TestVirtioIOWorkload",                                         // 2.5
+	"TestBadInput|TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestSnapshot|TestDocsKVM", // 3
 }
 
 // intelGroups run in the emulated Intel host (Bochs emulating VT-x, issue
@@ -506,6 +511,7 @@ func runOnce(ctx context.Context, emu emuhost.Emulator, hostAppend string, stdou
 		tools = append(tools, emuhost.File{HostPath: "/etc/mke2fs.conf", Path: "/etc/mke2fs.conf", Mode: 0o644})
 	}
 	spec.Files = append(spec.Files, tools...)
+	spec.Files = append(spec.Files, decompressed...)
 	res, err := emuhost.Run(ctx, spec)
 	if err != nil {
 		fmt.Fprintf(stdout, "tests: emulated host (%s): %v\n", emu, err)
@@ -517,6 +523,43 @@ func runOnce(ctx context.Context, emu emuhost.Emulator, hostAppend string, stdou
 		return 1, ""
 	}
 	return res.ExitCode, strings.ReplaceAll(console.String(), "\r", "")
+}
+
+// decompressed are the guest kernels' decompressed ELF files, placed in the
+// emulated host's kvmlab cache (warmDecompressed).
+var decompressed []emuhost.File
+
+// warmDecompressed decompresses the bzImages the tests boot (kvmlab's and
+// Debian's) here, once, into this machine's kvmlab cache, and returns them
+// as files for the same place in the emulated host's: kvmlab run decodes a
+// bzImage on the host the first time it boots it (vmm/hostdecompress.go),
+// and an emulated host starts with an empty cache. Without this, every
+// kvmlab inside would decode Debian's xz kernel again at the emulated
+// CPU's speed: minutes in Bochs, enough to miss a test's boot timeout.
+func warmDecompressed(kernels ...string) ([]emuhost.File, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return nil, fmt.Errorf("decompressing the guest kernels ahead: %w", err)
+	}
+	dir := filepath.Join(cache, "kvmlab", "vmlinux")
+	var files []emuhost.File
+	for _, k := range kernels {
+		b, err := os.ReadFile(k)
+		if err != nil {
+			return nil, fmt.Errorf("decompressing the guest kernels ahead: %w", err)
+		}
+		path, err := vmm.WarmDecompressCache(b, dir)
+		if err != nil {
+			// Not decodable on the host (LZO, say): kvmlab inside
+			// boots it as it is, as it would here.
+			fmt.Printf("tests: %s is not decompressed ahead: %v\n", k, err)
+			continue
+		}
+		// hostinit runs the tests with HOME=/root and no
+		// XDG_CACHE_HOME: kvmlab's cache is /root/.cache/kvmlab.
+		files = append(files, emuhost.File{HostPath: path, Path: "/root/.cache/kvmlab/vmlinux/" + filepath.Base(path), Mode: 0o644})
+	}
+	return files, nil
 }
 
 // distroKernel finds a stock distribution kernel to boot when running on

@@ -48,8 +48,7 @@ func hostDecompress(img *boot.Image, kernel []byte, dir string, log io.Writer) *
 		}
 		return img
 	}
-	sum := sha256.Sum256(kernel)
-	path := filepath.Join(dir, hex.EncodeToString(sum[:16])+".vmlinux")
+	path := cachePath(dir, kernel)
 	if out, err := readCached(path); err == nil {
 		if elf, err := boot.WithDecompressed(img, out); err == nil {
 			return elf
@@ -68,6 +67,47 @@ func hostDecompress(img *boot.Image, kernel []byte, dir string, log io.Writer) *
 		logLine(log, "kvmlab: decompressed kernel not cached: %v", err)
 	}
 	return elf
+}
+
+// cachePath is where kernel's decompressed ELF is kept in dir.
+func cachePath(dir string, kernel []byte) string {
+	sum := sha256.Sum256(kernel)
+	return filepath.Join(dir, hex.EncodeToString(sum[:16])+".vmlinux")
+}
+
+// WarmDecompressCache makes sure dir's cache holds the decompressed kernel
+// of the bzImage kernel, as a boot with DecompressCache dir would leave it,
+// and returns the cache file's path. An emulated host starts with an empty
+// cache: its test harness warms the cache here and copies the file in, so
+// that no kvmlab inside spends minutes of emulated CPU on decoding again.
+func WarmDecompressCache(kernel []byte, dir string) (string, error) {
+	img, err := boot.Parse(kernel)
+	if err != nil {
+		return "", err
+	}
+	if img.Format != boot.FormatBzImage {
+		return "", errors.New("not a bzImage: nothing to decompress")
+	}
+	if _, _, err := boot.PayloadCompression(img); err != nil {
+		return "", err
+	}
+	path := cachePath(dir, kernel)
+	if out, err := readCached(path); err == nil {
+		if _, err := boot.WithDecompressed(img, out); err == nil {
+			return path, nil
+		}
+	}
+	out, _, err := boot.DecompressPayload(img)
+	if err == nil {
+		_, err = boot.WithDecompressed(img, out)
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := writeCached(dir, path, out); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // readCached reads a cache file, refusing one too big to be a kernel or

@@ -1,0 +1,43 @@
+package tests
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"kvmlab/docs"
+)
+
+// TestDocsKVM runs the examples of docs/*.md that need /dev/kvm or root
+// (the "console kvm" blocks; package docs explains the form) with the kvmlab
+// under test and the default guest, and checks that each command prints what
+// its page says and ends with the status it says. The pages travel in the
+// test binary (docs.Pages), so this runs inside the emulated host like the
+// other tests here. The examples that need neither run on the host, in
+// docs.TestDocs.
+func TestDocsKVM(t *testing.T) {
+	blocks, err := docs.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, guest := kvmlabBin(t), filepath.Dir(guestFile(t, "bzImage"))
+	shared := filepath.Join(t.TempDir(), "vmlinux")
+	n := 0
+	for _, b := range blocks {
+		if !b.KVM {
+			continue
+		}
+		n++
+		t.Run(b.Name(), func(t *testing.T) {
+			d := t.TempDir()
+			e := docs.Env{Bin: bin, GuestDir: guest, Home: filepath.Join(d, "home"), Dir: filepath.Join(d, "work")}
+			// 10 minutes bounds a hung guest; a boot takes well under one.
+			if err := b.Check(e, shared, 10*time.Minute, t.Logf); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if n == 0 {
+		t.Fatal("no console kvm block in docs/*.md: the examples that need KVM are no longer checked")
+	}
+}
