@@ -72,17 +72,7 @@ func TestLab4(t *testing.T) {
 			if err != nil {
 				t.Fatalf("check: %v", err)
 			}
-			all := strings.Join(res.Lines, "\n")
-			t.Logf("passed %v, hint %q\n%s", res.Passed, res.Hint, all)
-			if res.Passed != tc.pass {
-				t.Errorf("passed = %v, want %v", res.Passed, tc.pass)
-			}
-			if !strings.Contains(res.Hint, tc.hint) {
-				t.Errorf("hint %q does not contain %q", res.Hint, tc.hint)
-			}
-			if !strings.Contains(all, tc.lines) {
-				t.Errorf("lines do not contain %q", tc.lines)
-			}
+			checkResult(t, res, tc.pass, tc.hint, tc.lines)
 		})
 	}
 }

@@ -1,7 +1,6 @@
 package labs
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,17 +141,5 @@ func TestLab5Check(t *testing.T) {
 	}
 	bin := buildKvmlab(t)
 	l, _ := Get(5)
-	for _, tc := range []struct {
-		name  string
-		files map[string][]byte
-		pass  bool
-	}{{"reference", l.Solution(), true}, {"wrong", l.Wrong(), false}} {
-		res, err := l.Check(context.Background(), &Env{Kvmlab: bin}, writeLab(t, l, tc.files))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Passed != tc.pass {
-			t.Errorf("%s: passed = %v, want %v\n%s", tc.name, res.Passed, tc.pass, strings.Join(res.Lines, "\n"))
-		}
-	}
+	gradeReferenceAndWrong(t, l, bin)
 }

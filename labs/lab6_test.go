@@ -1,10 +1,8 @@
 package labs
 
 import (
-	"context"
 	"encoding/json"
 	"os"
-	"strings"
 	"testing"
 
 	"kvmlab/compare"
@@ -75,17 +73,7 @@ func TestLab6Grade(t *testing.T) {
 			} else {
 				res = gradeLab6(claims, rows)
 			}
-			all := strings.Join(res.Lines, "\n")
-			t.Logf("passed %v, hint %q\n%s", res.Passed, res.Hint, all)
-			if res.Passed != tc.pass {
-				t.Errorf("passed = %v, want %v", res.Passed, tc.pass)
-			}
-			if !strings.Contains(res.Hint, tc.hint) {
-				t.Errorf("hint %q does not contain %q", res.Hint, tc.hint)
-			}
-			if !strings.Contains(all, tc.line) {
-				t.Errorf("lines do not contain %q", tc.line)
-			}
+			checkResult(t, res, tc.pass, tc.hint, tc.line)
 		})
 	}
 }
@@ -102,17 +90,5 @@ func TestLab6Check(t *testing.T) {
 		t.Skip("KVMLAB_BIN is not set: the check needs a kvmlab binary")
 	}
 	l, _ := Get(6)
-	for _, tc := range []struct {
-		name  string
-		files map[string][]byte
-		pass  bool
-	}{{"reference", l.Solution(), true}, {"wrong", l.Wrong(), false}} {
-		res, err := l.Check(context.Background(), &Env{Kvmlab: bin}, writeLab(t, l, tc.files))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Passed != tc.pass {
-			t.Errorf("%s: passed = %v, want %v\n%s", tc.name, res.Passed, tc.pass, strings.Join(res.Lines, "\n"))
-		}
-	}
+	gradeReferenceAndWrong(t, l, bin)
 }
