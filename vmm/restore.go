@@ -54,7 +54,19 @@ func SnapshotConfig(f *vmstate.File) (Config, []SavedDisk, error) {
 	if err != nil {
 		return Config{}, nil, err
 	}
+	f.Parsed = d // for Restore: the JSON is parsed once
 	return d.Config.config(), d.Config.Disks, nil
+}
+
+// described returns f's description decoded: what SnapshotConfig kept, or
+// decoded now. It takes what was kept (Restore changes it), so a second
+// Restore of the same File decodes again.
+func described(f *vmstate.File) (*savedMachine, error) {
+	if d, ok := f.Parsed.(*savedMachine); ok {
+		f.Parsed = nil
+		return d, nil
+	}
+	return decodeDescription(f.Description)
 }
 
 func decodeDescription(b []byte) (*savedMachine, error) {
@@ -114,7 +126,7 @@ func (c savedConfig) config() Config {
 // machine (Console, Input, Escapes, Log, Stats, Trace, Debugger); the
 // machine's own configuration comes from the snapshot and overrides cfg's.
 func Restore(cfg Config, f *vmstate.File) (m *Machine, err error) {
-	d, err := decodeDescription(f.Description)
+	d, err := described(f)
 	if err != nil {
 		return nil, err
 	}

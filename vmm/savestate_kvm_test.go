@@ -52,10 +52,24 @@ func TestSnapshotClones(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if clone == 2 {
+			// As kvmlab run --restore does: the configuration is
+			// checked first, and Restore takes the description that
+			// check decoded instead of parsing the JSON again.
+			if cfg, _, err := SnapshotConfig(sf); err != nil || cfg.CPUs != 1 {
+				t.Fatalf("SnapshotConfig: %+v, %v", cfg, err)
+			}
+			if sf.Parsed == nil {
+				t.Fatal("SnapshotConfig kept no decoded description for Restore")
+			}
+		}
 		c, err := Restore(Config{}, sf)
 		f.Close()
 		if err != nil {
 			t.Fatalf("clone %d: Restore: %v", clone, err)
+		}
+		if sf.Parsed != nil {
+			t.Errorf("clone %d: Restore left the decoded description in the File, for a second Restore to reuse after changing it", clone)
 		}
 		regs, err := c.vcpus[0].GetRegs()
 		if err != nil {

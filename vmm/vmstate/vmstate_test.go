@@ -40,9 +40,10 @@ func write(t *testing.T, desc []byte, ram []Region) ([]byte, Info) {
 func TestRoundTrip(t *testing.T) {
 	desc := []byte(`{"vcpus":[{"rip":1048576}]}`)
 	file, info := write(t, desc, machineRAM())
-	// Three runs: pages 0-1, page 10, high page 3. Zero pages are not saved.
-	if info.Runs != 3 || info.SavedBytes != 4*PageSize || info.RAMBytes != 80*PageSize {
-		t.Fatalf("info = %+v, want 3 runs, 4 pages saved of 80", info)
+	// Two runs: pages 0-10 (pages 2-9, zeros, bridge the gap: MaxGap)
+	// and high page 3. The zero pages after them are not saved.
+	if info.Runs != 2 || info.SavedBytes != 12*PageSize || info.RAMBytes != 80*PageSize {
+		t.Fatalf("info = %+v, want 2 runs, 12 pages saved of 80", info)
 	}
 	f, err := Open(bytes.NewReader(file), int64(len(file)))
 	if err != nil {
@@ -59,6 +60,45 @@ func TestRoundTrip(t *testing.T) {
 		if !bytes.Equal(ram[i].Data, want.Data) {
 			t.Errorf("region %d differs after the round trip", i)
 		}
+	}
+}
+
+// TestRunsBridgeGaps: a gap of MaxGap pages or fewer between two saved
+// pages of one region is saved with them (one run, one mmap at restore), a
+// longer gap is not, and no run spans two regions.
+func TestRunsBridgeGaps(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		gap         int // pages of zeros between two pages of data
+		runs, saved int
+	}{
+		{"adjacent", 0, 1, 2},
+		{"one page", 1, 1, 3},
+		{"MaxGap pages", MaxGap, 1, MaxGap + 2},
+		{"one more than MaxGap", MaxGap + 1, 2, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			low := make([]byte, (tc.gap+4)*PageSize)
+			low[0] = 1
+			low[(tc.gap+1)*PageSize] = 2
+			// The next region starts where low ends, two pages after
+			// its last page of data: a run of its own all the same.
+			high := make([]byte, 4*PageSize)
+			high[0] = 3
+			hi := uint64(len(low))
+			ram := []Region{{GPA: 0, Data: low}, {GPA: hi, Data: high}}
+			runs, _ := findRuns(ram)
+			if len(runs) != tc.runs+1 || runs[len(runs)-1] != (Run{GPA: hi, Len: PageSize}) {
+				t.Fatalf("runs %+v: want %d in the low region and the high page alone", runs, tc.runs)
+			}
+			var saved uint64
+			for _, r := range runs[:tc.runs] {
+				saved += r.Len
+			}
+			if saved != uint64(tc.saved)*PageSize {
+				t.Errorf("runs %+v save %d pages of the low region, want %d", runs, saved/PageSize, tc.saved)
+			}
+		})
 	}
 }
 
