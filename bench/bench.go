@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"kvmlab/emuhost"
+	"kvmlab/internal/cli"
 	"kvmlab/internal/human"
 	"kvmlab/vmm/kvm"
 	"kvmlab/vmm/tracepoint"
@@ -32,8 +33,8 @@ const gokvmVersion = "v0.0.8-0.20231003020000-f53faca69d28"
 // ROM) and on microvm (qboot).
 var qemuFirmware = []string{"bios-256k.bin", "bios-microvm.bin", "qboot.rom", "linuxboot_dma.bin", "linuxboot.bin", "kvmvapic.bin"}
 
-// Config is one benchmark run, its flags already checked (cmd/kvmlab
-// parses and validates `kvmlab bench`'s flags into it).
+// Config is one benchmark run (cmd/kvmlab parses `kvmlab bench`'s flags
+// into it; Check bounds them).
 type Config struct {
 	Runs, Warmup   int    // measured boots per VMM; uncounted rounds before them
 	Kernel, Initrd string // the guest (a bzImage and an initramfs with kvmlab's guest tools)
@@ -68,14 +69,11 @@ type Config struct {
 }
 
 // UsageError is a problem with what the user asked for (a VMM that is not
-// installed, firmware that is missing): one line that names it and its fix.
-type UsageError struct{ Msg string }
+// installed, firmware that is missing): one line that names it and its fix,
+// as the command line reports every refusal of its input.
+type UsageError = cli.UsageError
 
-func (e UsageError) Error() string { return e.Msg }
-
-func usagef(format string, args ...any) error {
-	return UsageError{fmt.Sprintf(format, args...)}
-}
+var usagef = cli.Usagef
 
 // SelectPeers turns --vmms into peers, in the given order (kvmlab first
 // makes the ratios read naturally, but any order works).

@@ -3,8 +3,9 @@
 // gokvm (another VMM in Go), each booting the same kernel, initramfs and
 // command line with the same RAM and one vCPU, interleaved so that the
 // host's drift spreads over all of them. It is `kvmlab bench`
-// (cmd/kvmlab parses the flags into a Config); BENCHMARKS.md holds the
-// figures and what was learned from them.
+// (cmd/kvmlab parses the flags into a Config, Config.Check bounds them, and
+// About is what --help tells); BENCHMARKS.md holds the figures and what was
+// learned from them.
 //
 // Each peer is a separate program, started and watched from outside: its
 // standard output is the guest's serial console, on which the guest

@@ -18,7 +18,8 @@ import (
 // screenshot is not blank, the bar charts' colours are on it, and the DOM has
 // the comparison table with every row. The density section's plots are
 // drawn: their line colours are on the screenshot, and the DOM has a line
-// per side and a dot per N.
+// per side and a dot per N. The container-in-a-VM column is in the table
+// and its bars in the charts.
 func TestCompareHTMLInChromium(t *testing.T) {
 	browser := ""
 	for _, b := range []string{"chromium", "chromium-browser", "google-chrome"} {
@@ -31,6 +32,7 @@ func TestCompareHTMLInChromium(t *testing.T) {
 		t.Fatal("chromium is not installed: run 'bash tests/deps.sh' (apt-get install --no-install-recommends chromium)")
 	}
 	rep := fakeCompare(true)
+	fakeNested(rep)
 	rep.Density, rep.Workload, rep.LeftoversChecked = fakeDensity(), fakeWorkload(), true
 	rep.Rows = rows(rep)
 	dir := t.TempDir()
@@ -83,7 +85,8 @@ func TestCompareHTMLInChromium(t *testing.T) {
 	if nonWhite < total/100 || len(colours) < 20 {
 		t.Errorf("the screenshot looks blank: %d of %d sampled pixels not white, %d colours", nonWhite, total, len(colours))
 	}
-	for _, want := range []color.RGBA{{0x3b, 0x6f, 0xb6, 0xff}, {0xd9, 0x82, 0x2b, 0xff}} {
+	// VM, container, runc and, fourth in the charts, the container in a VM.
+	for _, want := range []color.RGBA{{0x3b, 0x6f, 0xb6, 0xff}, {0xd9, 0x82, 0x2b, 0xff}, {0x5a, 0x9e, 0x4b, 0xff}, {0x8e, 0x5e, 0xa2, 0xff}} {
 		if colours[want] < 50 {
 			t.Errorf("bar colour %v covers %d sampled pixels, want a bar", want, colours[want])
 		}
@@ -110,7 +113,8 @@ func TestCompareHTMLInChromium(t *testing.T) {
 	if lines, dots := strings.Count(dom, "<polyline"), strings.Count(dom, "<circle"); lines != 4 || dots != 16 {
 		t.Errorf("the rendered plots have %d lines and %d dots, want 4 and 16 (2 plots x 2 sides x 4 N)", lines, dots)
 	}
-	for _, want := range []string{"N=8: memory per instance / all N (PSS)", "memory: does memory", "3.00x ±0%"} {
+	for _, want := range []string{"N=8: memory per instance / all N (PSS)", "memory: does memory", "3.00x ±0%",
+		"<th>container in VM</th>", "cccccccc… (its VM's kernel)", "Container in VM: its VM got"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered table lacks %q", want)
 		}

@@ -76,6 +76,10 @@ type Options struct {
 	// WorkloadRuns times per side.
 	Workload     bool
 	WorkloadRuns int
+	// Nested adds the column of a container inside a VM (nested.go):
+	// the VM boots with Self carried into it and runs `kvmlab container`
+	// there. Part of the basic comparison.
+	Nested bool
 }
 
 // ErrInterrupted is returned by Here and InEmulatedHost when Options.Ctx
@@ -122,6 +126,10 @@ type Side struct {
 	// Blast is what happened when the side tried to crash its kernel.
 	Blast        string `json:"blast"`
 	HostSurvived bool   `json:"host_survived"`
+	// KernelBootID is the boot id of the kernel the workload ran on, read
+	// outside the workload (the nested side's guest, by its helper);
+	// empty where there is no such outside.
+	KernelBootID string `json:"kernel_boot_id,omitempty"`
 	Error        string `json:"error,omitempty"`
 }
 
@@ -134,6 +142,7 @@ type Row struct {
 	Container string `json:"container"`
 	Runc      string `json:"runc,omitempty"`
 	Restored  string `json:"restored,omitempty"`
+	Nested    string `json:"nested,omitempty"`
 }
 
 // Report is the whole comparison: the sides' measurements and the rows
@@ -148,7 +157,11 @@ type Report struct {
 	// shell; SnapshotNote says what that snapshot cost.
 	Restored     *Side  `json:"restored,omitempty"`
 	SnapshotNote string `json:"snapshot_note,omitempty"`
-	CgroupUsed   string `json:"cgroup_used"`
+	// Nested is the container inside a VM (--nested), and NestedInfo
+	// what carrying the runtime into its guest cost.
+	Nested     *Side       `json:"nested,omitempty"`
+	NestedInfo *NestedInfo `json:"nested_info,omitempty"`
+	CgroupUsed string      `json:"cgroup_used"`
 	// NoBasic says the basic comparison was left out (Options.NoBasic).
 	NoBasic bool `json:"no_basic,omitempty"`
 	// Density is the density section, one point per N (--density).
@@ -204,6 +217,10 @@ func InEmulatedHost(o Options, files []emuhost.File) (*Report, error) {
 		argv = append(argv, "--workload", "--workload-runs", fmt.Sprint(o.WorkloadRuns))
 		timeout += 2 * o.Timeout
 	}
+	if o.Nested {
+		argv = append(argv, "--nested")
+		timeout += o.Timeout
+	}
 	if !o.NoRunc {
 		if _, err := exec.LookPath("runc"); err == nil {
 			rf, err := emuhost.Programs("runc")
@@ -255,8 +272,8 @@ func Here(o Options) (*Report, error) {
 	if o.VMConfig == nil {
 		return nil, errors.New("compare: Options.VMConfig is nil")
 	}
-	if o.Density > 0 && o.Self == "" {
-		return nil, errors.New("compare: Options.Self is empty: the density VMs need the kvmlab binary")
+	if (o.Density > 0 || o.Nested) && o.Self == "" {
+		return nil, errors.New("compare: Options.Self is empty: the density VMs and the nested side need the kvmlab binary")
 	}
 	if o.WorkloadRuns <= 0 {
 		o.WorkloadRuns = probe.DefaultBenchRuns
@@ -300,6 +317,17 @@ func Here(o Options) (*Report, error) {
 		if ctx.Err() != nil {
 			return nil, interrupted()
 		}
+		if o.Nested {
+			// Before the containers on the host: that they run
+			// after its guest kernel crashed shows the crash stayed
+			// in its VM.
+			progress("booting a VM that runs `kvmlab container` with the probe on the guest's kernel, then crashes that kernel (sysrq c)")
+			nested, info := nestedSide(ctx, &o)
+			rep.Nested, rep.NestedInfo = &nested, info
+			if ctx.Err() != nil {
+				return nil, interrupted()
+			}
+		}
 	}
 
 	root, err := os.MkdirTemp("", "kvmlab-compare-root-")
@@ -342,7 +370,7 @@ func Here(o Options) (*Report, error) {
 	}
 	hostAfter := probe.Collect(probe.Options{})
 	survived := hostAfter.BootID == hostBefore.BootID && hostAfter.BootID != ""
-	for _, s := range []*Side{&rep.VM, &rep.Container, rep.Runc, rep.Restored} {
+	for _, s := range []*Side{&rep.VM, &rep.Container, rep.Runc, rep.Restored, rep.Nested} {
 		if s != nil {
 			s.HostSurvived = survived
 		}
@@ -411,9 +439,18 @@ func exitTotals(m *vmm.Machine) (user, all uint64) {
 // each console line (with the machine); it returns when the guest stops or
 // the timeout passes.
 func bootVM(ctx context.Context, o *Options, cmdline string, onLine func(m *vmm.Machine, line string, at time.Time)) (vmm.Outcome, string, error) {
+	return bootVMExtra(ctx, o, cmdline, nil, onLine)
+}
+
+// bootVMExtra is bootVM with a second cpio archive after the initramfs
+// (nested.go), nil for none.
+func bootVMExtra(ctx context.Context, o *Options, cmdline string, extra []byte, onLine func(m *vmm.Machine, line string, at time.Time)) (vmm.Outcome, string, error) {
 	cfg, err := o.VMConfig(cmdline)
 	if err != nil {
 		return vmm.Outcome{}, "", err
+	}
+	if extra != nil {
+		cfg.Initrd = appendArchive(cfg.Initrd, extra)
 	}
 	var mu sync.Mutex
 	var m *vmm.Machine

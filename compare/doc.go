@@ -25,6 +25,12 @@
 //   - application speed (--workload, workload.go): the same small programs
 //     (CPU, system calls, fork+exec, file I/O, page faults) timed on the
 //     host, in the VM and in the containers, as ratios to the host;
+//   - a container inside a VM (--nested, nested.go and nested_guest.go):
+//     the guest, booted with this kvmlab binary appended to its initramfs
+//     as a second cpio archive, runs `kvmlab container` with the probe on
+//     its own kernel; the probe sees the guest's kernel and boot id, and
+//     the guest kernel then panics under the running container while the
+//     host carries on;
 //   - the blast radius: the VM's guest panics its own kernel through sysrq
 //     and the host's boot id does not change; the container cannot even open
 //     /proc/sysrq-trigger for writing, because its runtime mounted it
@@ -47,7 +53,9 @@
 // (namespaces, cgroups). A Linux guest needs hardware virtualisation (VT-x or
 // AMD SVM) behind /dev/kvm; without it, [InEmulatedHost] carries this kvmlab
 // binary and the guest into the emulated host (QEMU TCG emulating AMD SVM,
-// nested KVM inside) and runs `kvmlab compare --in-emulated-host` there. That
+// nested KVM inside) and runs `kvmlab compare --in-emulated-host` there
+// ([Where] chooses, and [CheckDensityWhere] counts the memory of where the
+// VMs will run). That
 // inner run prints its [Report] as one line after [ReportMarker]
 // ([Report.WriteMarked]); the outer run reads it back and renders it, as a
 // table ([Report.Print]), JSON, or a self-contained HTML page with bar charts

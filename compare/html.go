@@ -38,9 +38,18 @@ type htmlPage struct {
 	HasRunc bool
 	// HasRestored adds the column of the VM restored from a snapshot.
 	HasRestored bool
+	// HasNested adds the column of the container inside a VM.
+	HasNested bool
+	// Cols is the table's number of columns.
+	Cols int
+	// NestedNote says what the container in a VM cost to carry in.
+	NestedNote string
 }
 
-var sideColors = []string{"#3b6fb6", "#d9822b", "#5a9e4b"}
+// sideColors: one per side in the order WriteHTML lists them (VM,
+// container, runc, restored VM, container in VM), so that no two bars of a
+// chart share a colour.
+var sideColors = []string{"#3b6fb6", "#d9822b", "#5a9e4b", "#8e5ea2", "#2a9d8f"}
 
 // chart scales bars to the largest value (linear: the point is how far
 // apart the sides are).
@@ -79,17 +88,27 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 	if rep.Restored != nil {
 		sides = append(sides, rep.Restored)
 	}
+	if rep.Nested != nil {
+		sides = append(sides, rep.Nested)
+	}
 	ok := func(s *Side) bool { return s.Error == "" || s.StartupMS > 0 }
-	page := htmlPage{Rep: rep, HasRunc: rep.hasRunc(), HasRestored: rep.Restored != nil, Plots: densityPlots(rep.Density), Charts: []htmlChart{
-		chart("Start -> probe running", "VM: kvmlab loads the kernel, the guest boots its own kernel and init. Container: unpacked root, namespaces, cgroup, exec. Restored VM: kvmlab reads a snapshot taken at the shell and the probe is typed there.", "ms",
+	page := htmlPage{Rep: rep, HasRunc: rep.hasRunc(), HasRestored: rep.Restored != nil, HasNested: rep.Nested != nil, Plots: densityPlots(rep.Density), Charts: []htmlChart{
+		chart("Start -> probe running", "VM: kvmlab loads the kernel, the guest boots its own kernel and init. Container: unpacked root, namespaces, cgroup, exec. Restored VM: kvmlab reads a snapshot taken at the shell and the probe is typed there. Container in VM: the guest boots with the kvmlab binary carried in, and runs kvmlab container there.", "ms",
 			sides, func(s *Side) (float64, bool) { return s.StartupMS, ok(s) && s.StartupMS > 0 }),
-		chart("Memory used", "VM: the VMM's resident memory, guest RAM it touched included. Container: the cgroup's peak.", "MiB",
+		chart("Memory used", "VM and container in VM: the VMM's resident memory, guest RAM it touched included. Container: the cgroup's peak.", "MiB",
 			sides, func(s *Side) (float64, bool) { return human.MiB(s.FootprintBytes), s.FootprintBytes > 0 }),
-		chart("Image on disk", "VM: kernel + initramfs. Container: the unpacked root file system. Restored VM: the snapshot file.", "MiB",
+		chart("Image on disk", "VM: kernel + initramfs. Container: the unpacked root file system. Restored VM: the snapshot file. Container in VM: kernel + initramfs + the kvmlab binary.", "MiB",
 			sides, func(s *Side) (float64, bool) { return human.MiB(s.ImageBytes), s.ImageBytes > 0 }),
-		chart("Crossings of the boundary during the workload", "VM: VM exits (to KVM or kvmlab). Container: system calls into the host kernel.", "",
+		chart("Crossings of the boundary during the workload", "VM: VM exits (to KVM or kvmlab). Container: system calls into the host kernel. Container in VM: VM exits while the probe ran in the container.", "",
 			sides, func(s *Side) (float64, bool) { return float64(s.Boundary), s.BoundaryKind != "" }),
 	}}
+	page.Cols = 4
+	page.NestedNote = rep.NestedInfo.note(&rep.VM)
+	for _, has := range []bool{page.HasRunc, page.HasRestored, page.HasNested} {
+		if has {
+			page.Cols++
+		}
+	}
 	if rep.NoBasic {
 		page.Charts = nil
 		sides = nil
@@ -239,12 +258,13 @@ svg text { font-size: 13px; font-family: system-ui, sans-serif; }
 <h1>A VM next to a container</h1>
 <p class="where">The same u-root userland and the same probe, run as a virtual machine under kvmlab and as a container{{if .HasRunc}} (kvmlab's runtime and runc){{end}}, on {{.Rep.Where}}.</p>
 <table id="compare">
-<thead><tr><th>fact</th><th>host</th><th>VM (kvmlab)</th><th>container (kvmlab)</th>{{if .HasRunc}}<th>container (runc)</th>{{end}}{{if .HasRestored}}<th>VM (restored)</th>{{end}}</tr></thead>
+<thead><tr><th>fact</th><th>host</th><th>VM (kvmlab)</th><th>container (kvmlab)</th>{{if .HasRunc}}<th>container (runc)</th>{{end}}{{if .HasRestored}}<th>VM (restored)</th>{{end}}{{if .HasNested}}<th>container in VM</th>{{end}}</tr></thead>
 <tbody>
-{{range .Rep.Rows}}{{if .Claim}}<tr class="claim"><td colspan="{{if and $.HasRunc $.HasRestored}}6{{else if or $.HasRunc $.HasRestored}}5{{else}}4{{end}}">{{.Claim}}</td></tr>
-{{end}}<tr><td>{{.Fact}}</td><td>{{.Host}}</td><td>{{.VM}}</td><td>{{.Container}}</td>{{if $.HasRunc}}<td>{{.Runc}}</td>{{end}}{{if $.HasRestored}}<td>{{.Restored}}</td>{{end}}</tr>
+{{range .Rep.Rows}}{{if .Claim}}<tr class="claim"><td colspan="{{$.Cols}}">{{.Claim}}</td></tr>
+{{end}}<tr><td>{{.Fact}}</td><td>{{.Host}}</td><td>{{.VM}}</td><td>{{.Container}}</td>{{if $.HasRunc}}<td>{{.Runc}}</td>{{end}}{{if $.HasRestored}}<td>{{.Restored}}</td>{{end}}{{if $.HasNested}}<td>{{.Nested}}</td>{{end}}</tr>
 {{end}}</tbody></table>
-{{range .Charts}}<div class="chart"><h2>{{.Title}}</h2><p>{{.Note}}</p>
+{{if .NestedNote}}<p class="note">Container in VM: {{.NestedNote}}.</p>
+{{end}}{{range .Charts}}<div class="chart"><h2>{{.Title}}</h2><p>{{.Note}}</p>
 <svg width="900" height="{{.Height}}" viewBox="0 0 900 {{.Height}}" role="img" aria-label="{{.Title}}">
 {{range .Bars}}<text x="0" y="{{.Y}}" dy="20">{{.Label}}</text>
 <rect x="170" y="{{.Y}}" width="{{.Width}}" height="26" fill="{{.Color}}"></rect>

@@ -37,6 +37,24 @@ var rowSpecs = []rowSpec{
 			return yesNo(r.BootID != "" && r.BootID == h.BootID)
 		},
 		host: func(h *probe.Report) string { return shortID(h.BootID) }},
+	// The boot id itself: the container in a VM shares a kernel again,
+	// its guest's, and its helper read that kernel's boot id outside
+	// the container (Side.KernelBootID).
+	{claim: "", fact: "boot id of the kernel under the workload",
+		side: func(s *Side) string {
+			if s.Probe == nil {
+				return "n/a"
+			}
+			id := shortID(s.Probe.BootID)
+			switch {
+			case s.KernelBootID == "":
+				return id
+			case s.KernelBootID == s.Probe.BootID:
+				return id + " (its VM's kernel)"
+			}
+			return id + " (not its VM's kernel " + shortID(s.KernelBootID) + ")"
+		},
+		host: func(h *probe.Report) string { return shortID(h.BootID) }},
 	{claim: "", fact: "kernel uptime when the probe ran",
 		probe: func(h, r *probe.Report) string { return fmt.Sprintf("%.1f s", r.UptimeSec) }},
 	{claim: "A VM sees virtual hardware", fact: "CPUID hypervisor bit / CPUs / memory",
@@ -143,6 +161,9 @@ func rows(rep *Report) []Row {
 		if rep.Restored != nil {
 			row.Restored = cell(rs, rep.Restored)
 		}
+		if rep.Nested != nil {
+			row.Nested = cell(rs, rep.Nested)
+		}
 		out = append(out, row)
 	}
 	out = append(out, workloadRows(rep.Workload)...)
@@ -222,6 +243,9 @@ func (rep *Report) Print(w io.Writer) {
 	if rep.Restored != nil {
 		cols = append(cols, "VM (restored)")
 	}
+	if rep.Nested != nil {
+		cols = append(cols, NestedName)
+	}
 	width := make([]int, len(cols))
 	cells := func(r Row) []string {
 		c := []string{r.Fact, r.Host, r.VM, r.Container}
@@ -230,6 +254,9 @@ func (rep *Report) Print(w io.Writer) {
 		}
 		if rep.Restored != nil {
 			c = append(c, r.Restored)
+		}
+		if rep.Nested != nil {
+			c = append(c, r.Nested)
 		}
 		return c
 	}
@@ -258,7 +285,7 @@ func (rep *Report) Print(w io.Writer) {
 		line(cells(r))
 	}
 	fmt.Fprintln(w)
-	for _, s := range []*Side{&rep.VM, &rep.Container, rep.Runc, rep.Restored} {
+	for _, s := range []*Side{&rep.VM, &rep.Container, rep.Runc, rep.Restored, rep.Nested} {
 		if s == nil || rep.NoBasic {
 			continue
 		}
@@ -305,6 +332,9 @@ func (rep *Report) Print(w io.Writer) {
 	}
 	if rep.SnapshotNote != "" {
 		fmt.Fprintf(w, "VM (restored): %s\n", rep.SnapshotNote)
+	}
+	if n := rep.NestedInfo.note(&rep.VM); n != "" {
+		fmt.Fprintf(w, "%s: %s\n", NestedName, n)
 	}
 	if r := rep.Restored; r != nil && r.StartupMS > 0 && rep.VM.StartupMS > 0 && rep.Container.StartupMS > 0 {
 		fmt.Fprintf(w, "start -> probe running, restored VM against the others: %.2fx the cold boot, %.2fx the container's start\n",

@@ -54,7 +54,13 @@
 //
 // [RunRunc] runs the same workload through runc, the reference OCI runtime,
 // from a bundle whose config.json this package writes ([WriteBundle]), so that
-// the two can be compared.
+// the two can be compared. [Foreground] and [ForegroundRunc] run either as a
+// shell runs its foreground job.
+//
+// [Options] is a container as a user asks for it (`kvmlab container`'s
+// flags, [About]): its Config method refuses, in one line, limits the
+// container's init could not live under, a hostname sethostname(2) would
+// refuse, or an ID range that maps host root.
 //
 // # Confinement
 //

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"os"
 	"os/signal"
 	"syscall"
@@ -37,4 +38,17 @@ func Foreground(cfg Config, started func(notes []string)) (Result, error) {
 		}
 	}()
 	return c.Wait()
+}
+
+// ForegroundRunc is Foreground with runc (RunRunc): SIGINT, SIGTERM and
+// SIGHUP kill the container (runc kill), and started gets the runtime's
+// notes when it has ended well (runc says nothing until then).
+func ForegroundRunc(cfg Config, started func(notes []string)) (Result, error) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	res, err := RunRunc(ctx, cfg)
+	if err == nil && started != nil {
+		started(res.Notes)
+	}
+	return res, err
 }

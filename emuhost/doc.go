@@ -70,7 +70,12 @@
 //   - [Run] glues it together: it builds the initramfs, boots QEMU (or
 //     Bochs), streams the serial console, parses the exit marker and
 //     retries when the emulated host hangs (about 1 boot in 16 hangs early
-//     under TCG) or its kernel crashes.
+//     under TCG) or its kernel crashes. With [Spec].Stdout and Stderr, the
+//     command's two output streams leave the host on serial ports of their
+//     own, apart from the console.
+//   - [Exec] is `kvmlab run --emulated-host --exec CMD` (exec.go): the
+//     inner kvmlab's --exec, with CMD's output and exit status passed on,
+//     and the emulated host's own failures mapped to kvmlab's statuses.
 //
 // On a 2-core machine, one boot of the emulated host up to a usable
 // /dev/kvm takes about 4-6 s of emulated time; QEMU's wall time for booting,

@@ -31,12 +31,15 @@ func KVMLabFiles(self, kernel, initrd string) []File {
 type KVMLabRun struct {
 	Self, Kernel, Initrd string
 	Mem, Append          string // --mem as given, --append
-	MemBytes             uint64 // --mem read: the host is sized to fit it
-	CPUs                 int
-	Quiet, Stats         bool
-	RNG, NoEventFDs      bool
-	GuestDecompress      bool // --guest-decompress
-	Disks                []Disk
+	// DefaultAppend leaves --append out, so that the inner kvmlab uses
+	// its own default line (with --exec, the default plus quiet).
+	DefaultAppend   bool
+	MemBytes        uint64 // --mem read: the host is sized to fit it
+	CPUs            int
+	Quiet, Stats    bool
+	RNG, NoEventFDs bool
+	GuestDecompress bool // --guest-decompress
+	Disks           []Disk
 }
 
 // Disk is a disk image for the guest. It travels into the emulated host's
@@ -51,7 +54,10 @@ type Disk struct {
 func (r KVMLabRun) Spec(emu Emulator, out io.Writer) Spec {
 	files := KVMLabFiles(r.Self, r.Kernel, r.Initrd)
 	argv := []string{"/kvmlab/kvmlab", "run", "--kernel", "/kvmlab/kernel", "--mem", r.Mem,
-		"--cpus", strconv.Itoa(r.CPUs), "--append", r.Append}
+		"--cpus", strconv.Itoa(r.CPUs)}
+	if !r.DefaultAppend {
+		argv = append(argv, "--append", r.Append)
+	}
 	if r.Initrd != "" {
 		argv = append(argv, "--initrd", "/kvmlab/initrd")
 	}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -86,6 +87,16 @@ type Spec struct {
 	// command (kvmlab run's guest shell). There is no hang detection or
 	// retry: the person watching decides. Output is ignored.
 	Interactive bool
+	// Stdout and Stderr, when not nil, receive the command's standard
+	// output and standard error as it writes them, each through a
+	// serial port of its own (the host's COM2 and COM3, /dev/ttyS1 and
+	// /dev/ttyS2 in raw mode) instead of the console, which keeps the
+	// host kernel's and hostinit's lines: those never mix into the
+	// command's output. Both or neither; QEMU only; not with
+	// Interactive. Bytes passed on cannot be taken back, so an attempt
+	// that has passed any is not retried: Run fails with an error
+	// wrapping ErrHostFlake where it would have retried.
+	Stdout, Stderr io.Writer
 }
 
 // Result is the outcome of [Run].
@@ -137,6 +148,12 @@ const HostCPUEnv = "KVMLAB_HOST_CPU"
 // both CPUs busy and no output; a healthy boot prints within seconds.
 var silentHangTimeout = 90 * time.Second
 
+// ErrHostFlake is wrapped by Run's errors that are the emulated host's own
+// failures, the kinds it retries: a host that hung, or whose kernel crashed
+// (QEMU's software SVM is not perfect, and a nested hypervisor stresses it).
+// They are the test bed failing, not the command in it.
+var ErrHostFlake = errors.New("the emulated host failed (a known flake of the emulator, not of the command)")
+
 // ErrNoQEMU is returned by Run when QEMU is not installed.
 var ErrNoQEMU = errors.New("qemu-system-x86_64 not found: apt-get install qemu-system-x86")
 
@@ -157,6 +174,12 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 	}
 	if len(spec.Argv) == 0 {
 		return nil, errors.New("emuhost.Run: empty Argv")
+	}
+	if (spec.Stdout == nil) != (spec.Stderr == nil) {
+		return nil, errors.New("emuhost.Run: give both Stdout and Stderr, or neither")
+	}
+	if spec.Stdout != nil && (spec.Emulator == BochsVMX || spec.Interactive) {
+		return nil, errors.New("emuhost.Run: Stdout and Stderr need the QEMU host, not interactive")
 	}
 	for _, f := range spec.Files {
 		if !filepath.IsAbs(f.Path) {
@@ -229,7 +252,11 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 	if spec.Interactive {
 		return runInteractive(ctx, qemu, args)
 	}
-	return runAttempts(ctx, qemu, args, limits{spec.Timeout, spec.Quiet}, &syncWriter{w: spec.Output})
+	m := machine{path: qemu, args: args}
+	if spec.Stdout != nil {
+		m.outputs = []*streamOut{{w: spec.Stdout}, {w: spec.Stderr}}
+	}
+	return runMachineAttempts(ctx, m, limits{spec.Timeout, spec.Quiet}, &syncWriter{w: spec.Output})
 }
 
 // runInteractive runs QEMU once with its serial console on this process's
@@ -319,6 +346,36 @@ type machine struct {
 	// stopAfter, when not nil, returns for a console line how long the
 	// emulator may go on after it before it is stopped (0: no limit).
 	stopAfter func(line string) time.Duration
+	// outputs receive what the emulator writes to the pipes it inherits
+	// as its next file descriptors (after the console's fd 3, if any):
+	// the command's stdout and stderr serial ports (Spec.Stdout).
+	outputs []*streamOut
+}
+
+// streamOut passes one output stream of the command on to its writer and
+// remembers whether it has passed anything.
+type streamOut struct {
+	w     io.Writer
+	wrote atomic.Bool
+}
+
+func (s *streamOut) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		s.wrote.Store(true)
+	}
+	// A writer that fails must not stop the serial port from being read.
+	_, _ = s.w.Write(p)
+	return len(p), nil
+}
+
+// passedOn reports whether any of m's outputs has passed a byte on.
+func (m machine) passedOn() bool {
+	for _, o := range m.outputs {
+		if o.wrote.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 func (m machine) name() string { return filepath.Base(m.path) }
@@ -369,13 +426,17 @@ func runMachineAttempts(ctx context.Context, m machine, lim limits, out *syncWri
 				}
 			}
 		}
+		if m.passedOn() {
+			return res, fmt.Errorf("%w: it %s after %s (%s), with the command's output partly passed on, so it is not run again; console tail:\n%s\n%s stderr:\n%s",
+				ErrHostFlake, what, a.duration.Round(time.Second), why, tail(a.output, 3000), m.name(), tail(a.stderr, 1000))
+		}
 		if attempt < maxAttempts {
 			out.printf("harness: emulated host %s after %s (%s), retrying (attempt %d/%d)\n",
 				what, a.duration.Round(time.Second), why, attempt+1, maxAttempts)
 			continue
 		}
-		return res, fmt.Errorf("emulated host %s %d times; last attempt after %s (%s); console tail:\n%s\n%s stderr:\n%s",
-			what, maxAttempts, a.duration.Round(time.Second), why, tail(a.output, 3000), m.name(), tail(a.stderr, 1000))
+		return res, fmt.Errorf("%w: it %s %d times; last attempt after %s (%s); console tail:\n%s\n%s stderr:\n%s",
+			ErrHostFlake, what, maxAttempts, a.duration.Round(time.Second), why, tail(a.output, 3000), m.name(), tail(a.stderr, 1000))
 	}
 	panic("unreachable")
 }
@@ -397,7 +458,14 @@ func qemuArgs(image, initrd string, spec Spec) []string {
 		cpu = c
 	}
 	cmdline := hostCmdline(spec)
-	return []string{
+	var outputs []string
+	if spec.Stdout != nil {
+		// COM2 and COM3 write to the pipes runMachine hands QEMU as
+		// its file descriptors 3 and 4 (machine.outputs); QEMU opens
+		// /dev/fd/N, which for a pipe is the same pipe.
+		outputs = []string{"-serial", "file:/dev/fd/3", "-serial", "file:/dev/fd/4"}
+	}
+	return append([]string{
 		"-machine", "q35",
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(spec.CPUs),
@@ -414,7 +482,7 @@ func qemuArgs(image, initrd string, spec Spec) []string {
 		// which fails ("IO-APIC + timer doesn't work!", a panic) when
 		// the emulated CPUs are starved on a loaded machine.
 		"-append", cmdline,
-	}
+	}, outputs...)
 }
 
 // hostCmdline is the emulated host kernel's command line, for both
@@ -474,6 +542,10 @@ type hostSpec struct {
 	Env     []string `json:"env"`
 	Dir     string   `json:"dir"`
 	Console bool     `json:"console"`
+	// Stdout and Stderr are the serial ports the command's output goes
+	// to ("": the console), for Spec.Stdout and Spec.Stderr.
+	Stdout string `json:"stdout,omitempty"`
+	Stderr string `json:"stderr,omitempty"`
 }
 
 // writeInitramfs writes the emulated host's root file system: /init
@@ -515,7 +587,11 @@ func writeInitramfs(path, initBin string, k *Kernel, spec Spec) error {
 	if err := w.File("/harness/modules", 0o644, []byte(list.String())); err != nil {
 		return err
 	}
-	js, err := json.Marshal(hostSpec{Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Console: spec.Interactive})
+	hs := hostSpec{Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Console: spec.Interactive}
+	if spec.Stdout != nil {
+		hs.Stdout, hs.Stderr = "/dev/ttyS1", "/dev/ttyS2" // COM2, COM3: qemuArgs
+	}
+	js, err := json.Marshal(hs)
 	if err != nil {
 		return err
 	}
@@ -641,7 +717,7 @@ func runAttempt(ctx context.Context, qemu string, args []string, lim limits, out
 // as its stdout or its fd 3, in a network namespace of its own when asked
 // and allowed (as root a new one; else inside a new user namespace, where
 // the kernel permits them; else none).
-func startMachine(m machine, pw *os.File, stderr io.Writer) (*exec.Cmd, error) {
+func startMachine(m machine, pw *os.File, outputs []*os.File, stderr io.Writer) (*exec.Cmd, error) {
 	try := func(clone uintptr) (*exec.Cmd, error) {
 		cmd := exec.Command(m.path, m.args...)
 		cmd.Dir = m.dir
@@ -652,6 +728,7 @@ func startMachine(m machine, pw *os.File, stderr io.Writer) (*exec.Cmd, error) {
 			cmd.Stdout = stderr
 			cmd.ExtraFiles = []*os.File{pw}
 		}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, outputs...)
 		// Own process group, so that killing it gets everything the
 		// emulator started; and die with us.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: clone}
@@ -680,14 +757,46 @@ func runMachine(ctx context.Context, m machine, lim limits, out *syncWriter) att
 	if err != nil {
 		return attempt{err: err}
 	}
+	// The command's output streams (Spec.Stdout), each a pipe of its
+	// own, copied as it arrives.
+	var outR, outW []*os.File
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			f.Close()
+		}
+	}
+	for range m.outputs {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(outR)
+			closeAll(outW)
+			pr.Close()
+			pw.Close()
+			return attempt{err: err}
+		}
+		outR, outW = append(outR, r), append(outW, w)
+	}
 	var stderr lockedBuffer
-	cmd, err := startMachine(m, pw, &stderr)
+	cmd, err := startMachine(m, pw, outW, &stderr)
+	closeAll(outW)
 	if err != nil {
+		closeAll(outR)
 		pr.Close()
 		pw.Close()
 		return attempt{err: fmt.Errorf("starting %s: %w", m.path, err)}
 	}
 	pw.Close()
+	var copies sync.WaitGroup
+	for i, r := range outR {
+		copies.Add(1)
+		go func() {
+			defer copies.Done()
+			_, _ = io.Copy(m.outputs[i], r)
+			r.Close()
+		}()
+	}
+	copiesDone := make(chan struct{})
+	go func() { copies.Wait(); close(copiesDone) }()
 
 	firstOutput := make(chan struct{})
 	activity := make(chan struct{}, 1)
@@ -723,6 +832,11 @@ func runMachine(ctx context.Context, m machine, lim limits, out *syncWriter) att
 		case a.output = <-readerDone:
 		case <-time.After(10 * time.Second):
 			a.output = "(console output lost: pipe still open after QEMU exited)\n"
+		}
+		select {
+		case <-copiesDone: // the command's output, all of it passed on
+		case <-time.After(10 * time.Second):
+			closeAll(outR) // something else holds the pipes open
 		}
 		a.stderr = stderr.String()
 		if m.logFile != "" {

@@ -10,5 +10,6 @@
 // and timerfd (see kernel-config/kvmlab.config).
 //
 // build.sh builds it; 'make guest' runs it and links the result into the
-// cache directory where 'kvmlab run' looks for the default guest.
+// cache directory where 'kvmlab run' looks for the default guest (Default,
+// in CacheDir).
 package guest

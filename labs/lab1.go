@@ -35,7 +35,7 @@ func init() {
 		Files:    func() map[string][]byte { return filesUnder(lab1Files, "files/lab1") },
 		Solution: func() map[string][]byte { return filesUnder(lab1Files, "files/lab1-solution") },
 		Wrong:    func() map[string][]byte { return filesUnder(lab1Files, "files/lab1-wrong") },
-		Check:    checkLab1,
+		Check:    tinyGuest(1, "guest.S", checkLab1),
 	})
 }
 

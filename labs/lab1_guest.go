@@ -31,7 +31,8 @@ import (
 // ran (Env.Kvmlab) and grades what it recorded: the --trace of every exit
 // (lab 1), the stepper's quiz score (lab 2), the registers the stepper
 // read at each exit (lab 3). The guests are a few instructions, which any
-// /dev/kvm runs, kvm_pvm included (hence --any-kvm).
+// /dev/kvm runs, kvm_pvm included (hence --any-kvm); on a machine without
+// one, the whole check runs inside the emulated host (emulated.go).
 
 // ErrNoAssembler is wrapped by the error a check returns when GNU as or
 // ld is missing.

@@ -30,7 +30,7 @@ func init() {
 		Files:    func() map[string][]byte { return filesUnder(lab3Files, "files/lab3") },
 		Solution: func() map[string][]byte { return filesUnder(lab3Files, "files/lab3-solution") },
 		Wrong:    func() map[string][]byte { return filesUnder(lab3Files, "files/lab3-wrong") },
-		Check:    checkLab3,
+		Check:    tinyGuest(3, "guest.S", checkLab3),
 	})
 }
 

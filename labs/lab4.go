@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"kvmlab/emuhost"
 )
 
 // Lab 4, a device of your own: the learner writes a port device in Go, the
@@ -47,7 +49,7 @@ func init() {
 		Wrong: func() map[string][]byte {
 			return map[string][]byte{"device.go": mustRead(lab4Files, "files/lab4/wrong/device.go")}
 		},
-		Check: checkLab4,
+		Check: marked(checkLab4),
 	})
 }
 
@@ -82,25 +84,79 @@ func checkLab4(ctx context.Context, env *Env, dir string) (Result, error) {
 	if r := lab4Vet(src); r != nil {
 		return *r, nil
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return Result{}, errors.New("this lab compiles kvmlab with your device and the Go toolchain ('go') is not on PATH: install Go 1.26 or newer (https://go.dev/dl/) and check again")
-	}
-	tree, err := kvmlabSource(env)
-	if err != nil {
-		return Result{}, fmt.Errorf("%w", err)
-	}
 	tmp, err := os.MkdirTemp("", "kvmlab-lab4-")
 	if err != nil {
 		return Result{}, fmt.Errorf("%w", err)
 	}
 	defer os.RemoveAll(tmp)
+	var bin string
+	switch {
+	case insideEmulatedHost():
+		// The check outside built kvmlab with device.go and carried it
+		// in (there is no compiler in here); this check is the kvmlab
+		// the learner ran, so the learner's code runs only in the
+		// kvmlab that runs the guest, as outside.
+		if bin = os.Getenv(lab4KvmlabEnv); bin == "" {
+			return Result{}, fmt.Errorf("lab 4: inside the emulated host without %s: the kvmlab built with device.go did not come in", lab4KvmlabEnv)
+		}
+	default:
+		if !tinyGuestsRunHere() {
+			if err := emulatedHostUsable(ctx, 4); err != nil {
+				return Result{}, err
+			}
+		}
+		var bad *Result
+		if bin, bad, err = buildLab4(ctx, env, src, tmp); err != nil || bad != nil {
+			return derefResult(bad), err
+		}
+		if !tinyGuestsRunHere() {
+			return checkInEmulatedHost(ctx, env, 4, map[string][]byte{"device.go": src},
+				[]emuhost.File{{HostPath: bin, Path: lab4InnerKvmlab, Mode: 0o755}}, []string{lab4KvmlabEnv + "=" + lab4InnerKvmlab})
+		}
+	}
 
+	// The guest is a few instructions: any /dev/kvm that runs such a
+	// guest will do (kvm_pvm does).
+	guest := filepath.Join(tmp, "guest.elf")
+	if err := os.WriteFile(guest, lab4GuestELF(), 0o644); err != nil {
+		return Result{}, fmt.Errorf("%w", err)
+	}
+	trace := filepath.Join(tmp, "trace.json")
+	args := []string{"run", "--any-kvm", "--quiet", "--kernel", guest, "--mem", "64M", "--trace", trace}
+	limit := 2 * time.Minute
+	rctx, rcancel := context.WithTimeout(ctx, limit)
+	defer rcancel()
+	env.Logf("lab 4: running the lab's guest against your device")
+	cmd := (&Env{Kvmlab: bin}).Command(rctx, args...)
+	stdout, stderr := &boundedOutput{max: 1 << 20}, &boundedOutput{max: 1 << 20}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	runErr := cmd.Run()
+	if rctx.Err() != nil && ctx.Err() == nil {
+		return Result{Lines: []string{fmt.Sprintf("the guest did not finish in %v", limit)},
+			Hint: "the vCPU is stuck inside your device: does Read or Write wait for something, or lock a mutex twice?"}, nil
+	}
+	ios, err := readLab4Trace(trace)
+	if err != nil {
+		return Result{}, fmt.Errorf("the run's trace: %w", err)
+	}
+	return gradeLab4(stdout.String(), stderr.String(), runErr, ios, true), nil
+}
+
+// buildLab4 compiles kvmlab with the learner's device (src) into tmp and
+// returns the binary; a compile error is the learner's, a failing Result.
+func buildLab4(ctx context.Context, env *Env, src []byte, tmp string) (string, *Result, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", nil, errors.New("this lab compiles kvmlab with your device and the Go toolchain ('go') is not on PATH: install Go 1.26 or newer (https://go.dev/dl/) and check again")
+	}
+	tree, err := kvmlabSource(env)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w", err)
+	}
 	// What is built is the copy read above, not whatever device.go
 	// says by the time the compiler opens it.
 	dev := filepath.Join(tmp, "device.go")
 	imp := filepath.Join(tmp, "import.go")
-	guest := filepath.Join(tmp, "guest.elf")
 	overlay := filepath.Join(tmp, "overlay.json")
 	bin := filepath.Join(tmp, "kvmlab")
 	ov, _ := json.Marshal(map[string]map[string]string{"Replace": {
@@ -113,11 +169,10 @@ func checkLab4(ctx context.Context, env *Env, dir string) (Result, error) {
 	}{
 		{dev, src},
 		{imp, []byte("package main\n\n// Lab 4: the learner's device, added through devices/labdev.\nimport _ \"" + lab4Package + "\"\n")},
-		{guest, lab4GuestELF()},
 		{overlay, ov},
 	} {
 		if err := os.WriteFile(f.path, f.data, 0o644); err != nil {
-			return Result{}, fmt.Errorf("%w", err)
+			return "", nil, fmt.Errorf("%w", err)
 		}
 	}
 
@@ -126,52 +181,28 @@ func checkLab4(ctx context.Context, env *Env, dir string) (Result, error) {
 	defer cancel()
 	build := exec.CommandContext(bctx, goBin, "build", "-overlay", overlay, "-o", bin, "./cmd/kvmlab")
 	build.Dir = tree
+	// Static (no cgo), so that the same binary also runs inside the
+	// emulated host, which has no C library.
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
 	if out, err := build.CombinedOutput(); err != nil {
 		if bctx.Err() != nil {
-			return Result{}, fmt.Errorf("go build did not finish in 10 minutes: %w", bctx.Err())
+			return "", nil, fmt.Errorf("go build did not finish in 10 minutes: %w", bctx.Err())
 		}
 		lines := []string{"go build with your device.go failed:"}
 		for _, l := range tail(string(out), 20) {
 			lines = append(lines, "  "+strings.ReplaceAll(l, dev, "device.go"))
 		}
-		return Result{Lines: lines, Hint: "fix the compile errors above in device.go (its import path in the build is " + lab4Package + ")"}, nil
+		return "", &Result{Lines: lines, Hint: "fix the compile errors above in device.go (its import path in the build is " + lab4Package + ")"}, nil
 	}
-
-	// The guest is a few instructions: any /dev/kvm that runs such a
-	// guest will do (kvm_pvm does), and only without one does it need
-	// the emulated host, which has no room for a trace file.
-	emulated := env.Emulated && !tinyGuestsRunHere()
-	run := &Env{Kvmlab: bin, Emulated: emulated, Log: env.Log}
-	args := []string{"run", "--any-kvm", "--quiet", "--kernel", guest, "--mem", "64M"}
-	trace := filepath.Join(tmp, "trace.json")
-	if !emulated {
-		args = append(args, "--trace", trace)
-	}
-	limit := 2 * time.Minute
-	if emulated {
-		limit = 10 * time.Minute
-	}
-	rctx, rcancel := context.WithTimeout(ctx, limit)
-	defer rcancel()
-	env.Logf("lab 4: running the lab's guest against your device")
-	cmd := run.Command(rctx, args...)
-	stdout, stderr := &boundedOutput{max: 1 << 20}, &boundedOutput{max: 1 << 20}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	runErr := cmd.Run()
-	if rctx.Err() != nil && ctx.Err() == nil {
-		return Result{Lines: []string{fmt.Sprintf("the guest did not finish in %v", limit)},
-			Hint: "the vCPU is stuck inside your device: does Read or Write wait for something, or lock a mutex twice?"}, nil
-	}
-	var ios []traceIO
-	if !emulated {
-		ios, err = readLab4Trace(trace)
-		if err != nil {
-			return Result{}, fmt.Errorf("the run's trace: %w", err)
-		}
-	}
-	return gradeLab4(stdout.String(), stderr.String(), runErr, ios, !emulated), nil
+	return bin, nil, nil
 }
+
+// lab4KvmlabEnv names, inside the emulated host, the kvmlab built with
+// the learner's device, which the check carries in to lab4InnerKvmlab.
+const (
+	lab4KvmlabEnv   = "KVMLAB_LAB4_KVMLAB"
+	lab4InnerKvmlab = "/kvmlab/kvmlab-with-your-device"
+)
 
 // lab4Vet catches what would otherwise be a confusing compiler error: a
 // file that is not Go, or a command (package main) instead of a package.

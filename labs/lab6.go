@@ -71,6 +71,7 @@ var lab6Rows = []lab6Row{
 	{fact: "kernel release", aliases: []string{"release", "uname"}, causes: []string{"own-kernel"}},
 	{fact: "kernel build", aliases: []string{"kernel version"}, causes: []string{"own-kernel"}},
 	{fact: "same kernel instance as the host (boot id)", aliases: []string{"boot id", "boot_id", "same kernel instance"}, causes: []string{"own-kernel"}},
+	{fact: "boot id of the kernel under the workload", causes: []string{"own-kernel"}, loose: true}, // the ids are new every boot
 	{fact: "kernel uptime when the probe ran", aliases: []string{"uptime", "kernel uptime"}, causes: []string{"own-kernel"}, loose: true},
 	{fact: "CPUID hypervisor bit / CPUs / memory", aliases: []string{"cpuid", "hypervisor bit", "cpus", "memory seen"}, causes: []string{"virtual-hardware"}},
 	{fact: "start -> probe running", aliases: []string{"start-up", "startup"}, cost: "a start-up time"},

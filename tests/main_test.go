@@ -393,10 +393,10 @@ var testGroups = []string{
 	// finish close together.
 	"TestLabVMOrContainer", // 6: a whole kvmlab compare
 	"TestExec",             // 6: eight guests, one command each
+	"TestCompareDensity|TestCompareWorkload|TestCompareNested",                                    // 6
 	"TestBootDefaultGuest|TestBootELF|TestBenchBoot",                                              // 5
 	"TestHostileGuest|TestHostileTinyGuests",                                                      // 5
 	"TestContainer|TestCompare|TestCompareInterrupted",                                            // 5
-	"TestCompareDensity|TestCompareWorkload",                                                      // 4.5
 	"TestLabs|TestLabFewerExits",                                                                  // 4
 	"TestBootDebianKernel|TestMem4G|TestBootFastPaths",                                            // 4
 	"TestSnapshotRestore|TestSnapshotDisk|TestSnapshotFileRefused|TestSnapshotNet",                // 4

@@ -23,6 +23,10 @@
 // built for `run --exec` (Config.Exec, exec.go) also ends when the guest
 // writes its command's exit status to the exit-status port, when its
 // kernel panics, or when its time is up.
+//
+// A Config is what the machine is built from; a Spec (spec.go) is the same
+// machine as a user describes it, files by path and sizes as text, read
+// with bounds and checked against the host before anything is built.
 package vmm
 
 import (

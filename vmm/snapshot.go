@@ -33,7 +33,7 @@ import (
 //
 // Snapshot returns what it saw as data (a Snapshot with one VCPUSnapshot per
 // vCPU); the caller decides how to show it (kvmlab run prints it on stderr,
-// cmd/kvmlab/snapshot.go).
+// formatted by package observatory, vmm/observatory/snapshot.go).
 
 // snapRequest is one vCPU's part of a snapshot: the vCPU answers on reply.
 type snapRequest struct {

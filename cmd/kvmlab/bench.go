@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -10,6 +9,7 @@ import (
 
 	"kvmlab/bench"
 	"kvmlab/emuhost"
+	"kvmlab/guest"
 	"kvmlab/vmm"
 	"kvmlab/vmm/kvm"
 )
@@ -21,58 +21,7 @@ import (
 
 const benchUsage = `usage: kvmlab bench [flags]
 
-Boots one kernel + initramfs + command line under kvmlab, QEMU with KVM
-(-machine q35 and -machine microvm) and gokvm, several times each,
-interleaved (kvmlab, q35, microvm, gokvm, kvmlab, ...), and prints for each
-the median, minimum and maximum of:
-
-  - process start -> first line of guest user space;
-  - process start -> VMM exited after the guest's poweroff (gokvm cannot exit);
-  - console: time for the guest to write --console-bytes to the serial port;
-  - memory: peak RSS, RSS outside guest RAM, guest RAM resident at the end;
-  - exits: all VM exits during the boot, and port/MMIO ones (KVM debugfs);
-    the exits that reached the VMM's user space, by KVM_EXIT_* reason (a
-    histogram on kvm:kvm_userspace_exit; root and tracefs), and, on each
-    boot's line, the boot's busiest I/O ports (kvm:kvm_pio);
-
-and each peer's ratio to kvmlab. With a command line without "quiet"
-(--append "console=ttyS0 panic=-1"), the guest kernel logs as it boots,
-and the bench also prints where each boot's time went, phase by phase
-(firmware and decompressor, early set-up, clock calibration, initcalls,
-initramfs unpack, to the first user-space line), with KVM's exits in each.
-
---guest debian boots Debian's stock kernel instead of kvmlab's (fetched
-with apt-get download and cached). The peer kvmlab-guest-decompress is
-kvmlab run --guest-decompress: the bzImage's own decompressor runs in the
-guest, as under QEMU, where kvmlab otherwise decompresses it on the host.
-
-The guest writes its markers and the console payload to the serial tty,
-as programs do; gokvm's UART never raises the transmit interrupt the tty
-waits for, so its guest writes through /dev/kmsg, which the kernel's
-console sends by polling the UART. --console-via kmsg puts every VMM on
-that path, for a console figure comparable with gokvm's.
-
-Then the cost of one exit (--exit-loop N): a guest that writes a port N
-and 2N times, under a minimal C loop (ioctl KVM_RUN and a switch), the
-same loop in Go, and kvmlab's vCPU loop, all in the same VM; each prints
-its own loop time. --vmms none runs this part only.
-
-With --io it measures virtio devices instead: the guest gets a virtio-blk
-disk on a raw image (and, with --net-mib N, a virtio-net card on a TAP this
-command creates, which needs root) and runs /bin/kvmlab-io: sequential
-1 MiB writes and reads and random 4 KiB reads and writes with O_DIRECT
-(MB/s, IOPS), then the TCP stream to a sink on the host (MB/s), each with
-KVM's exits per MiB. VMMs: kvmlab,
-kvmlab-no-eventfds (kvmlab --no-eventfds) and qemu-q35 (virtio-blk-pci and
-virtio-net-pci).
-
-Without a usable /dev/kvm it runs inside
-the emulated host (QEMU TCG with nested SVM), carrying QEMU, its firmware
-and gokvm in. gokvm is built from the Go module proxy at the version
-the bench names (needs go). --emulated-host --emulated-cpu intel runs it
-in the emulated Intel host instead (Bochs interpreting VT-x, kvm_intel
-inside): its times are an interpreter's, so compare its ratios only.
-
+` + bench.About + `
 Flags:
 `
 
@@ -153,23 +102,8 @@ func cmdBench(args []string) error {
 		fmt.Printf("exitfloor: %d exits in %d ns\n", a.goFloorN, d.Nanoseconds())
 		return nil
 	}
-	if f.Runs < 1 || f.Runs > 100 {
-		return usagef("bench: --runs %d: give 1 to 100 boots per VMM", f.Runs)
-	}
-	if f.Warmup < 0 || f.Warmup > 10 {
-		return usagef("bench: --warmup %d: give 0 to 10 uncounted rounds", f.Warmup)
-	}
-	if f.ExitLoop < 0 || f.ExitLoop > 100_000_000 {
-		return usagef("bench: --exit-loop %d: give 0 (skip) to 100000000 exits", f.ExitLoop)
-	}
-	if f.ConsoleVia != "tty" && f.ConsoleVia != "kmsg" {
-		return usagef("bench: --console-via %q: give tty or kmsg", f.ConsoleVia)
-	}
-	if f.ConsoleBytes < 0 || f.ConsoleBytes > 16<<20 {
-		return usagef("bench: --console-bytes %d: give 0 to 16777216", f.ConsoleBytes)
-	}
-	if f.IOMiB < 1 || f.IOMiB > 1024 || f.IOOps < 0 || f.IOOps > 1_000_000 || f.NetMiB < 0 || f.NetMiB > 4096 {
-		return usagef("bench: --io-mib %d, --io-ops %d, --net-mib %d: give 1-1024 MiB, 0-1000000 requests, 0-4096 MiB", f.IOMiB, f.IOOps, f.NetMiB)
+	if err := f.Check(); err != nil {
+		return asUsage(err)
 	}
 	if err := benchGuest(fs, &a); err != nil {
 		return err
@@ -190,7 +124,7 @@ func cmdBench(args []string) error {
 		return err
 	}
 	if f.VMMs, err = bench.SelectPeers(a.vmms, f.IO); err != nil {
-		return benchError(err)
+		return asUsage(err)
 	}
 	if len(f.VMMs) == 0 && f.ExitLoop == 0 {
 		return usagef("bench: --vmms none --exit-loop 0 leaves nothing to measure: name a VMM or give --exit-loop N")
@@ -198,7 +132,7 @@ func cmdBench(args []string) error {
 	if f.Kvmlab, err = os.Executable(); err != nil {
 		return err
 	}
-	f.CacheDir = cacheDir()
+	f.CacheDir = guest.CacheDir()
 	if a.here {
 		// The exit loop's guest is a few instructions in long mode, which
 		// a /dev/kvm that cannot boot Linux (kvm_pvm) still runs; a boot
@@ -213,8 +147,8 @@ func cmdBench(args []string) error {
 		sys.Close()
 		return benchHere(f)
 	}
-	if err := resolveGuest("bench", &f.Kernel, &f.Initrd); err != nil {
-		return err
+	if err := guest.Resolve("bench", &f.Kernel, &f.Initrd); err != nil {
+		return asUsage(err)
 	}
 	ok, why := emuhost.KVMUsable()
 	if f.InEmulatedHost || (ok && !a.emulated) {
@@ -231,27 +165,21 @@ func cmdBench(args []string) error {
 	spec, cleanup, err := bench.EmulatedSpec(f, emuhost.KVMLabFiles(f.Kvmlab, f.Kernel, f.Initrd))
 	defer cleanup()
 	if err != nil {
-		return benchError(err)
+		return asUsage(err)
 	}
 	return runEmulatedSpec(spec)
 }
 
-// checkBenchEmulator reads --emulated-cpu as kvmlab run does (emulated.go):
-// amd or intel, intel only with --emulated-host (or in the inner run the
-// outer one started), and a guest that fits the Intel host's 2 GiB.
+// checkBenchEmulator reads --emulated-cpu as kvmlab run does
+// (emuhost.ChooseEmulator).
 func checkBenchEmulator(a *benchArgs) (emuhost.Emulator, error) {
-	emu, err := emuhost.EmulatorFor(a.emulatedCPU)
+	mem := uint64(a.c.MemMiB)
+	if a.c.InEmulatedHost {
+		mem = 0 // checked by the outer run, which started this one
+	}
+	emu, err := emuhost.ChooseEmulator(a.emulatedCPU, a.emulated || a.c.InEmulatedHost, mem, a.mem)
 	if err != nil {
-		return "", usagef("bench: --emulated-cpu %s: use amd (QEMU, AMD SVM) or intel (Bochs, Intel VT-x)", a.emulatedCPU)
-	}
-	if emu != emuhost.BochsVMX || a.c.InEmulatedHost {
-		return emu, nil
-	}
-	if !a.emulated {
-		return "", usagef("bench: --emulated-cpu %s chooses the emulated host's CPU: add --emulated-host", a.emulatedCPU)
-	}
-	if maxMiB := emuhostIntelMemMB - 512; a.c.MemMiB > maxMiB {
-		return "", usagef("bench: --mem %s: the emulated Intel host has %d MiB: give the guest %dM or less", a.mem, emuhostIntelMemMB, maxMiB)
+		return "", usagef("bench: %v", err)
 	}
 	return emu, nil
 }
@@ -260,19 +188,9 @@ func checkBenchEmulator(a *benchArgs) (emuhost.Emulator, error) {
 func benchHere(f *bench.Config) error {
 	rep, err := bench.Here(f)
 	if err != nil {
-		return benchError(err)
+		return asUsage(err)
 	}
 	return printReport(f.JSON, rep, rep.Print)
-}
-
-// benchError turns the bench's complaints about what the user asked for
-// into kvmlab's one-line usage errors.
-func benchError(err error) error {
-	var ue bench.UsageError
-	if errors.As(err, &ue) {
-		return usagef("%s", ue.Msg)
-	}
-	return err
 }
 
 // benchGuest applies --guest: debian puts Debian's stock kernel under the
@@ -304,7 +222,7 @@ func benchGuest(fs *flag.FlagSet, a *benchArgs) error {
 	}
 	a.c.Kernel = k.Vmlinuz
 	if a.c.Initrd == "" {
-		_, a.c.Initrd = defaultGuest()
+		_, a.c.Initrd = guest.Default()
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"kvmlab/compare"
 	"kvmlab/emuhost"
+	"kvmlab/guest"
 	"kvmlab/internal/userfile"
 	"kvmlab/vmm"
 )
@@ -37,6 +38,10 @@ inside the emulated host. Needs root (namespaces, cgroups).
 4 ... up to N), with the time until all are up and their memory (PSS);
 --workload adds the same small programs (CPU, system calls, fork+exec,
 file I/O, page faults) timed on the host, in the VM and in the containers.
+--nested adds a container inside a VM: the VM boots with this kvmlab
+carried into it and runs 'kvmlab container' there, on the guest's kernel,
+which it then crashes under the container (the guest kernel needs
+kernel-config/kvmlab.config's namespaces and cgroup controllers).
 Ctrl-C or SIGTERM stops every VM and container it started and removes its
 temporary files.
 
@@ -51,10 +56,9 @@ type compareFlags struct {
 	timeout             time.Duration
 	emulated, inHost    bool
 	basic, workload     bool
+	nested              bool
 	density, runs       int
 }
-
-const compareNeedsRoot = "compare: the container side needs root (namespaces, cgroups): run it with sudo"
 
 func cmdCompare(args []string) error {
 	var f compareFlags
@@ -72,6 +76,11 @@ func cmdCompare(args []string) error {
 	fs.IntVar(&f.density, "density", 0, "also start N VMs and N containers at once, for N = 1, 2, 4 ... N, and measure start time and memory (PSS) per instance (0: off)")
 	fs.BoolVar(&f.workload, "workload", false, "also time the same small programs (cpu, syscall, spawn, file, memory) on the host, in the VM and in the containers")
 	fs.IntVar(&f.runs, "workload-runs", 5, "how often --workload runs each program on each side (1 to 50)")
+	// Off by default: one more boot, which ends in a guest kernel
+	// panic, and a guest kernel with kernel-config/kvmlab.config's
+	// namespaces and cgroup controllers (an older build fails the
+	// column with the option to add).
+	fs.BoolVar(&f.nested, "nested", false, "also run the probe in a container inside a VM (kvmlab container in the guest, on its kernel), then crash that kernel under it")
 	fs.BoolVar(&f.basic, "basic", true, "run the basic comparison (kernel, start-up, memory, isolation, boundary, blast radius); --basic=false with --density or --workload runs only those")
 	if help, err := parseFlags(fs, args, false); help || err != nil {
 		return err
@@ -85,7 +94,7 @@ func cmdCompare(args []string) error {
 	if densitySet {
 		// Given (--density 0 is a mistake, not "off"): checked against
 		// the memory of where the VMs will run.
-		if err := checkDensity(&f, mem); err != nil {
+		if err := compare.CheckDensityWhere(f.density, mem, f.inHost, f.emulated); err != nil {
 			return err
 		}
 	}
@@ -95,8 +104,11 @@ func cmdCompare(args []string) error {
 	if !f.basic && f.density == 0 && !f.workload {
 		return usagef("compare: --basic=false leaves nothing to run: add --density N or --workload")
 	}
-	if err := resolveGuest("compare", &f.kernel, &f.initrd); err != nil {
-		return err
+	if f.nested && !f.basic {
+		return usagef("compare: --nested adds a column to the basic comparison: drop --basic=false")
+	}
+	if err := guest.Resolve("compare", &f.kernel, &f.initrd); err != nil {
+		return asUsage(err)
 	}
 	if f.html != "" {
 		// Checked now, written at the end (whole, or not at all).
@@ -106,12 +118,17 @@ func cmdCompare(args []string) error {
 	}
 	if os.Geteuid() != 0 && !f.emulated {
 		if ok, _ := emuhost.KVMUsable(); ok {
-			return usagef(compareNeedsRoot)
+			return usagef(compare.NeedsRoot)
 		}
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
+	}
+	if f.nested {
+		if err := compare.CheckNested(self, f.initrd, mem); err != nil {
+			return err
+		}
 	}
 	// Ctrl-C and SIGTERM cancel the comparison: every VM and container
 	// it started is stopped and its temporary files removed before the
@@ -129,7 +146,7 @@ func cmdCompare(args []string) error {
 	}()
 	o := compare.Options{Kernel: f.kernel, Initrd: f.initrd, Mem: f.mem, MemBytes: mem, NoRunc: f.noRunc,
 		Timeout: f.timeout, Inner: f.inHost, Progress: os.Stderr, Ctx: ctx, NoBasic: !f.basic,
-		Density: f.density, Self: self, Workload: f.workload, WorkloadRuns: f.runs,
+		Density: f.density, Self: self, Workload: f.workload, WorkloadRuns: f.runs, Nested: f.nested,
 		// The VM is read and checked as `kvmlab run` would (run.go).
 		VMConfig: func(cmdline string) (vmm.Config, error) {
 			rf := runFlags{kernel: f.kernel, initrd: f.initrd, appendLine: cmdline, mem: f.mem, cpus: 1}
@@ -137,7 +154,7 @@ func cmdCompare(args []string) error {
 		},
 		VMError: kvmError,
 	}
-	rep, err := compareWhere(&f, o)
+	rep, err := compare.Where(o, f.emulated)
 	if errors.Is(err, compare.ErrInterrupted) {
 		sig := syscall.SIGINT
 		var sc signalCause
@@ -157,46 +174,10 @@ func cmdCompare(args []string) error {
 	return renderCompare(rep, &f)
 }
 
-// compareWhere runs the comparison here, on /dev/kvm, when it can boot
-// Linux, and inside the emulated host otherwise (or when asked).
-func compareWhere(f *compareFlags, o compare.Options) (*compare.Report, error) {
-	ok, why := emuhost.KVMUsable()
-	if f.inHost || (ok && !f.emulated) {
-		if os.Geteuid() != 0 {
-			return nil, usagef(compareNeedsRoot)
-		}
-		return compare.Here(o)
-	}
-	if !f.emulated {
-		fmt.Fprintf(os.Stderr, "kvmlab compare: %s: running inside the emulated host (QEMU TCG, nested SVM)\n", why)
-	}
-	return compare.InEmulatedHost(o, emuhost.KVMLabFiles(o.Self, f.kernel, f.initrd))
-}
-
 // signalCause is the signal that cancelled a comparison.
 type signalCause struct{ sig syscall.Signal }
 
 func (s signalCause) Error() string { return "stopped by " + s.sig.String() }
-
-// checkDensity refuses a --density that is not a count, or more VMs than
-// the memory where they will run can hold, saying how many fit. Inside the
-// emulated host (or here) that is MemAvailable now; from outside, it is
-// this machine's, which backs the emulated host's RAM.
-func checkDensity(f *compareFlags, mem uint64) error {
-	where, avail := "this machine", compare.MemAvailable()
-	if ok, _ := emuhost.KVMUsable(); f.inHost {
-		where = "the emulated host"
-	} else if !ok || f.emulated {
-		// The emulated host's own kernel and files take their part
-		// of this machine's memory first (compare.InEmulatedHost).
-		where = "this machine (less 1.5 GiB for the emulated host)"
-		avail -= min(avail, 1536<<20)
-	}
-	if err := compare.CheckDensity(f.density, mem, avail, where); err != nil {
-		return usagef("compare: %v", err)
-	}
-	return nil
-}
 
 func renderCompare(rep *compare.Report, f *compareFlags) error {
 	if f.html != "" {

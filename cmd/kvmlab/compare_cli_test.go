@@ -41,6 +41,7 @@ func TestCompareFlags(t *testing.T) {
 		{"density not a number", append([]string{"compare", "--density", "many"}, guest...), []string{`"many"`, "-density"}},
 		{"workload runs zero", append([]string{"compare", "--workload", "--workload-runs", "0"}, guest...), []string{"--workload-runs 0", "1 to 50"}},
 		{"nothing to run", append([]string{"compare", "--basic=false"}, guest...), []string{"--basic=false leaves nothing", "--density N or --workload"}},
+		{"nested without the basic comparison", append([]string{"compare", "--nested", "--basic=false", "--workload", "--html", old}, guest...), []string{"--nested adds a column", "drop --basic=false"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

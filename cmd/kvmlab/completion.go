@@ -29,7 +29,7 @@ func cmdCompletion(args []string) error {
 	}
 	var cmds []cli.Command
 	for _, c := range commandTable() {
-		cmds = append(cmds, cli.Command{Name: c.name, Summary: c.summary, Flags: flagSetOf(c), Words: c.words})
+		cmds = append(cmds, cli.Command{Name: c.name, Summary: c.summary, Flags: cli.FlagSetOf(c.run), Words: c.words})
 	}
 	switch fset.Arg(0) {
 	case "bash":
@@ -38,19 +38,4 @@ func cmdCompletion(args []string) error {
 		return cli.WriteZsh(os.Stdout, "kvmlab", cmds)
 	}
 	return usagef("completion: %q: kvmlab writes completion for bash and zsh", fset.Arg(0))
-}
-
-// describeProbe is the argument flagSetOf runs a command with. A command
-// that parses with parseFlags never sees it; one that parsed its flags some
-// other way would refuse it as an unknown flag, rather than start work.
-const describeProbe = "--kvmlab-describe-flags"
-
-// flagSetOf returns the flag set command c parses, by running c with
-// parseFlags in describe mode (describeFlags); nil if it has none.
-func flagSetOf(c command) *flag.FlagSet {
-	var fset *flag.FlagSet
-	describeFlags = func(fs *flag.FlagSet) { fset = fs }
-	defer func() { describeFlags = nil }()
-	_ = c.run([]string{describeProbe})
-	return fset
 }

@@ -39,7 +39,7 @@ func confine(f *runFlags, status io.Writer, cooked *unix.Termios, fd int) error 
 		filter.Rules = append(filter.Rules, seccomp.ControlSocketRules(f.controlLn.DirFD())...)
 	}
 	if f.gdbLn != nil { // --gdb: accept debuggers (gdb.go)
-		filter.Rules = append(filter.Rules, gdbSeccompRules()...)
+		filter.Rules = append(filter.Rules, seccomp.GDBSocketRules()...)
 	}
 	if err := seccomp.Install(filter, seccomp.Options{Terminal: cooked, TerminalFD: fd}); err != nil {
 		return usagef("%v: run with --seccomp=false to go on without the filter", err)

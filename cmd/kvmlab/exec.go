@@ -1,18 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
+	"kvmlab/emuhost"
 	"kvmlab/guest/runexec"
 	"kvmlab/vmm"
-	"kvmlab/vmm/boot"
 )
 
 // execUsage is the part of `kvmlab run --help` about --exec: what it does
@@ -29,7 +29,9 @@ kept off both (its last lines are shown if the run fails); CMD reads
   %d    --timeout expired
   %d    kvmlab or the machine failed, or the guest stopped without a status
 Without --append the kernel command line is the default one plus quiet.
-Files go in and out on a --disk image (docs/ci.md).
+Files go in and out on a --disk image (docs/ci.md). With --emulated-host the
+guest runs inside the emulated host: the same streams and statuses, slower
+(--timeout counts the emulated host's boot too).
 
 `, runexec.StatusUsage, runexec.StatusPanic, runexec.StatusTimeout, runexec.StatusFailed)
 
@@ -40,6 +42,9 @@ type execFlags struct {
 	timeout string
 	limit   time.Duration // --timeout parsed; 0: none
 	start   time.Time     // when the flags were checked: --timeout counts from here
+	// appendSet: --append was given; otherwise the default line and
+	// quiet (apply), in the emulated host too.
+	appendSet bool
 }
 
 func (e *execFlags) register(fs *flag.FlagSet) {
@@ -81,8 +86,8 @@ func (e *execFlags) check(f *runFlags) error {
 		return usagef("--exec with --restore: a restored machine is already running its own programs: boot a kernel for --exec")
 	case f.control != "":
 		return usagef("--exec with --control: an --exec run is not managed through a socket: leave --control out")
-	case f.emulated || f.emulatedCPU != "amd":
-		return usagef("--exec with --emulated-host is not supported yet: run --exec on a host with /dev/kvm (kvmlab check says whether this one has it)")
+	case f.emulatedCPU == "intel":
+		return usagef("--exec with --emulated-cpu intel is not supported yet: CMD's output leaves the emulated AMD host only: leave --emulated-cpu out")
 	}
 	return nil
 }
@@ -106,35 +111,16 @@ func parseTimeout(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// apply puts CMD on the kernel command line and adds the exec devices:
-// without --append, the default line with quiet (the kernel's messages only
-// slow the boot down: nobody reads them). The whole line must fit the
-// kernel's own limit (the setup header's cmdline_size), checked here so
-// that a line too long is one line of bad input, not a failed boot.
+// apply puts CMD on the kernel command line and adds the exec devices
+// (vmm.Config.SetExec): without --append, the default line with quiet (the
+// kernel's messages only slow the boot down: nobody reads them).
 func (e *execFlags) apply(cfg *vmm.Config, fset *flag.FlagSet) error {
-	param, err := runexec.Encode(e.cmd)
-	if err != nil {
-		return usagef("--exec: %v", err) // check refused it already
-	}
 	base := cfg.Cmdline
-	appendSet := false
-	fset.Visit(func(fl *flag.Flag) { appendSet = appendSet || fl.Name == "append" })
-	if !appendSet {
+	fset.Visit(func(fl *flag.Flag) { e.appendSet = e.appendSet || fl.Name == "append" })
+	if !e.appendSet {
 		base = DefaultCmdline + " quiet"
 	}
-	line := strings.TrimSpace(base + " " + param)
-	limit := boot.ELFCmdlineSize
-	if img, err := boot.Parse(cfg.Kernel); err == nil && img.Format == boot.FormatBzImage {
-		limit = int(img.Setup.CmdlineSize)
-	}
-	if len(line) > limit {
-		return usagef("--exec: the kernel command line would be %d bytes (CMD takes %d of them, encoded), and this kernel takes at most %d: shorten CMD or --append", len(line), len(param), limit)
-	}
-	cfg.Cmdline = line
-	cfg.Console = io.Discard // the console watch keeps its tail (vmm/exec.go)
-	cfg.Input = nil          // CMD reads /dev/null in the guest
-	cfg.Exec = &vmm.ExecConfig{Stdout: os.Stdout, Stderr: os.Stderr}
-	return nil
+	return asUsage(cfg.SetExec(e.cmd, base, os.Stdout, os.Stderr))
 }
 
 // run boots the machine, waits for CMD's status (or a panic, or the
@@ -161,10 +147,10 @@ func (e *execFlags) run(cfg vmm.Config, f *runFlags, obs *observation) error {
 	if err := obs.Finish(m, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "kvmlab: trace: %v\n", err)
 	}
-	code, why := execStatus(out)
+	code, why := out.ExecStatus()
 	if why != "" {
 		fmt.Fprintf(os.Stderr, "kvmlab: %s (exit status %d)\n", why, code)
-		if tail := lastLines(out.Console, 30); tail != "" {
+		if tail := out.ConsoleTail(30); tail != "" {
 			fmt.Fprintf(os.Stderr, "kvmlab: the guest console's last lines:\n%s\n", tail)
 		}
 		if out.Dump != "" {
@@ -177,30 +163,15 @@ func (e *execFlags) run(cfg vmm.Config, f *runFlags, obs *observation) error {
 	return nil
 }
 
-// execStatus maps how an --exec run ended to kvmlab's exit status, and a
-// line saying why when it is not CMD's own status.
-func execStatus(out vmm.Outcome) (code int, why string) {
-	switch out.Reason {
-	case vmm.StopExit:
-		return out.Status, ""
-	case vmm.StopTimeout:
-		return runexec.StatusTimeout, "--timeout: " + out.Detail + ", before CMD finished"
-	case vmm.StopGuestPanic:
-		return runexec.StatusPanic, out.Detail
-	case vmm.StopReboot, vmm.StopTripleFault:
-		return runexec.StatusPanic, "the guest kernel reset before CMD finished (" + out.Detail + "; panic=-1 turns a panic into a reset)"
-	case vmm.StopPoweroff:
-		return runexec.StatusFailed, "the guest powered off without reporting CMD's status (" + out.Detail + "; is the initramfs kvmlab's?)"
+// runEmulated runs the --exec run r inside the emulated host (package
+// emuhost, exec.go): CMD's output streams out through two serial ports of
+// the host, and the inner kvmlab's status becomes this one's.
+func (e *execFlags) runEmulated(r emuhost.KVMLabRun) error {
+	r.DefaultAppend = !e.appendSet
+	code := emuhost.Exec(context.Background(), emuhost.ExecRun{Run: r, Cmd: e.cmd, Limit: e.limit, Start: e.start,
+		Stdout: os.Stdout, Stderr: os.Stderr})
+	if code != 0 {
+		return exitError{code}
 	}
-	if out.Detail == "" {
-		return runexec.StatusFailed, "the machine stopped: " + out.Reason.String()
-	}
-	return runexec.StatusFailed, out.Detail
-}
-
-// lastLines returns the last n lines of s, without carriage returns.
-func lastLines(s string, n int) string {
-	s = strings.TrimRight(strings.ReplaceAll(s, "\r", ""), "\n")
-	lines := strings.Split(s, "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"kvmlab/guest/runexec"
-	"kvmlab/vmm"
 )
 
 // TestExecBadInput runs the kvmlab binary with bad --exec and --timeout
@@ -36,7 +35,7 @@ func TestExecBadInput(t *testing.T) {
 		{"timeout without exec", []string{"run", "--timeout", "5s"}, "kvmlab: --timeout 5s bounds an --exec run: add --exec CMD, or leave --timeout out"},
 		{"exec with restore", []string{"run", "--exec", "true", "--restore", filepath.Join(dir, "nope")}, "kvmlab: --exec with --restore:"},
 		{"exec with control", []string{"run", "--exec", "true", "--control", filepath.Join(dir, "sock")}, "kvmlab: --exec with --control:"},
-		{"exec in the emulated host", []string{"run", "--exec", "true", "--emulated-host"}, "kvmlab: --exec with --emulated-host is not supported yet"},
+		{"exec in the emulated Intel host", []string{"run", "--exec", "true", "--emulated-host", "--emulated-cpu", "intel"}, "kvmlab: --exec with --emulated-cpu intel is not supported yet"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,36 +89,6 @@ func TestParseTimeout(t *testing.T) {
 			d, err := parseTimeout(tc.in)
 			if (err == nil) != tc.ok || d != tc.want {
 				t.Fatalf("parseTimeout(%q) = %v, %v; want %v, ok %v", tc.in, d, err, tc.want, tc.ok)
-			}
-		})
-	}
-}
-
-// TestExecStatus maps every way a machine can stop to kvmlab's exit status
-// under --exec: CMD's own status only when the guest reported one.
-func TestExecStatus(t *testing.T) {
-	tests := []struct {
-		name    string
-		out     vmm.Outcome
-		want    int
-		explain bool // a line on stderr says why
-	}{
-		{"status 0", vmm.Outcome{Reason: vmm.StopExit, Status: 0}, 0, false},
-		{"status 3", vmm.Outcome{Reason: vmm.StopExit, Status: 3}, 3, false},
-		{"status 124 from CMD", vmm.Outcome{Reason: vmm.StopExit, Status: 124}, 124, false},
-		{"timeout", vmm.Outcome{Reason: vmm.StopTimeout, Detail: "timed out after 5s"}, runexec.StatusTimeout, true},
-		{"panic", vmm.Outcome{Reason: vmm.StopGuestPanic, Detail: "the guest kernel panicked: x"}, runexec.StatusPanic, true},
-		{"reset", vmm.Outcome{Reason: vmm.StopReboot}, runexec.StatusPanic, true},
-		{"triple fault", vmm.Outcome{Reason: vmm.StopTripleFault}, runexec.StatusPanic, true},
-		{"poweroff without a status", vmm.Outcome{Reason: vmm.StopPoweroff}, runexec.StatusFailed, true},
-		{"KVM error", vmm.Outcome{Reason: vmm.StopInternalError, Detail: "KVM internal error"}, runexec.StatusFailed, true},
-		{"quit", vmm.Outcome{Reason: vmm.StopQuit}, runexec.StatusFailed, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			code, why := execStatus(tc.out)
-			if code != tc.want || (why != "") != tc.explain {
-				t.Fatalf("execStatus = %d, %q; want %d, explained %v", code, why, tc.want, tc.explain)
 			}
 		})
 	}

@@ -5,14 +5,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 
-	"golang.org/x/sys/unix"
-
+	"kvmlab/internal/rawterm"
 	"kvmlab/vmm"
 	"kvmlab/vmm/gdbstub"
-	"kvmlab/vmm/seccomp"
 )
 
 // kvmlab run --gdb ADDR: a GDB Remote Serial Protocol stub (vmm/gdbstub).
@@ -20,25 +16,6 @@ import (
 const gdbUsage = "listen for GDB's remote protocol on this TCP address: :1234 or 1234 mean 127.0.0.1:1234 (loopback only; name a host, e.g. 0.0.0.0:1234, to listen beyond it); then in gdb: target remote :1234 (docs/gdb.md)"
 
 const gdbWaitUsage = "with --gdb: stop before the guest's first instruction and wait for gdb"
-
-// gdbAddr resolves --gdb's address: a bare port or :PORT listens on the
-// loopback interface only, since whoever reaches the port owns the guest.
-func gdbAddr(s string) (string, error) {
-	if !strings.Contains(s, ":") {
-		s = ":" + s
-	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil || port == "" {
-		return "", fmt.Errorf("%q is not HOST:PORT or :PORT", s)
-	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return "", fmt.Errorf("port %q is not a number from 1 to 65535", port)
-	}
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port), nil
-}
 
 // gdbCheck refuses a bad --gdb or --gdb-wait before any other work.
 func gdbCheck(f *runFlags) error {
@@ -51,7 +28,7 @@ func gdbCheck(f *runFlags) error {
 	if f.emulated || f.emulatedCPU != "amd" {
 		return usagef("--gdb with --emulated-host: the stub would listen inside the emulated host; run kvmlab there with --gdb")
 	}
-	if _, err := gdbAddr(f.gdb); err != nil {
+	if _, err := gdbstub.ListenAddr(f.gdb); err != nil {
 		return usagef("--gdb %s: %v", f.gdb, err)
 	}
 	return nil
@@ -64,7 +41,7 @@ func gdbListen(f *runFlags) error {
 	if f.gdb == "" {
 		return nil
 	}
-	addr, err := gdbAddr(f.gdb)
+	addr, err := gdbstub.ListenAddr(f.gdb)
 	if err != nil {
 		return usagef("--gdb %s: %v", f.gdb, err)
 	}
@@ -83,39 +60,17 @@ func gdbAttach(f *runFlags, cfg *vmm.Config) {
 	}
 }
 
-// gdbStart binds the stub to m and serves debuggers until the returned
-// function is called, after m.Run.
+// gdbStart serves debuggers for m until the returned function is called,
+// after m.Run.
 func gdbStart(f *runFlags, m *vmm.Machine, status io.Writer) (stop func()) {
 	if f.gdbStub == nil {
 		return func() {}
 	}
-	f.gdbStub.Bind(m)
-	srv := gdbstub.NewServer(f.gdbStub, crlfWriter{os.Stderr})
-	go func() {
-		if err := srv.Serve(f.gdbLn); err != nil {
-			fmt.Fprintf(crlfWriter{os.Stderr}, "kvmlab: gdb: no more debuggers: %v\n", err)
-		}
-	}()
+	stop = f.gdbStub.Serve(m, f.gdbLn, rawterm.CRLF(os.Stderr))
 	how := "the guest runs until gdb attaches"
 	if f.gdbWait {
 		how = "the guest waits before its first instruction"
 	}
 	fmt.Fprintf(status, "kvmlab: gdb: listening on %s (%s): gdb vmlinux -ex 'target remote %s'\r\n", f.gdbLn.Addr(), how, f.gdbLn.Addr())
-	return func() {
-		f.gdbStub.Ended()
-		_ = f.gdbLn.Close()
-	}
-}
-
-// gdbSeccompRules are the calls the running VMM needs to serve a debugger
-// on a socket that was listening before the filter: accept4, getsockname
-// (Go's net package calls it on each accepted connection) and setsockopt
-// (TCP_NODELAY on it).
-func gdbSeccompRules() []seccomp.Rule {
-	return []seccomp.Rule{
-		{Name: "accept4", Nr: unix.SYS_ACCEPT4},
-		{Name: "getsockname", Nr: unix.SYS_GETSOCKNAME},
-		{Name: "setsockopt", Nr: unix.SYS_SETSOCKOPT},
-		{Name: "getpeername", Nr: unix.SYS_GETPEERNAME},
-	}
+	return stop
 }

@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"kvmlab/labs"
-	"kvmlab/vmm/boot"
 	"kvmlab/vmm/kvm"
 )
 
@@ -126,13 +125,4 @@ func labCheck(l *labs.Lab, dir string) error {
 	}
 	fmt.Printf("NOT YET: lab %d, %s\nhint: %s\n", l.N, l.Title, res.Hint)
 	return exitError{1}
-}
-
-// bootSectorGuest says whether kernel is a boot sector (the labs' guests,
-// vmm/boot/bootsector.go): a few real-mode instructions, which a /dev/kvm
-// that cannot boot Linux (kvm_pvm) still runs, so run and step do not
-// refuse such a host for one.
-func bootSectorGuest(kernel []byte) bool {
-	img, err := boot.Parse(kernel)
-	return err == nil && img.Format == boot.FormatBootSector
 }

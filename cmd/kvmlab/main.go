@@ -26,6 +26,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"kvmlab/compare"
 	"kvmlab/container"
 	"kvmlab/internal/cli"
 	"kvmlab/internal/footprint"
@@ -125,6 +126,10 @@ func realMain(args []string) int {
 		// Hidden: kvmlab re-run by the container runtime as a
 		// container's init (see package container).
 		return container.Init()
+	case compare.NestedGuestCommand:
+		// Hidden: kvmlab carried into the guest by kvmlab compare
+		// --nested, run there by the guest's uinit (compare/nested_guest.go).
+		return compare.NestedGuestMain(args[1:])
 	case "-h", "-help", "--help":
 		err = cmdHelp(args[1:])
 	case "-version", "--version":
@@ -145,7 +150,7 @@ func realMain(args []string) int {
 		return ee.code
 	}
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(asUsage(err), &ue) {
 		fmt.Fprintf(os.Stderr, "kvmlab: %s\n", ue.msg)
 		return 2
 	}
@@ -195,49 +200,23 @@ func cmdVersion(args []string) error {
 	return nil
 }
 
-// setUsage makes fset's --help print header, then the flags a user may set
-// (internal ones hidden: cli.PrintFlags).
-func setUsage(fset *flag.FlagSet, header string) {
-	fset.Usage = func() {
-		fmt.Fprint(fset.Output(), header)
-		cli.PrintFlags(fset)
-	}
+// setUsage makes fset's --help print header, then the user's flags.
+var setUsage = cli.SetUsage
+
+// parseFlags parses a subcommand's flags (cli.Parse): help is true when
+// the user asked for --help; a bad flag or a stray argument (unless
+// positional) is one usage line.
+func parseFlags(fset *flag.FlagSet, args []string, positional bool) (help bool, err error) {
+	help, err = cli.Parse(fset, args, positional)
+	return help, asUsage(err)
 }
 
-// describeFlags, when set, receives each command's flag set from
-// parseFlags in place of parsing it, and the command returns at once as if
-// --help had been given. Shell completion reads the real flag sets this way
-// (see flagSetOf): they are built inside each command, next to the
-// variables they fill, and nowhere else.
-var describeFlags func(*flag.FlagSet)
-
-// parseFlags parses a subcommand's flags. help is true when the user asked
-// for --help, which is printed on standard output. A bad flag is one line
-// naming it and pointing at --help (the flag package would print the whole
-// usage after it). Stray arguments are an error unless positional is set.
-func parseFlags(fset *flag.FlagSet, args []string, positional bool) (help bool, err error) {
-	if describeFlags != nil {
-		describeFlags(fset)
-		return true, nil
+// asUsage turns a package's refusal of the user's input (cli.UsageError,
+// the bench's included) into the command's usage error.
+func asUsage(err error) error {
+	var ue cli.UsageError
+	if errors.As(err, &ue) {
+		return usageError{ue.Msg}
 	}
-	if fset.Usage == nil {
-		setUsage(fset, fmt.Sprintf("Usage: kvmlab %s [flags]\n\nFlags:\n", fset.Name()))
-	}
-	fset.SetOutput(io.Discard)
-	err = fset.Parse(args)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fset.SetOutput(os.Stdout)
-		fset.Usage()
-		return true, nil
-	case err != nil:
-		return false, usagef("%s: %v: see 'kvmlab %s --help'", fset.Name(), err, fset.Name())
-	}
-	if !positional && fset.NArg() > 0 {
-		if fset.Lookup("kernel") != nil { // kvmlab run bzImage
-			return false, usagef("%s: unexpected argument %q: flags start with --, e.g. --kernel PATH", fset.Name(), fset.Arg(0))
-		}
-		return false, usagef("%s: unexpected argument %q: see 'kvmlab %s --help'", fset.Name(), fset.Arg(0), fset.Name())
-	}
-	return false, nil
+	return err
 }

@@ -19,21 +19,7 @@ type observation = observatory.Observation
 // checkTraceFlags refuses a bad --trace or --trace-format, creating
 // nothing.
 func checkTraceFlags(traceFile, format string) error {
-	switch format {
-	case "json", "jsonl", "chrome", "":
-	default:
-		return usagef("--trace-format %s: use json (one object per exit) or chrome (Perfetto timeline)", format)
-	}
-	if traceFile == "" {
-		if format != "json" && format != "" {
-			return usagef("--trace-format %s: needs --trace FILE", format)
-		}
-		return nil
-	}
-	if err := userfile.CheckOutput(traceFile); err != nil {
-		return usagef("--trace %s: %v", traceFile, err)
-	}
-	return nil
+	return asUsage(observatory.Options{TraceFile: traceFile, TraceFormat: format}.Check())
 }
 
 // setupObservation starts the trace file and statistics for cfg. The trace

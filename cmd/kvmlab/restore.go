@@ -10,7 +10,6 @@ import (
 	"os"
 	"strings"
 
-	"kvmlab/devices/virtio/blk"
 	"kvmlab/internal/userfile"
 	"kvmlab/vmm"
 	"kvmlab/vmm/vmstate"
@@ -51,25 +50,10 @@ func openSnapshot(fset *flag.FlagSet, path string) (*snapshotSource, error) {
 	if err != nil {
 		return nil, usagef("--restore %s: %v", path, err)
 	}
-	s, err := vmstate.OpenFile(f)
-	if err != nil {
-		f.Close()
-		return nil, usagef("--restore %s: %v: take a new one with 'kvmlab control SOCKET snapshot FILE'", path, err)
-	}
-	cfg, disks, err := vmm.SnapshotConfig(s)
+	s, cfg, err := vmm.OpenSnapshot(f)
 	if err != nil {
 		f.Close()
 		return nil, usagef("--restore %s: %v", path, err)
-	}
-	for _, d := range disks {
-		if err := blk.Check(d.Path, d.ReadOnly); err != nil {
-			f.Close()
-			return nil, usagef("--restore %s: its disk %s: %v: put the image back at that path as it was", path, d.Path, err)
-		}
-	}
-	if host := vmm.HostMemory(); host > 0 && cfg.MemBytes > host {
-		f.Close()
-		return nil, usagef("--restore %s: the machine has %d MiB of RAM, more than this host's %d MiB: restore it on a larger host", path, cfg.MemBytes>>20, host>>20)
 	}
 	return &snapshotSource{file: f, snap: s, cfg: cfg}, nil
 }

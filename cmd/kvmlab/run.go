@@ -1,34 +1,24 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-	"golang.org/x/term"
-
-	"kvmlab/guestmem"
 	"kvmlab/internal/cli"
 	"kvmlab/internal/footprint"
-	"kvmlab/internal/userfile"
+	"kvmlab/internal/hostcheck"
+	"kvmlab/internal/rawterm"
 	"kvmlab/vmm"
-	"kvmlab/vmm/boot"
 	"kvmlab/vmm/control"
 	"kvmlab/vmm/gdbstub"
-	"kvmlab/vmm/inspect"
-	"kvmlab/vmm/kvm"
+	"kvmlab/vmm/observatory"
 )
 
 // DefaultCmdline is what the guest gets without --append: the console on
@@ -89,123 +79,15 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.traceFormat, "trace-format", "json", "trace format: json (one JSON object per exit, read by 'kvmlab stat') or chrome (Chrome Trace Event JSON for Perfetto / chrome://tracing)")
 }
 
-// cacheDir is where built guest artifacts live.
-func cacheDir() string {
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "kvmlab")
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".cache", "kvmlab")
-	}
-	return filepath.Join(os.TempDir(), "kvmlab-cache")
-}
-
-// defaultGuest returns the default kernel and initramfs, written by
-// 'make guest' into the cache.
-func defaultGuest() (kernel, initrd string) {
-	d := filepath.Join(cacheDir(), "default")
-	return filepath.Join(d, "bzImage"), filepath.Join(d, "initramfs.cpio")
-}
-
-// maxKernelSize bounds --kernel. A bzImage is about 10 MiB; an ELF vmlinux
-// with debug information a few hundred MiB. Anything larger is not a kernel
-// (and would need four times its size in guest RAM: vmm.MinGuestMem).
-const maxKernelSize = 1 << 30
-
-// readUserFile reads a file named on the command line (internal/userfile:
-// a regular file, at most max bytes, read with that bound), with one-line
-// errors naming the flag.
-func readUserFile(flagName, path, what string, max int64) ([]byte, error) {
-	b, err := userfile.ReadFile(path, userfile.Spec{What: what, Max: max})
-	if err != nil {
-		return nil, usagef("--%s %s: %v", flagName, path, err)
-	}
-	return b, nil
-}
-
-// loadConfig validates flags and files into a vmm.Config.
+// loadConfig validates flags and files into a vmm.Config (vmm.Spec).
 func (f *runFlags) loadConfig() (vmm.Config, error) {
-	var cfg vmm.Config
-	mem, err := vmm.ParseMemSize(f.mem)
+	cfg, kernel, initrd, err := vmm.Spec{Kernel: f.kernel, Initrd: f.initrd, Cmdline: f.appendLine, Mem: f.mem, CPUs: f.cpus,
+		Disks: f.disks, Nets: f.nets, RNG: f.rng, NoEventFDs: f.noEventFDs, GuestDecompress: f.guestDecompress}.Load()
 	if err != nil {
-		return cfg, usagef("--mem %s: not a size: use a number with K, M or G, e.g. --mem 512M", f.mem)
+		return cfg, asUsage(err)
 	}
-	if f.cpus < 1 {
-		return cfg, usagef("--cpus %d: a guest needs at least one vCPU: use --cpus 1 or more", f.cpus)
-	}
-	if f.cpus > 255 {
-		return cfg, usagef("--cpus %d: kvmlab's ACPI tables describe at most 255 vCPUs: use fewer (KVM's own limit is shown by 'kvmlab check')", f.cpus)
-	}
-	kernelPath, initrdPath := f.kernel, f.initrd
-	if kernelPath == "" {
-		k, i := defaultGuest()
-		if _, err := os.Stat(k); err != nil {
-			return cfg, usagef("the default guest kernel is not built (%s): run 'make guest', or pass --kernel PATH", k)
-		}
-		kernelPath = k
-		if initrdPath == "" {
-			initrdPath = i
-		}
-	}
-	kernel, err := readUserFile("kernel", kernelPath, "kernel", maxKernelSize)
-	if err != nil {
-		return cfg, err
-	}
-	if _, err := boot.Parse(kernel); err != nil {
-		return cfg, usagef("--kernel %s: %v", kernelPath, err)
-	}
-	if host := vmm.HostMemory(); host > 0 && mem > host {
-		return cfg, usagef("--mem %s: more than this host's %d MiB of RAM: use a smaller --mem", f.mem, host>>20)
-	}
-	var initrd []byte
-	if initrdPath != "" {
-		// The size is checked on the opened file before reading: a huge
-		// file is refused without costing its read.
-		lowRAM := min(mem, uint64(guestmem.MMIOHoleStart))
-		initrd, err = userfile.ReadFile(initrdPath, userfile.Spec{What: "initrd", Max: int64(lowRAM / 2)})
-		var ue *userfile.Error
-		if errors.As(err, &ue) && errors.Is(err, userfile.ErrTooLarge) {
-			return cfg, usagef("--initrd %s: %d MiB is too large for %d MiB of guest RAM: raise --mem to at least %d MiB",
-				initrdPath, ue.Size>>20, mem>>20, (vmm.MinGuestMem(len(kernel), int(min(ue.Size, 1<<40)))>>20)+1)
-		}
-		if err != nil {
-			return cfg, usagef("--initrd %s: %v", initrdPath, err)
-		}
-	}
-	if need := vmm.MinGuestMem(len(kernel), len(initrd)); mem < need {
-		return cfg, usagef("--mem %s: too little RAM for this kernel and initrd (need about %d MiB): raise --mem", f.mem, (need>>20)+1)
-	}
-	f.resolvedKernel, f.resolvedInitrd = kernelPath, initrdPath
-	cfg = vmm.Config{Kernel: kernel, Initrd: initrd, Cmdline: f.appendLine, MemBytes: mem, CPUs: f.cpus,
-		RNG: f.rng, NoEventFDs: f.noEventFDs}
-	if !f.guestDecompress {
-		cfg.DecompressCache = filepath.Join(cacheDir(), "vmlinux") // vmm/hostdecompress.go
-	}
-	for _, d := range f.disks {
-		dc, err := vmm.ParseDisk(d)
-		if err != nil {
-			return cfg, usagef("--disk %s: %v", d, err)
-		}
-		cfg.Disks = append(cfg.Disks, dc)
-	}
-	for _, n := range f.nets {
-		nc, err := vmm.ParseNet(n)
-		if err != nil {
-			return cfg, usagef("--net %s: %v", n, err)
-		}
-		cfg.Nets = append(cfg.Nets, nc)
-	}
-	if len(cfg.Disks)+len(cfg.Nets)+btoi(cfg.RNG) > 31 {
-		return cfg, usagef("too many virtio devices: PCI bus 0 has 31 free slots")
-	}
+	f.resolvedKernel, f.resolvedInitrd = kernel, initrd
 	return cfg, nil
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // listFlag is a repeatable string flag.
@@ -213,21 +95,6 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, " ") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-// kvmError turns a failure to open /dev/kvm into one line with the fix.
-func kvmError(err error) error {
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return usagef("%s does not exist: load the KVM module (modprobe kvm_intel or kvm_amd; enable virtualisation in the firmware or nested virtualisation on a VM host), or use the emulated host: 'make run'", kvm.DevicePath)
-	case errors.Is(err, fs.ErrPermission):
-		return usagef("%s: permission denied: add yourself to the kvm group (sudo usermod -aG kvm $USER, then log in again) or run as root", kvm.DevicePath)
-	case errors.Is(err, vmm.ErrConfig):
-		return usagef("%v", err)
-	case errors.Is(err, kvm.ErrMissingCap):
-		return usagef("this host's KVM lacks a capability kvmlab needs: %v: use a newer host kernel", err)
-	}
-	return err
-}
 
 func cmdRun(args []string) error {
 	fset := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -273,7 +140,7 @@ func cmdRun(args []string) error {
 		return err
 	}
 	if f.emulated || f.emulatedCPU != "amd" { // runEmulated refuses --emulated-cpu without --emulated-host
-		return runEmulated(&f, f.resolvedKernel, f.resolvedInitrd, cfg.MemBytes)
+		return runEmulated(&f, &ex, f.resolvedKernel, f.resolvedInitrd, cfg.MemBytes)
 	}
 	cfg.Stats = f.stats
 	if f.tracepoints && !f.stats {
@@ -285,7 +152,7 @@ func cmdRun(args []string) error {
 	if err := checkTraceFlags(f.traceFile, f.traceFormat); err != nil {
 		return err
 	}
-	if err := checkKVM(cfg, &f); err != nil {
+	if err := hostcheck.CanRun(cfg.Kernel, cfg.CPUs, f.anyKVM); err != nil {
 		return err
 	}
 	if f.control != "" {
@@ -315,43 +182,8 @@ func cmdRun(args []string) error {
 	return runMachine(cfg, &f, obs)
 }
 
-// crlfWriter ends lines with CR LF, for a terminal in raw mode.
-type crlfWriter struct{ w io.Writer }
-
-func (c crlfWriter) Write(p []byte) (int, error) {
-	if _, err := c.w.Write(bytes.ReplaceAll(p, []byte("\n"), []byte("\r\n"))); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// checkBackend refuses a /dev/kvm without VT-x or AMD SVM behind it (see
-// kvm.Backend): a Linux boot there hangs or fails in ways that would only
-// puzzle, so say so at once.
-func checkBackend() error {
-	if ok, why := kvm.HostBackend().CanRunLinux(); !ok {
-		return usagef("%s: boot inside the emulated host instead (kvmlab run --emulated-host, as 'make run' does)", why)
-	}
-	return nil
-}
-
-// checkKVM refuses a host whose /dev/kvm cannot run cfg, in one line.
-func checkKVM(cfg vmm.Config, f *runFlags) error {
-	max, err := kvm.Probe()
-	if err != nil {
-		return kvmError(err)
-	}
-	if err := checkBackend(); err != nil && !f.anyKVM && !bootSectorGuest(cfg.Kernel) {
-		return err
-	}
-	if cfg.CPUs > max {
-		return usagef("--cpus %d: KVM on this host allows at most %d vCPUs per VM: use fewer", cfg.CPUs, max)
-	}
-	return nil
-}
-
 // runMachine boots cfg on this terminal and maps the outcome to an exit
-// status. The caller has run checkKVM, before the terminal is touched.
+// status. The caller has run hostcheck.CanRun, before the terminal is touched.
 func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 
 	cfg.Console = os.Stdout
@@ -363,35 +195,20 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 		status = os.Stderr
 	}
 
-	restore := func() {}
-	var snapOut io.Writer = os.Stderr
-	var cooked *unix.Termios // the terminal before raw mode, for the seccomp handler
-	if fd := int(os.Stdin.Fd()); term.IsTerminal(fd) {
-		cooked, _ = unix.IoctlGetTermios(fd, unix.TCGETS)
-		// Raw mode: every key goes to the guest, including Ctrl-C; the
-		// guest's own tty does line editing and echo.
-		old, err := term.MakeRaw(fd)
-		if err == nil {
-			restore = func() { _ = term.Restore(fd, old) }
-			snapOut = crlfWriter{os.Stderr}
-			fmt.Fprint(status, "kvmlab: console attached; Ctrl-A x quits\r\n")
-		}
+	// Raw mode: every key goes to the guest, including Ctrl-C; the
+	// guest's own tty does line editing and echo (package rawterm).
+	t, _ := rawterm.Raw(os.Stdin) // when it fails, the terminal stays as it is
+	if t != nil {
+		fmt.Fprint(status, "kvmlab: console attached; Ctrl-A x quits\r\n")
 	}
+	restore := t.Restore
 	defer restore()
 	// Restore the terminal even when killed by a signal.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	go func() {
-		if s, ok := <-sigs; ok {
-			restore()
-			if f.controlLn != nil {
-				_ = f.controlLn.Close() // os.Exit skips the deferred removal
-			}
-			fmt.Fprintf(os.Stderr, "\r\nkvmlab: %v: stopping\r\n", s)
-			os.Exit(128 + int(s.(syscall.Signal)))
+	defer t.ExitOnSignal(func() {
+		if f.controlLn != nil {
+			_ = f.controlLn.Close() // os.Exit skips the deferred removal
 		}
-	}()
+	})()
 
 	var m *vmm.Machine
 	var err error
@@ -417,40 +234,20 @@ func runMachine(cfg vmm.Config, f *runFlags, obs *observation) error {
 	}
 	defer m.Close()
 	// The kernel and initrd now live in guest RAM; the copies read from
-	// the files are garbage. Hand their memory back to the host so the
-	// VMM's own footprint is what it needs to run, not what it loaded.
+	// the files are garbage, and so are the binary's pages start-up
+	// mapped (package footprint).
 	cfg.Kernel, cfg.Initrd = nil, nil
-	debug.FreeOSMemory()
-	// And drop the pages of kvmlab's own binary that start-up mapped, now
-	// and every few seconds, so that only the code and tables the running
-	// VMM uses stay mapped (package footprint).
-	trim := footprint.StartImageTrimmer(footprint.ImageTrimPeriod, os.Stderr)
-	defer trim.Stop()
-	// kill -USR1 <pid>: where is the guest right now (vmm/snapshot.go)?
+	defer footprint.Settle(os.Stderr)()
+	// kill -USR1 <pid>: where is the guest right now (vmm/snapshot.go, vmm/observatory)?
 	snapSigs := make(chan os.Signal, 1)
 	signal.Notify(snapSigs, syscall.SIGUSR1)
 	defer signal.Stop(snapSigs)
-	symSrc := inspect.SymbolSources(f.resolvedKernel) // opened before the seccomp filter
-	go func() {
-		// The symbols are read at the first snapshot, not before: a
-		// kernel's System.map is about 2.5 MiB of live heap (and the Go
-		// runtime's metadata for it), which would more than double the
-		// VMM's own memory for a feature most runs never use. Only the
-		// files are open already, for the seccomp filter's sake.
-		var sym *inspect.Symbols
-		loaded := false
-		for range snapSigs {
-			if !loaded {
-				sym, loaded = inspect.FirstSymbols(symSrc), true
-			}
-			_, _ = io.WriteString(snapOut, formatSnapshot(m.Snapshot(), sym))
-		}
-	}()
+	observatory.Snapshots(snapSigs, m, f.resolvedKernel, t.Writer(os.Stderr)) // symbol files opened before the seccomp filter
 	// The control socket (--control): served from here until the
 	// machine stops, and closed before m.Close (deferred after it).
-	defer startControl(f.controlLn, m)()
+	defer control.ServeMachine(f.controlLn, m)()
 	obs.Start(m)
-	if err := confine(f, status, cooked, int(os.Stdin.Fd())); err != nil {
+	if err := confine(f, status, t.Cooked(), int(os.Stdin.Fd())); err != nil {
 		restore()
 		return err
 	}

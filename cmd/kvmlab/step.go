@@ -6,10 +6,11 @@ import (
 	"os"
 	"strings"
 
-	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
-	"kvmlab/internal/userfile"
+	"kvmlab/guest"
+	"kvmlab/internal/hostcheck"
+	"kvmlab/internal/rawterm"
 	"kvmlab/vmm"
 	"kvmlab/vmm/inspect"
 	"kvmlab/vmm/stepper"
@@ -34,7 +35,7 @@ func cmdStep(args []string) error {
 	}
 	symPath := *symbols
 	if symPath == "" && f.kernel == "" {
-		k, _ := defaultGuest()
+		k, _ := guest.Default()
 		symPath = strings.TrimSuffix(k, "bzImage") + "System.map"
 		if _, err := os.Stat(symPath); err != nil {
 			symPath = ""
@@ -42,14 +43,7 @@ func cmdStep(args []string) error {
 	}
 	var sym *inspect.Symbols
 	if symPath != "" {
-		// A regular file of kernel size: LoadSymbols would wait forever
-		// on a FIFO.
-		sf, _, err := userfile.Open(symPath, userfile.Spec{What: "symbol file", Max: maxKernelSize})
-		if err != nil {
-			return usagef("--symbols %s: %v", symPath, err)
-		}
-		sf.Close()
-		if sym, err = inspect.LoadSymbols(symPath); err != nil {
+		if sym, err = inspect.LoadSymbolFile(symPath, vmm.MaxKernelSize); err != nil {
 			return usagef("--symbols %s: %v", symPath, err)
 		}
 	}
@@ -57,7 +51,7 @@ func cmdStep(args []string) error {
 	// for line editing), or whatever standard input is.
 	var in stepper.LineReader
 	var out io.Writer = os.Stdout
-	var cooked *unix.Termios // for the seccomp handler (confine)
+	var tty *rawterm.Term // for the seccomp handler (confine)
 	switch {
 	case *script != "":
 		fh, err := os.Open(*script)
@@ -67,12 +61,10 @@ func cmdStep(args []string) error {
 		defer fh.Close()
 		in = stepper.Lines(fh)
 	case term.IsTerminal(int(os.Stdin.Fd())):
-		cooked, _ = unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS)
-		old, err := term.MakeRaw(int(os.Stdin.Fd()))
-		if err != nil {
+		if tty, err = rawterm.Raw(os.Stdin); err != nil {
 			return err
 		}
-		defer term.Restore(int(os.Stdin.Fd()), old)
+		defer tty.Restore()
 		t := term.NewTerminal(struct {
 			io.Reader
 			io.Writer
@@ -87,7 +79,7 @@ func cmdStep(args []string) error {
 	}
 	st.Attach(&cfg)
 	cfg.Log = os.Stderr
-	if err := checkBackend(); err != nil && !f.anyKVM && !bootSectorGuest(cfg.Kernel) {
+	if err := hostcheck.CanRunGuest(cfg.Kernel, f.anyKVM); err != nil {
 		return err
 	}
 	m, err := vmm.New(cfg)
@@ -95,7 +87,7 @@ func cmdStep(args []string) error {
 		return kvmError(err)
 	}
 	defer m.Close()
-	if err := confine(&f, os.Stderr, cooked, int(os.Stdin.Fd())); err != nil {
+	if err := confine(&f, os.Stderr, tty.Cooked(), int(os.Stdin.Fd())); err != nil {
 		return err
 	}
 	if !st.Run(m).Reason.Success() {

@@ -57,6 +57,10 @@ type spec struct {
 	Env     []string `json:"env"`
 	Dir     string   `json:"dir"`
 	Console bool     `json:"console"`
+	// Stdout and Stderr name serial ports for the command's output
+	// ("": the console).
+	Stdout string `json:"stdout"`
+	Stderr string `json:"stderr"`
 }
 
 // console is where hostinit's messages (and the command's output) go: the
@@ -331,11 +335,32 @@ func runCommand() int {
 		env = append(env, "TERM=vt100")
 		cmd.Env = env
 	}
+	var outputs []*os.File
+	for _, p := range []struct {
+		path string
+		to   *io.Writer
+	}{{s.Stdout, &cmd.Stdout}, {s.Stderr, &cmd.Stderr}} {
+		if p.path == "" {
+			continue
+		}
+		tty, err := openRawTTY(p.path)
+		if err != nil {
+			fail(exitSetup, "%v", err)
+		}
+		*p.to = tty
+		outputs = append(outputs, tty)
+	}
 	logf("running %s (in %s)", strings.Join(quoteAll(s.Argv), " "), filepath.Clean(dir))
 	if err := cmd.Start(); err != nil {
 		fail(exitStart, "starting %s: %v", s.Argv[0], err)
 	}
 	err = cmd.Wait()
+	// Everything the command wrote leaves the serial ports before the
+	// exit marker does, so that the reader outside has all of it when
+	// the marker arrives.
+	for _, tty := range outputs {
+		_ = unix.IoctlSetInt(int(tty.Fd()), unix.TCSBRK, 1) // tcdrain
+	}
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:
@@ -350,6 +375,33 @@ func runCommand() int {
 		fail(exitStart, "waiting for %s: %v", s.Argv[0], err)
 	}
 	return exitStart
+}
+
+// openRawTTY opens a serial port for a stream of the command's output, in
+// raw mode (termios(3)'s cfmakeraw): bytes go out as written, without the
+// line discipline's "\n" to "\r\n" or any echo, so what arrives outside
+// is exactly what the command wrote. O_NOCTTY keeps it from becoming
+// hostinit's controlling terminal.
+func openRawTTY(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s for the command's output: %w", path, err)
+	}
+	t, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	t.Oflag &^= unix.OPOST
+	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	t.Cflag &^= unix.CSIZE | unix.PARENB
+	t.Cflag |= unix.CS8
+	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, t); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: raw mode: %w", path, err)
+	}
+	return f, nil
 }
 
 func quoteAll(args []string) []string {

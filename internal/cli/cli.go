@@ -16,8 +16,11 @@
 //     commands parse, so they cannot drift from them ([WriteBash],
 //     [WriteZsh]).
 //
-// The flag sets are the standard library's (package flag): this package only
-// decides how they are shown.
+// [Parse] parses a command's flags in this manner, and [UsageError] is the
+// one-line refusal, returned by the packages that check what a user asked
+// for as much as by the command itself. The flag sets are the standard
+// library's (package flag): this package only decides how they are parsed
+// and shown.
 package cli
 
 import (

@@ -35,7 +35,8 @@
 // sets it, so it applies to kvmlab run only.
 //
 // The binary's pages. Trimming them, at start and then every few seconds,
-// is the job of ImageTrimmer, below.
+// is the job of ImageTrimmer, below; Settle starts it once the machine is
+// built, after handing the heap's free memory back to the host.
 //
 // The settings are the runtime's (GODEBUG, package runtime's
 // documentation), the trim is madvise(2)'s MADV_DONTNEED, and the mappings
@@ -47,6 +48,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -130,6 +132,18 @@ type imageMapping struct {
 // The price is a few dozen minor faults per period, each mapping 64 KiB of
 // page cache again: well under a millisecond every few seconds.
 const ImageTrimPeriod = 5 * time.Second
+
+// Settle is for the moment a VMM's machine is built and what it read to
+// build it (the kernel, the initrd: now in guest RAM) is garbage. It hands
+// the Go heap's free memory back to the host, so that the VMM's own
+// footprint is what it needs to run, not what it loaded; and it drops the
+// pages of the binary that start-up mapped, now and every ImageTrimPeriod,
+// so that only the code and tables the running VMM uses stay mapped
+// (StartImageTrimmer). stop ends the trimming.
+func Settle(report io.Writer) (stop func()) {
+	debug.FreeOSMemory()
+	return StartImageTrimmer(ImageTrimPeriod, report).Stop
+}
 
 // ImageTrimmer drops the resident pages of the executable's read-only
 // mappings, now and every period, until stopped.

@@ -31,6 +31,9 @@
 // and opens no files, and because FILE should mean what it means in the
 // client's directory, with the client's permissions. socat cannot pass a
 // descriptor, so by hand every command but snapshot works.
+//
+// The server sees the machine through Handler; ServeMachine puts a running
+// vmm.Machine behind it, and tests a fake.
 package control
 
 import (
@@ -41,6 +44,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"kvmlab/internal/cli"
 )
 
 // MaxRequest is the longest request line accepted, newline excluded. A
@@ -67,6 +72,37 @@ var Commands = []struct{ Name, Args, Summary string }{
 	{CmdSnapshot, "FILE [--paused]", "save the whole machine to FILE, then resume (or stay paused)"},
 	{CmdStats, "", "exit counts, device accesses and memory so far (what run --stats prints)"},
 	{CmdQuit, "", "stop the machine and end kvmlab run, like Ctrl-A x"},
+}
+
+// Names lists the commands' names, in the order of Commands.
+func Names() []string {
+	var n []string
+	for _, c := range Commands {
+		n = append(n, c.Name)
+	}
+	return n
+}
+
+// NewRequest makes the request a user gave as words (`kvmlab control PATH
+// CMD ARGS...`, with --paused), refusing in one line (a cli.UsageError) a
+// command that does not exist or arguments it does not take. path, the
+// socket, is for the message.
+func NewRequest(path, cmd string, args []string, paused bool) (Request, error) {
+	req := Request{Cmd: cmd}
+	switch cmd {
+	case CmdSnapshot:
+		if len(args) != 1 {
+			return req, cli.Usagef("control: snapshot takes one FILE: kvmlab control %s snapshot FILE [--paused]", path)
+		}
+		req.Path, req.Paused = args[0], paused
+	case CmdPause, CmdResume, CmdStats, CmdQuit:
+		if len(args) > 0 || paused {
+			return req, cli.Usagef("control: %s takes no arguments", cmd)
+		}
+	default:
+		return req, cli.Usagef("control: unknown command %q: one of %s", cmd, strings.Join(Names(), ", "))
+	}
+	return req, nil
 }
 
 // Request is one line from a client.

@@ -50,5 +50,7 @@
 // time: a second is answered with an error message and closed. A client
 // that vanishes, or stops reading its replies for writeTimeout, is treated
 // as a detach: breakpoints are removed and the guest runs on, so a crashed
-// debugger never leaves a machine frozen.
+// debugger never leaves a machine frozen. The port listens on the loopback
+// interface unless the user names a host (ListenAddr): whoever reaches it
+// owns the guest.
 package gdbstub

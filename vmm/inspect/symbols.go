@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"kvmlab/internal/userfile"
 )
 
 // Symbols maps kernel symbol names to addresses and back, from a System.map
@@ -58,6 +60,19 @@ func ParseSystemMap(r io.Reader) (*Symbols, error) {
 	}
 	s.sort()
 	return s, nil
+}
+
+// LoadSymbolFile is LoadSymbols for a file a user names (kvmlab step
+// --symbols): a regular file of at most max bytes (package
+// internal/userfile), checked before it is read, since LoadSymbols would
+// wait forever on a FIFO.
+func LoadSymbolFile(path string, max int64) (*Symbols, error) {
+	f, _, err := userfile.Open(path, userfile.Spec{What: "symbol file", Max: max})
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	return LoadSymbols(path)
 }
 
 // ReadSymbols reads System.map or an ELF file from an open file: kvmlab

@@ -1,6 +1,8 @@
 // Package observatory puts the exit observatory's instruments on one run of
 // a machine and reads them out at its end: what `kvmlab run --trace FILE`
-// and `kvmlab run --stats` do (docs/exits.md).
+// and `kvmlab run --stats` do (docs/exits.md). It also writes the snapshots
+// `kill -USR1` asks a running kvmlab for: where each vCPU is, the code at
+// RIP, its registers and the exits since the last one (snapshot.go).
 //
 // A VM exit can be counted in three places, and each sees a different
 // share of them:
@@ -31,6 +33,7 @@ import (
 	"fmt"
 	"io"
 
+	"kvmlab/internal/cli"
 	"kvmlab/internal/userfile"
 	"kvmlab/vmm"
 	"kvmlab/vmm/kvm"
@@ -48,6 +51,27 @@ type Options struct {
 	// Log gets the one line saying the trace file could not be put in
 	// place (Start); nil discards it.
 	Log io.Writer
+}
+
+// Check refuses a bad trace file or format in one line naming the flag
+// (a cli.UsageError), creating nothing: an existing trace file stays as it
+// was.
+func (opt Options) Check() error {
+	switch opt.TraceFormat {
+	case "json", "jsonl", "chrome", "":
+	default:
+		return cli.Usagef("--trace-format %s: use json (one object per exit) or chrome (Perfetto timeline)", opt.TraceFormat)
+	}
+	if opt.TraceFile == "" {
+		if opt.TraceFormat != "json" && opt.TraceFormat != "" {
+			return cli.Usagef("--trace-format %s: needs --trace FILE", opt.TraceFormat)
+		}
+		return nil
+	}
+	if err := userfile.CheckOutput(opt.TraceFile); err != nil {
+		return cli.Usagef("--trace %s: %v", opt.TraceFile, err)
+	}
+	return nil
 }
 
 // Observation is what Setup put on a machine's config, until Finish.
@@ -69,8 +93,7 @@ func (s statsSink) Record(ev *trace.Event) { s.s.Add(ev) }
 
 // Setup creates the trace file, under a temporary name, and the statistics
 // opt asks for, and sets cfg.Trace to feed them. The caller has checked
-// opt.TraceFile (userfile.CheckOutput) and opt.TraceFormat; an error is
-// the trace file's.
+// opt (Check); an error is the trace file's.
 func Setup(cfg *vmm.Config, opt Options) (*Observation, error) {
 	if opt.Log == nil {
 		opt.Log = io.Discard

@@ -101,5 +101,7 @@
 // exceptions: a kvmlab built with cgo refuses openat with EACCES rather
 // than a trap, because glibc opens a file of its own where a trap cannot
 // be reported (VMMRules); and --kvm-exit-tracepoint, which reads tracefs
-// while the guest runs, goes without the filter (cmd/kvmlab confine).
+// while the guest runs, goes without the filter (cmd/kvmlab confine). The
+// sockets of --control and --gdb, listening before the filter, add the few
+// calls that serve them (ControlSocketRules, GDBSocketRules).
 package seccomp

@@ -131,3 +131,17 @@ func ControlSocketRules(dirfd int) []Rule {
 		{Name: "unlinkat", Nr: unix.SYS_UNLINKAT, Arg: 0, Values: []uint32{uint32(dirfd)}},
 	}
 }
+
+// GDBSocketRules are the calls kvmlab run --gdb adds to VMM: the running
+// VMM serves a debugger (package vmm/gdbstub) on a socket that was
+// listening before the filter, so it needs accept4, getsockname (Go's net
+// package calls it on each accepted connection), setsockopt (TCP_NODELAY
+// on it) and getpeername.
+func GDBSocketRules() []Rule {
+	return []Rule{
+		{Name: "accept4", Nr: unix.SYS_ACCEPT4},
+		{Name: "getsockname", Nr: unix.SYS_GETSOCKNAME},
+		{Name: "setsockopt", Nr: unix.SYS_SETSOCKOPT},
+		{Name: "getpeername", Nr: unix.SYS_GETPEERNAME},
+	}
+}

@@ -1,20 +1,50 @@
-package main
+package observatory
+
+// Snapshots of a running machine: `kill -USR1` on kvmlab run asks where
+// each vCPU is now. vmm.Machine.Snapshot gathers the data (registers, the
+// code at RIP, exits and KVM's counters since the last one); this file
+// writes it for people, with the kernel's symbol names when they can be
+// found.
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"strings"
 
 	"kvmlab/vmm"
 	"kvmlab/vmm/inspect"
 )
 
-// formatSnapshot renders what vmm.Machine.Snapshot saw (kill -USR1 on a
-// running kvmlab): a heading with the snapshot's number and age, then for
+// Snapshots writes a snapshot of m (FormatSnapshot) to w for each request
+// (kill -USR1 on kvmlab run) until requests is closed. The files the
+// guest kernel's symbols can come from (next to kernel, the path it was
+// loaded from) are opened now, before the seccomp filter, which allows no
+// open; they are read at the first snapshot, not before: a kernel's
+// System.map is about 2.5 MiB of live heap (and the Go runtime's metadata
+// for it), which would more than double the VMM's own memory for a feature
+// most runs never use.
+func Snapshots(requests <-chan os.Signal, m *vmm.Machine, kernel string, w io.Writer) {
+	sources := inspect.SymbolSources(kernel)
+	go func() {
+		var sym *inspect.Symbols
+		loaded := false
+		for range requests {
+			if !loaded {
+				sym, loaded = inspect.FirstSymbols(sources), true
+			}
+			_, _ = io.WriteString(w, FormatSnapshot(m.Snapshot(), sym))
+		}
+	}()
+}
+
+// FormatSnapshot renders what vmm.Machine.Snapshot saw (kill -USR1 on a
+// running kvmlab; vmm returns the data, this formats it): a heading with the snapshot's number and age, then for
 // every vCPU where it was, its exits to kvmlab, the code at RIP
 // disassembled (named with sym when not nil), the registers, and KVM's
 // own counters that moved. tests/snapshot_test.go and tests/stall_test.go
 // read this text.
-func formatSnapshot(s vmm.Snapshot, sym *inspect.Symbols) string {
+func FormatSnapshot(s vmm.Snapshot, sym *inspect.Symbols) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kvmlab: snapshot %d", s.N)
 	if s.Started {

@@ -1,4 +1,4 @@
-package main
+package observatory
 
 import (
 	"errors"
@@ -102,8 +102,8 @@ func TestFormatSnapshot(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := formatSnapshot(tc.s, nil); got != tc.want {
-				t.Errorf("formatSnapshot =\n%s\nwant\n%s", got, tc.want)
+			if got := FormatSnapshot(tc.s, nil); got != tc.want {
+				t.Errorf("FormatSnapshot =\n%s\nwant\n%s", got, tc.want)
 			}
 		})
 	}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"kvmlab/guest"
+	"kvmlab/guest/runexec"
+)
+
+// TestExecEmulatedHost runs the kvmlab binary as a CI job on a machine
+// without a usable /dev/kvm would: `kvmlab run --emulated-host --exec CMD`
+// boots the emulated host (QEMU TCG, nested SVM), the default guest inside
+// it, and CMD in the guest. Standard output must be CMD's alone (nothing
+// of the emulated host's or the guest kernel's), standard error CMD's own,
+// and the exit status CMD's, or 124 when --timeout, which counts the
+// emulated host's boot too, runs out. Three emulated hosts, about a minute
+// and a half each on a 2-core machine; KVMLAB_SKIP_EMULATED=1 skips it, as
+// emuhost's own emulated-host tests.
+func TestExecEmulatedHost(t *testing.T) {
+	if os.Getenv("KVMLAB_SKIP_EMULATED") == "1" {
+		t.Skip("KVMLAB_SKIP_EMULATED=1")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86): no emulated host here")
+	}
+	kernel, initrd := guest.Default()
+	for _, p := range []string{kernel, initrd} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("the default guest is not built (%v): run 'make guest'", err)
+		}
+	}
+	bin, _ := buildCLI(t, t.TempDir())
+	// The host's console lines that must never reach CMD's streams.
+	hostLines := []string{"hostinit:", "KVMLAB-HOST-EXIT", "kvm [", "Linux version"}
+	tests := []struct {
+		name      string
+		args      []string
+		code      int
+		stdout    []string // one of these, exactly
+		stderr    string   // contained in stderr
+		notStderr string   // not in stderr
+	}{
+		{"status 0, stderr apart", []string{"--exec", "echo to-out; echo to-err >&2"}, 0, []string{"to-out\n"}, "to-err\n", "to-out"},
+		{"status 3", []string{"--exec", "echo hi; exit 3"}, 3, []string{"hi\n"}, "", "hi"},
+		// Whether the limit falls in the emulated host's boot, the
+		// guest's or the sleep, the status is the timeout's; what
+		// CMD printed before it is passed on.
+		{"timeout", []string{"--exec", "echo started; sleep 600", "--timeout", "100s"}, runexec.StatusTimeout, []string{"", "started\n"}, "kvmlab: --timeout: 1m40s passed before CMD finished", "started"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"run", "--emulated-host", "--kernel", kernel, "--initrd", initrd}, tc.args...)
+			r := runBin(t, bin, nil, args...)
+			t.Logf("status %d, stdout %q, stderr:\n%s", r.code, r.stdout, r.stderr)
+			ok := false
+			for _, want := range tc.stdout {
+				ok = ok || r.stdout == want
+			}
+			if r.code != tc.code || !ok {
+				t.Fatalf("status %d, stdout %q; want %d and one of %q", r.code, r.stdout, tc.code, tc.stdout)
+			}
+			if !strings.Contains(r.stderr, tc.stderr) || strings.Contains(r.stderr, tc.notStderr) {
+				t.Errorf("stderr %q: want it to contain %q and not %q", r.stderr, tc.stderr, tc.notStderr)
+			}
+			for _, l := range hostLines {
+				if strings.Contains(r.stdout, l) || strings.Contains(r.stderr, l) {
+					t.Errorf("the emulated host's or the guest kernel's %q reached CMD's streams", l)
+				}
+			}
+		})
+	}
+}
