@@ -47,6 +47,19 @@ func TestExtract(t *testing.T) {
 				{Line: 2, Command: "kvmlab help", Words: []string{"kvmlab", "help"}, Want: []string{"```"}},
 			}}},
 		},
+		{
+			name: "file blocks go with the next console block",
+			page: "```file s.txt\nregs\n  indented # kept\n```\ntext\n```file t/run.sh\n#!/bin/sh\n```\n```console\n$ kvmlab help\n```\n```console\n$ kvmlab version\n```\n",
+			want: []Block{
+				{Page: "p.md", Line: 9, Steps: []Step{{Line: 10, Command: "kvmlab help", Words: []string{"kvmlab", "help"}}},
+					Files: []File{{Name: "s.txt", Data: []byte("regs\n  indented # kept\n"), Line: 1}, {Name: "t/run.sh", Data: []byte("#!/bin/sh\n"), Line: 6}}},
+				{Page: "p.md", Line: 12, Steps: []Step{{Line: 13, Command: "kvmlab version", Words: []string{"kvmlab", "version"}}}},
+			},
+		},
+		{name: "a file block outside the directory", page: "```file ../x\na\n```\n```console\n$ kvmlab help\n```\n", err: "p.md:1: a file block is"},
+		{name: "a file block without a name", page: "```file\na\n```\n", err: "p.md:1: a file block is"},
+		{name: "a file block with no console block after it", page: "```file a\nb\n```\ntext\n", err: "p.md:1: file block a with no console block"},
+		{name: "a file block never closed", page: "```file a\nb\n", err: "p.md:1: file block never closed"},
 		{name: "no console blocks", page: "text\n```\n$ x\n```\n"},
 		{name: "output before a command", page: "```console\nhello\n$ kvmlab help\n```\n", err: "p.md:2: output before the first command"},
 		{name: "no command", page: "```console\n```\n", err: "p.md:1: a console block without a command"},
@@ -54,6 +67,21 @@ func TestExtract(t *testing.T) {
 		{name: "unclosed", page: "```console\n$ kvmlab help\n", err: "p.md:1: console block never closed"},
 		{name: "a pipe", page: "```console\n$ kvmlab help | head\n```\n", err: `p.md:2: '|' needs a shell`},
 		{name: "dangling continuation", page: "```console\n$ kvmlab help \\\n```\n", err: "ends with a backslash"},
+		{
+			name: "a background command, standard input, wait",
+			page: "```console kvm\n$ kvmlab run --gdb 1234 </dev/null &  # a comment\nkvmlab: gdb: listening [...]\n$ gdb -batch -x s.txt\n$ wait %1\n(exit status 3)\n```\n",
+			want: []Block{{Page: "p.md", Line: 1, KVM: true, Steps: []Step{
+				{Line: 2, Command: "kvmlab run --gdb 1234 </dev/null &  # a comment", Words: []string{"kvmlab", "run", "--gdb", "1234"}, Stdin: "/dev/null", Background: true, Want: []string{"kvmlab: gdb: listening [...]"}},
+				{Line: 4, Command: "gdb -batch -x s.txt", Words: []string{"gdb", "-batch", "-x", "s.txt"}},
+				{Line: 5, Command: "wait %1", Words: []string{"wait", "%1"}, Status: 3},
+			}}},
+		},
+		{name: "a background command not waited for", page: "```console\n$ kvmlab run &\n$ kvmlab help\n```\n", err: "p.md:1: the block ends with a command still in the background"},
+		{name: "wait for one of two", page: "```console\n$ kvmlab run &\n$ kvmlab run &\n$ wait %2\n```\n", err: "still in the background"},
+		{name: "wait for a job not started", page: "```console\n$ kvmlab run &\n$ wait %2\n```\n", err: "p.md:3: wait takes"},
+		{name: "wait with nothing to wait for", page: "```console\n$ wait\n```\n", err: "p.md:2: wait takes"},
+		{name: "a background command's status", page: "```console\n$ kvmlab run &\n(exit status 1)\n$ wait\n```\n", err: "p.md:2: a command in the background has no exit status"},
+		{name: "&& needs a shell", page: "```console\n$ kvmlab help && kvmlab help\n```\n", err: "p.md:2: a & that does not end"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,6 +139,47 @@ func TestSplit(t *testing.T) {
 	}
 }
 
+func TestCommand(t *testing.T) {
+	tests := []struct {
+		in    string
+		words []string
+		stdin string
+		bg    bool
+		err   string
+	}{
+		{in: `kvmlab run --control vm.sock </dev/null &`, words: []string{"kvmlab", "run", "--control", "vm.sock"}, stdin: "/dev/null", bg: true},
+		{in: `debugfs < cmds.txt`, words: []string{"debugfs"}, stdin: "cmds.txt"},
+		{in: `kvmlab run --exec 'sleep 1 &' <~/in &   # both`, words: []string{"kvmlab", "run", "--exec", "sleep 1 &"}, stdin: "~/in", bg: true},
+		{in: `kvmlab '<' "&" \& \<`, words: []string{"kvmlab", "<", "&", "&", "<"}},
+		{in: `kvmlab run &&`, err: "a & that does not end"},
+		{in: `kvmlab run & kvmlab help`, err: "a & that does not end"},
+		{in: `kvmlab run <`, err: "a < without a file"},
+		{in: `kvmlab run < 'x y'`, err: "in the file after <"},
+		{in: `kvmlab run < a < b`, err: `'<' needs a shell`},
+		{in: `kvmlab run > out`, err: `'>' needs a shell`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			words, stdin, bg, err := Command(tt.in)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("Command(%q): %q, %v; want an error containing %q", tt.in, words, err, tt.err)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(words, tt.words) || stdin != tt.stdin || bg != tt.bg {
+				t.Errorf("Command(%q) = %q, %q, %v, %v; want %q, %q, %v", tt.in, words, stdin, bg, err, tt.words, tt.stdin, tt.bg)
+			}
+		})
+	}
+	// Split, for words alone, still refuses both.
+	for _, in := range []string{"kvmlab run &", "kvmlab run < f"} {
+		if _, err := Split(in); err == nil {
+			t.Errorf("Split(%q) took it", in)
+		}
+	}
+}
+
 func TestMatch(t *testing.T) {
 	tests := []struct {
 		name string
@@ -141,6 +210,17 @@ func TestMatch(t *testing.T) {
 		{"[...] twice, out of order", []string{"a[...]c[...]b"}, "abc\n", false},
 		{"prefix and suffix may not overlap", []string{"ab[...]bc"}, "abc\n", false},
 		{"invalid UTF-8 is literal", []string{"\xff[...]"}, "\xff\xfe\n", true},
+		{"[N] a count", []string{"kvmlab: [N] user-space exits"}, "kvmlab: 1436 user-space exits\n", true},
+		{"[N] with a thousands comma and a point", []string{"[N] exits, [N]%"}, "24,583 exits, 6.2%\n", true},
+		{"[N] negative", []string{"rsi [N]"}, "rsi -131391639386112\n", true},
+		{"[N] is not a word", []string{"kvmlab: [N] user-space exits"}, "kvmlab: many user-space exits\n", false},
+		{"[N] needs a digit", []string{"a [N] b"}, "a  b\n", false},
+		{"[N] is not a hex number", []string{"rip=[N]"}, "rip=0xffff\n", false},
+		{"[N] leaves a sentence's point", []string{"[N]."}, "5.\n", true},
+		{"[N] backtracks to leave a literal", []string{"[N].5 s"}, "1.5 s\n", true},
+		{"[N] stays in its line", []string{"[N]"}, "1\n2\n", false},
+		{"[N] and [...] together", []string{"COM1 [N] [...]%"}, "COM1                 1153   80.29%\n", false},
+		{"[N] after spaces through [...]", []string{"COM1[...][N][...]%"}, "COM1                 1153   80.29%\n", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,6 +242,7 @@ func TestMatch(t *testing.T) {
 func FuzzExtract(f *testing.F) {
 	f.Add("```console kvm\n$ kvmlab run --exec 'x' \\\n  --mem 1G # c\n...\n(exit status 3)\n```\n")
 	f.Add("````console\n$ kvmlab \"a\\\"b\" c\\ d\n```\n````\n~~~\n```console\n~~~\n")
+	f.Add("```file s.txt\nregs\n```\n```console kvm\n$ kvmlab step --script s.txt\n#[N] vCPU0 [...]\n...\n```\n")
 	f.Fuzz(func(t *testing.T, page string) {
 		blocks, err := Extract("f.md", page)
 		if err != nil {
@@ -188,7 +269,10 @@ func TestArgv(t *testing.T) {
 		{in: []string{"kvmlab", "lab", "start", "1", "~/lab1"}, want: []string{"/b/kvmlab", "lab", "start", "1", "/h/lab1"}},
 		{in: []string{"bin/kvmlab", "stat", "~"}, want: []string{"/b/kvmlab", "stat", "/h"}},
 		{in: []string{"sudo", "kvmlab", "container", "--", "echo", "~x"}, want: []string{"/b/kvmlab", "container", "--", "echo", "~x"}},
+		{in: []string{"as", "--64", "-o", "g.o", "~/g.S"}, want: []string{"as", "--64", "-o", "g.o", "/h/g.S"}},
+		{in: []string{"ld", "-o", "guest.bin", "g.o"}, want: []string{"ld", "-o", "guest.bin", "g.o"}},
 		{in: []string{"rm", "-rf", "/"}, err: true},
+		{in: []string{"make", "run"}, err: true},
 		{in: []string{"sudo"}, err: true},
 	}
 	for _, tt := range tests {
@@ -268,5 +352,79 @@ func RunBlock(t *testing.T, b Block, bin, guest, shared string, limit time.Durat
 	e := Env{Bin: bin, GuestDir: guest, Home: filepath.Join(d, "home"), Dir: filepath.Join(d, "work")}
 	if err := b.Check(e, shared, limit, t.Logf); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBlockFiles: a block's file blocks are in its working directory before
+// its first command runs, a script (#!) executable, and the command reads
+// them: kvmlab stat says what is in the one it is given (without the file,
+// it would say "no such file").
+func TestBlockFiles(t *testing.T) {
+	bin := os.Getenv("KVMLAB_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "kvmlab")
+		if out, err := exec.Command("go", "build", "-o", bin, "kvmlab/cmd/kvmlab").CombinedOutput(); err != nil {
+			t.Fatalf("building kvmlab: %v\n%s", err, out)
+		}
+	}
+	page := "```file sub/trace.json\nnot json\n```\n```file run.sh\n#!/bin/sh\n```\n```console\n$ kvmlab stat sub/trace.json\n" +
+		"kvmlab: stat sub/trace.json: no exit events in [N] line (line 1: not a JSON object): [...]\n(exit status 2)\n```\n"
+	blocks, err := Extract("p.md", page)
+	if err != nil || len(blocks) != 1 {
+		t.Fatalf("Extract: %v, %d blocks", err, len(blocks))
+	}
+	d := t.TempDir()
+	e := Env{Bin: bin, GuestDir: filepath.Join(d, "guest"), Home: filepath.Join(d, "home"), Dir: filepath.Join(d, "work")}
+	if err := blocks[0].Check(e, "", time.Minute, t.Logf); err != nil {
+		t.Error(err)
+	}
+	if st, err := os.Stat(filepath.Join(e.Dir, "run.sh")); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("run.sh: %v, %v; want mode 0755", st, err)
+	}
+}
+
+// TestBackground runs a block with a background command on this machine:
+// debugfs, reading its commands from a file (< FILE), prints its answer
+// and a last prompt, and ends at the end of the file; the checker goes on
+// once the answer is there, and wait shows the rest and the status of job 1. A background
+// command that ends without printing what the page says fails the block,
+// and so does a wrong status after wait.
+func TestBackground(t *testing.T) {
+	if _, err := exec.LookPath("debugfs"); err != nil {
+		t.Fatalf("debugfs (e2fsprogs) is needed: %v", err)
+	}
+	bin := os.Getenv("KVMLAB_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "kvmlab")
+		if out, err := exec.Command("go", "build", "-o", bin, "kvmlab/cmd/kvmlab").CombinedOutput(); err != nil {
+			t.Fatalf("building kvmlab: %v\n%s", err, out)
+		}
+	}
+	file := "```file cmds.txt\nshow_debugfs_params\n```\n"
+	tests := []struct {
+		name, block, err string
+	}{
+		{name: "as the page says", block: "```console\n$ debugfs < cmds.txt &\n...\nFilesystem in use: --none--\n$ kvmlab version\nkvmlab version [...]\n$ wait %1\n...\n```\n"},
+		{name: "wait for all: status 0", block: "```console\n$ debugfs < cmds.txt &\n$ wait\n...\nFilesystem in use: --none--\n...\n```\n"},
+		{name: "lines it never prints", block: "```console\n$ debugfs < cmds.txt &\n...\nFilesystem in use: /dev/sda\n$ wait\n```\n", err: "it ended (exit status 0) before printing"},
+		{name: "another status", block: "```console\n$ debugfs < cmds.txt &\n$ wait %1\n...\n(exit status 1)\n```\n", err: "exit status 0, the page says 1"},
+		{name: "output after the lines is wait's", block: "```console\n$ debugfs < cmds.txt &\n...\nFilesystem in use: --none--\n$ wait\n```\n", err: "$ wait (line"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			blocks, err := Extract("p.md", file+tt.block)
+			if err != nil || len(blocks) != 1 {
+				t.Fatalf("Extract: %v, %d blocks", err, len(blocks))
+			}
+			d := t.TempDir()
+			e := Env{Bin: bin, GuestDir: filepath.Join(d, "guest"), Home: filepath.Join(d, "home"), Dir: filepath.Join(d, "work")}
+			err = blocks[0].Check(e, "", time.Minute, t.Logf)
+			if tt.err == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+				t.Fatalf("Check: %v; want an error containing %q", err, tt.err)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,6 +20,13 @@ func TestDocsKVM(t *testing.T) {
 	blocks, err := docs.All()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if emulatedCPU() != "" {
+		// The emulated host's loopback interface starts down: gdb.md's
+		// session connects to kvmlab run --gdb on 127.0.0.1.
+		if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			t.Fatalf("ip link set lo up: %v: %s", err, out)
+		}
 	}
 	bin, guest := kvmlabBin(t), filepath.Dir(guestFile(t, "bzImage"))
 	shared := filepath.Join(t.TempDir(), "vmlinux")

@@ -255,13 +255,14 @@ func (s *syncBuffer) String() string {
 }
 
 // hostFiles are the host programs an emulated-host run carries in:
-// hostTools, plus gdb when the run may include TestGDB (a run that names
-// its tests without it does not carry gdb's ~70 MB in), with what gdb
-// needs beyond its libraries (gdbFiles).
+// hostTools, plus gdb when the run may include TestGDB or TestDocsKVM
+// (docs/gdb.md's session; a run that names its tests without either does
+// not carry gdb's ~70 MB in), with what gdb needs beyond its libraries
+// (gdbFiles).
 func hostFiles(args []string) ([]emuhost.File, error) {
 	withGDB := true
 	for _, a := range args {
-		if r, ok := strings.CutPrefix(a, "-test.run="); ok && !strings.Contains(r, "TestGDB") {
+		if r, ok := strings.CutPrefix(a, "-test.run="); ok && !strings.Contains(r, "TestGDB") && !strings.Contains(r, "TestDocsKVM") {
 			withGDB = false
 		}
 	}
@@ -304,6 +305,22 @@ func gdbFiles() ([]emuhost.File, error) {
 	}
 	if len(files) == 0 {
 		return nil, fmt.Errorf("gdb listed no Python modules: %q", out)
+	}
+	// Python finds its platform-dependent directory (exec_prefix) by
+	// looking for lib-dynload beside the standard library, and gdb
+	// prints "Could not find platform dependent libraries" without it,
+	// a line no reader's gdb prints (docs/gdb.md's session is checked
+	// line by line): one file of it brings the directory in.
+	for _, f := range files {
+		if filepath.Base(f.Path) != "os.py" {
+			continue
+		}
+		so, _ := filepath.Glob(filepath.Join(filepath.Dir(f.Path), "lib-dynload", "*.so"))
+		if len(so) > 0 && !seen[so[0]] {
+			seen[so[0]] = true
+			files = append(files, emuhost.File{HostPath: so[0], Path: so[0], Mode: 0o644})
+		}
+		break
 	}
 	// Python picks the codec of the locale, which in the emulated host
 	// is C (ASCII), not this machine's: the whole encodings package

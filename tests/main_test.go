@@ -391,21 +391,21 @@ var testGroups = []string{
 	// second emulated host that joins once the Intel series is done
 	// (shareRuns) then picks up short groups at the end, and the two
 	// finish close together.
+	"TestBadInput|TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestSnapshot|TestDocsKVM", // 7: 15 doc blocks
 	"TestLabVMOrContainer", // 6: a whole kvmlab compare
 	"TestExec",             // 6: eight guests, one command each
-	"TestCompareDensity|TestCompareWorkload|TestCompareNested",                                    // 6
-	"TestBootDefaultGuest|TestBootELF|TestBenchBoot",                                              // 5
-	"TestHostileGuest|TestHostileTinyGuests",                                                      // 5
-	"TestContainer|TestCompare|TestCompareInterrupted",                                            // 5
-	"TestLabs|TestLabFewerExits",                                                                  // 4
-	"TestBootDebianKernel|TestMem4G|TestBootFastPaths",                                            // 4
-	"TestSnapshotRestore|TestSnapshotDisk|TestSnapshotFileRefused|TestSnapshotNet",                // 4
-	"TestVirtioDisk|TestVirtioDiskSurvivesKill",                                                   // 4
-	"TestKVMExitTracepoint|TestStepScript|TestStepDebug|TestGDB",                                  // 4
-	"TestTraceAndStat|TestChromeTrace|TestStats",                                                  // 3
-	"TestRebootAndPanic|TestInteractiveTerminal|TestControl",                                      // 3
-	"TestVirtioNet|TestVirtioDebian|TestVirtioIOWorkload",                                         // 2.5
-	"TestBadInput|TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestSnapshot|TestDocsKVM", // 3
+	"TestCompareDensity|TestCompareWorkload|TestCompareNested",                     // 6
+	"TestBootDefaultGuest|TestBootELF|TestBenchBoot",                               // 5
+	"TestHostileGuest|TestHostileTinyGuests",                                       // 5
+	"TestContainer|TestCompare|TestCompareInterrupted",                             // 5
+	"TestLabs|TestLabFewerExits",                                                   // 4
+	"TestBootDebianKernel|TestMem4G|TestBootFastPaths",                             // 4
+	"TestSnapshotRestore|TestSnapshotDisk|TestSnapshotFileRefused|TestSnapshotNet", // 4
+	"TestVirtioDisk|TestVirtioDiskSurvivesKill",                                    // 4
+	"TestKVMExitTracepoint|TestStepScript|TestStepDebug|TestGDB",                   // 4
+	"TestTraceAndStat|TestChromeTrace|TestStats",                                   // 3
+	"TestRebootAndPanic|TestInteractiveTerminal|TestControl",                       // 3
+	"TestVirtioNet|TestVirtioDebian|TestVirtioIOWorkload",                          // 2.5
 }
 
 // intelGroups run in the emulated Intel host (Bochs emulating VT-x, issue
