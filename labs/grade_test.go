@@ -42,3 +42,24 @@ func checkResult(t *testing.T, res Result, pass bool, hint, line string) {
 		t.Errorf("lines do not contain %q", line)
 	}
 }
+
+// TestFailure checks that a failed run's summary keeps kvmlab's own reason
+// for the stop even when a register dump follows it: the test harness
+// recognises an emulator's triple fault by that line.
+func TestFailure(t *testing.T) {
+	dump := "kvmlab: vCPU 0: triple fault (KVM_EXIT_SHUTDOWN): the guest hit a fault while handling a double fault\nRIP=fff0\nCS=f000\nCR0=00000010\n"
+	tests := []struct {
+		name, out, want string
+	}{
+		{"reason before a dump", "console\n" + dump, "kvmlab: vCPU 0: triple fault (KVM_EXIT_SHUTDOWN): the guest hit a fault while handling a double fault ... ... / RIP=fff0 / CS=f000 / CR0=00000010"},
+		{"reason within the tail", "a\nb\nkvmlab: guest powered off\n", "a / b / kvmlab: guest powered off"},
+		{"no reason", "x\ny\n", "x / y"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := failure(tc.out, 3); got != tc.want {
+				t.Errorf("failure() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

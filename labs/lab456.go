@@ -157,6 +157,25 @@ func tail(s string, n int) []string {
 	return lines
 }
 
+// failure sums up a kvmlab run that failed: kvmlab's own last line (the
+// reason the machine stopped, e.g. "kvmlab: vCPU 0: triple fault
+// (KVM_EXIT_SHUTDOWN): ...", which the register dump after it would push
+// out of a plain tail) and then the last lines of its output. The test
+// harness reads that reason to tell an emulator's failure from the lab's.
+func failure(out string, n int) string {
+	t := strings.Join(tail(out, n), " / ")
+	lines := strings.Split(out, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); strings.HasPrefix(l, "kvmlab: ") {
+			if strings.Contains(t, l) {
+				return t
+			}
+			return l + " ... " + t
+		}
+	}
+	return t
+}
+
 // boundedOutput keeps the first max bytes written to it and drops the
 // rest, so that a chatty run (a learner's device printing on every
 // access) cannot grow a check's memory without bound.

@@ -134,7 +134,7 @@ func checkLab5(ctx context.Context, env *Env, dir string) (Result, error) {
 		err := cmd.Run()
 		cancel()
 		if err != nil {
-			return Result{}, fmt.Errorf("kvmlab %s: %w: %s", strings.Join(lab5Args(r), " "), err, strings.Join(tail(out.String(), 3), " / "))
+			return Result{}, fmt.Errorf("kvmlab %s: %w: %s", strings.Join(lab5Args(r), " "), err, failure(out.String(), 3))
 		}
 		if got[i], err = parseLab5Stats(out.String()); err != nil {
 			return Result{}, fmt.Errorf("run %q: %w", r.name, err)

@@ -118,7 +118,7 @@ func checkLab6(ctx context.Context, env *Env, dir string) (Result, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return Result{}, fmt.Errorf("kvmlab compare: %w: %s", err, strings.Join(tail(stderr.String(), 3), " / "))
+		return Result{}, fmt.Errorf("kvmlab compare: %w: %s", err, failure(stderr.String(), 3))
 	}
 	var rep compare.Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
