@@ -104,12 +104,13 @@ func New(size uint64) (*Memory, error) {
 	if size > 1<<46 {
 		return nil, fmt.Errorf("memory: %d bytes of guest RAM is beyond what x86-64 can address", size)
 	}
-	data, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	data, err := mapRAM(size)
 	if err != nil {
 		return nil, fmt.Errorf("memory: mmap %d bytes of guest RAM: %w", size, err)
 	}
-	// Transparent huge pages make guest page walks cheaper; failure is
-	// harmless (THP disabled on the host).
+	// Transparent huge pages make guest page walks cheaper, and let KVM
+	// map the guest's memory 2 MiB at a time (mapRAM says why the mapping
+	// is aligned for it); failure is harmless (THP disabled on the host).
 	_ = unix.Madvise(data, unix.MADV_HUGEPAGE)
 	m := &Memory{mapping: data}
 	var off uint64
@@ -139,7 +140,7 @@ func (m *Memory) Close() error {
 	if m.mapping == nil {
 		return nil
 	}
-	err := unix.Munmap(m.mapping)
+	err := unmapRAM(m.mapping)
 	m.mapping, m.regions = nil, nil
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -325,5 +326,35 @@ func TestNewRejectsBadSizes(t *testing.T) {
 			m.Close()
 			t.Errorf("New(%#x) succeeded", size)
 		}
+	}
+}
+
+// TestNewAlignsForHugePages: guest RAM starts at a 2 MiB boundary of the
+// host's address space whatever its size, so that KVM may map it with 2 MiB
+// pages (mapRAM), and sizes that are not whole pages map and unmap too.
+func TestNewAlignsForHugePages(t *testing.T) {
+	for _, size := range []uint64{4 * kib, 5000, 3 * mib, 64*mib + 4*kib} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			m, err := New(size)
+			if err != nil {
+				t.Fatalf("New(%d): %v", size, err)
+			}
+			rs := m.Regions()
+			// reflect's Pointer reads the slice's data address
+			// without package unsafe.
+			addr := reflect.ValueOf(rs[0].Data).Pointer()
+			if addr%hugePageSize != 0 {
+				t.Errorf("RAM of %d bytes mapped at %#x: not on a 2 MiB boundary (%#x past one)", size, addr, addr%hugePageSize)
+			}
+			if m.Size() != size {
+				t.Errorf("Size() = %d, want %d", m.Size(), size)
+			}
+			if err := m.WriteAt([]byte{0xaa}, GPA(size-1)); err != nil {
+				t.Errorf("writing the last byte: %v", err)
+			}
+			if err := m.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
 	}
 }

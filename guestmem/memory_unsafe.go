@@ -72,3 +72,62 @@ func (m *Memory) IsRAMFault(r any) bool {
 	a := e.Addr()
 	return a >= base && a-base < uintptr(len(m.mapping))
 }
+
+// hugePageSize is the size of an x86-64 large page (a 2 MiB page-directory
+// entry), the unit in which transparent huge pages back guest RAM.
+const hugePageSize = 2 << 20
+
+// mapRAM maps size bytes of private anonymous memory starting at a 2 MiB
+// boundary of the host's address space.
+//
+// Why the boundary matters: KVM maps guest memory into the second-level page
+// tables (EPT, NPT) with a 2 MiB entry only where a 2 MiB-aligned range of
+// guest-physical addresses is backed by a 2 MiB-aligned range of host
+// virtual addresses (the memory slot's base_gfn and userspace_addr must
+// agree modulo 2 MiB; otherwise KVM disallows large pages in the whole slot:
+// kvm_alloc_memslot_metadata in arch/x86/kvm/x86.c). Without that, every
+// 4 KiB page the guest touches first costs an exit (an EPT violation or NPT
+// fault that KVM fixes in the kernel): unpacking a 34 MB initramfs touches
+// the archive and the pages it is copied into, some 17,000 of them. Linux
+// before 6.7 places a large anonymous mmap at any page boundary, so the
+// alignment is made here: map 2 MiB more than asked, then unmap the
+// unaligned head and the tail. QEMU aligns its RAM the same way
+// (QEMU_VMALLOC_ALIGN in include/qemu/osdep.h).
+func mapRAM(size uint64) ([]byte, error) {
+	page := uint64(unix.Getpagesize())
+	length := (size + page - 1) &^ (page - 1)
+	span := uintptr(length) + hugePageSize
+	p, err := unix.MmapPtr(-1, 0, nil, span, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, err
+	}
+	head := (hugePageSize - uintptr(p)%hugePageSize) % hugePageSize
+	tail := span - head - uintptr(length)
+	// SAFETY: p is the start of the span bytes mmap just returned, and
+	// head+length+tail == span, so both pointers stay inside that mapping;
+	// the head and the tail are whole pages of it (p and length are
+	// page-aligned, hugePageSize is a multiple of the page size) that
+	// nothing refers to, unmapped before anyone sees the mapping.
+	start := unsafe.Add(p, head)
+	if head > 0 {
+		_ = unix.MunmapPtr(p, head)
+	}
+	if tail > 0 {
+		_ = unix.MunmapPtr(unsafe.Add(start, length), tail)
+	}
+	// SAFETY: start..start+length is mapped, readable and writable, and
+	// stays mapped until unmapRAM; size <= length.
+	return unsafe.Slice((*byte)(start), size), nil
+}
+
+// unmapRAM unmaps a mapping made by mapRAM.
+func unmapRAM(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	page := uintptr(unix.Getpagesize())
+	// SAFETY: b is a whole mapping from mapRAM (its first byte is the
+	// mapping's start, its length rounded up to a page the mapping's
+	// length); the caller drops every slice of it.
+	return unix.MunmapPtr(unsafe.Pointer(&b[0]), (uintptr(len(b))+page-1)&^(page-1))
+}
