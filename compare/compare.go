@@ -487,36 +487,54 @@ func bootVMExtra(ctx context.Context, o *Options, cmdline string, extra []byte, 
 	return out, watch.tail(), nil
 }
 
+// vmProbe records, from a VM's console lines, what the probe run in it
+// reports: the time from start to its report, the VM exits while it ran,
+// the VMM's memory then, and the report itself (vmSide, nestedSide).
+type vmProbe struct {
+	s                       *Side
+	start                   time.Time
+	userAtStart, allAtStart uint64
+	got                     bool
+}
+
+// see takes one console line and says whether it was the probe's.
+func (p *vmProbe) see(m *vmm.Machine, line string, at time.Time) bool {
+	switch {
+	case strings.HasPrefix(line, ProbeStart):
+		p.userAtStart, p.allAtStart = exitTotals(m)
+	case strings.Contains(line, ProbeMarker) && !p.got:
+		p.got = true
+		s := p.s
+		s.StartupMS = float64(at.Sub(p.start).Microseconds()) / 1000
+		u, a := exitTotals(m)
+		s.Boundary, s.BoundaryUser = a-p.allAtStart, u-p.userAtStart
+		st := m.Stats()
+		s.FootprintBytes = st.RSS
+		s.FootprintNote = fmt.Sprintf("VMM RSS %.1f MiB = guest RAM touched %.1f MiB + VMM %.1f MiB", human.MiB(st.RSS), human.MiB(st.GuestResident), human.MiB(st.VMMResident()))
+		var r probe.Report
+		if err := jsonProbe(line, &r); err != nil {
+			s.Error = "probe output: " + err.Error()
+		} else {
+			s.Probe = &r
+		}
+	default:
+		return false
+	}
+	return true
+}
+
 func vmSide(ctx context.Context, o *Options) Side {
 	s := Side{Name: "VM (kvmlab)"}
 	start := time.Now()
-	var userAtStart, allAtStart uint64
-	var got bool
+	p := vmProbe{s: &s, start: start}
 	out, tail, err := bootVM(ctx, o, "console=ttyS0 panic=-1 quiet kvmlab.run=kvmlab-probe", func(m *vmm.Machine, line string, at time.Time) {
-		switch {
-		case strings.HasPrefix(line, ProbeStart):
-			userAtStart, allAtStart = exitTotals(m)
-		case strings.Contains(line, ProbeMarker) && !got:
-			got = true
-			s.StartupMS = float64(at.Sub(start).Microseconds()) / 1000
-			u, a := exitTotals(m)
-			s.Boundary, s.BoundaryUser = a-allAtStart, u-userAtStart
-			st := m.Stats()
-			s.FootprintBytes = st.RSS
-			s.FootprintNote = fmt.Sprintf("VMM RSS %.1f MiB = guest RAM touched %.1f MiB + VMM %.1f MiB", human.MiB(st.RSS), human.MiB(st.GuestResident), human.MiB(st.VMMResident()))
-			var r probe.Report
-			if err := jsonProbe(line, &r); err != nil {
-				s.Error = "probe output: " + err.Error()
-				return
-			}
-			s.Probe = &r
-		}
+		p.see(m, line, at)
 	})
 	if err != nil {
 		s.Error = err.Error()
 		return s
 	}
-	if !got && s.Error == "" {
+	if !p.got && s.Error == "" {
 		s.Error = fmt.Sprintf("the probe did not report (%s); console: %s", out.Detail, tail)
 	}
 	s.ImageBytes = fileSize(o.Kernel) + fileSize(o.Initrd)

@@ -52,7 +52,6 @@ import (
 	"unicode"
 
 	"kvmlab/emuhost"
-	"kvmlab/guest/probe"
 	"kvmlab/internal/cli"
 	"kvmlab/internal/human"
 	"kvmlab/vmm"
@@ -235,27 +234,14 @@ func nestedSide(ctx context.Context, o *Options) (Side, *NestedInfo) {
 	}
 	info.ArchiveBytes, info.ArchiveMS = uint64(len(extra)), float64(time.Since(start).Microseconds())/1000
 	s.ImageBytes = fileSize(o.Kernel) + fileSize(o.Initrd) + fileSize(o.Self)
-	var userAtStart, allAtStart uint64
-	var got, crashing bool
+	p := vmProbe{s: &s, start: start}
+	var crashing bool
 	var panicked, guestLine string
 	out, tail, err := bootVMExtra(ctx, o, nestedCmdline(o.MemBytes), extra, func(m *vmm.Machine, line string, at time.Time) {
+		if p.see(m, line, at) {
+			return
+		}
 		switch {
-		case strings.HasPrefix(line, ProbeStart):
-			userAtStart, allAtStart = exitTotals(m)
-		case strings.Contains(line, ProbeMarker) && !got:
-			got = true
-			s.StartupMS = float64(at.Sub(start).Microseconds()) / 1000
-			u, a := exitTotals(m)
-			s.Boundary, s.BoundaryUser = a-allAtStart, u-userAtStart
-			st := m.Stats()
-			s.FootprintBytes = st.RSS
-			s.FootprintNote = fmt.Sprintf("VMM RSS %.1f MiB = guest RAM touched %.1f MiB + VMM %.1f MiB", human.MiB(st.RSS), human.MiB(st.GuestResident), human.MiB(st.VMMResident()))
-			var r probe.Report
-			if err := jsonProbe(line, &r); err != nil {
-				s.Error = "probe output: " + err.Error()
-				return
-			}
-			s.Probe = &r
 		case strings.Contains(line, NestedMarker) && guestLine == "":
 			guestLine = line
 		case strings.Contains(line, nestedCrashLine):
@@ -286,7 +272,7 @@ func nestedSide(ctx context.Context, o *Options) (Side, *NestedInfo) {
 			}
 		}
 	}
-	if !got && s.Error == "" {
+	if !p.got && s.Error == "" {
 		s.Error = fmt.Sprintf("the probe in the container did not report (%s); console: %s", out.Detail, tail)
 	}
 	switch {
