@@ -66,8 +66,9 @@ make -s tinyconfig >&2
 scripts/kconfig/merge_config.sh -m .config "$here/kvmlab.config" >&2
 make -s olddefconfig >&2
 # merge_config reports values that did not stick; fail loudly on the ones a
-# Go init cannot live without.
-for opt in FUTEX EPOLL SIGNALFD TIMERFD EVENTFD SERIAL_8250_CONSOLE BLK_DEV_INITRD KVM_GUEST ACPI; do
+# Go init cannot live without, and on those `kvmlab container` needs in the
+# guest (IPC_NS once silently did not stick: it depends on SYSVIPC).
+for opt in FUTEX EPOLL SIGNALFD TIMERFD EVENTFD SERIAL_8250_CONSOLE BLK_DEV_INITRD KVM_GUEST ACPI IPC_NS PID_NS NET_NS UTS_NS MEMCG CGROUP_PIDS; do
 	grep -q "^CONFIG_$opt=y" .config || { log "CONFIG_$opt did not end up =y"; exit 1; }
 done
 log "building bzImage with $jobs jobs (about 10-15 minutes on 2 cores)"

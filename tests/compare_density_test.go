@@ -186,7 +186,10 @@ func TestCompareDensity(t *testing.T) {
 		}{{"VMs", p.VM, 1}, {"containers", p.Container, 2}} {
 			d := s.d
 			if d.Error != "" || d.Ready != p.N || len(d.PSS) != p.N || d.ReadyMS <= 0 {
-				t.Errorf("N=%d %s: %d ready in %.0f ms, %d PSS figures, error %q: want all %d", p.N, s.name, d.Ready, d.ReadyMS, len(d.PSS), d.Error, p.N)
+				// A guest stalled inside KVM (compare's error carries
+				// its VMM's snapshots) is the emulator's failure:
+				// the verdict lets the runner tell (emulatorFault).
+				t.Errorf("N=%d %s: %d ready in %.0f ms, %d PSS figures, error %q: want all %d%s", p.N, s.name, d.Ready, d.ReadyMS, len(d.PSS), d.Error, p.N, prefixed("\n", flatStallVerdict(d.Error)))
 				continue
 			}
 			var sum uint64

@@ -392,9 +392,9 @@ var testGroups = []string{
 	// (shareRuns) then picks up short groups at the end, and the two
 	// finish close together.
 	"TestBadInput|TestCheck|TestTinyGuestTripleFault|TestExitLoopGuests|TestSnapshot|TestDocsKVM", // 7: 15 doc blocks
-	"TestLabVMOrContainer",                                                         // 6: a whole kvmlab compare
-	"TestExec",                                                                     // 6: eight guests, one command each
-	"TestCompareDensity|TestCompareWorkload",                                       // 5
+	"TestLabVMOrContainer", // 6: a whole kvmlab compare
+	"TestExec",             // 6: eight guests, one command each
+	"TestCompareDensity|TestCompareWorkload|TestCompareNested",                     // 6
 	"TestBootDefaultGuest|TestBootELF|TestBenchBoot",                               // 5
 	"TestHostileGuest|TestHostileTinyGuests",                                       // 5
 	"TestContainer|TestCompare|TestCompareInterrupted",                             // 5

@@ -154,3 +154,33 @@ func TestStallVerdict(t *testing.T) {
 		})
 	}
 }
+
+// TestFlatStallVerdict: kvmlab compare's error for a stalled instance, with
+// the VMM's snapshots flattened onto one line, counts as a loop inside KVM
+// only when no vCPU made an exit to kvmlab while KVM handled thousands.
+func TestFlatStallVerdict(t *testing.T) {
+	// The shape of the error seen in CI (trimmed).
+	msg := func(plus string, inKVM int) string {
+		return "2 of 8 instances ready after 5m0s; instance 3: console: Welcome to u-root!; its VMM's snapshots: long mode (64-bit), CPL 0 | RIP=ffffffffc035320c | " +
+			"kvmlab: snapshot 2, 282.41 s after the vCPUs started, 0.51 s after snapshot 1 | vCPU 0: was inside KVM_RUN (the request interrupted it); exits to kvmlab: 543, +" + plus + " since snapshot 1 | long mode (64-bit), CPL 0 | " +
+			fmt.Sprintf("KVM's own counters since snapshot 1: exits +%d, req_event +11399, insn_emulation +11398, pf_guest +11398", inKVM)
+	}
+	tests := []struct {
+		name, msg string
+		stall     bool
+	}{
+		{"looping inside KVM", msg("0", 11398), true},
+		{"exits reached kvmlab", msg("12", 11398), false},
+		{"idle guest", msg("0", 14), false},
+		{"no snapshots", "instance 5 of 8 ended before its probe reported: kvmlab run: exit status 1", false},
+		{"one snapshot only", "its VMM's snapshots: kvmlab: snapshot 1, 3.00 s after the vCPUs started", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := flatStallVerdict(tc.msg)
+			if tc.stall != strings.HasPrefix(got, stallInKVM) || (!tc.stall && got != "") {
+				t.Errorf("flatStallVerdict = %q, want a stall verdict: %v", got, tc.stall)
+			}
+		})
+	}
+}
