@@ -193,6 +193,9 @@ type bochsConfig struct {
 	// ConsoleMode is "file" (the serial port's output goes to Console)
 	// or "term" (Console is a terminal Bochs reads input from too).
 	ConsoleMode, Console string
+	// Outputs are the files COM2 and COM3 write to (none: the two ports
+	// are not wired), for a command's stdout and stderr (Spec.Stdout).
+	Outputs []string
 }
 
 // bochsrc renders the configuration (the bochsrc(5) format: one
@@ -227,6 +230,12 @@ func (c bochsConfig) bochsrc() string {
 	line("ata0-master: type=cdrom, path=%s, status=inserted", c.ISO)
 	line("boot: cdrom")
 	line("com1: enabled=1, mode=%s, dev=%s", c.ConsoleMode, c.Console)
+	// COM2 (0x2f8, IRQ 3) and COM3 (0x3e8, IRQ 4), the legacy addresses
+	// the host kernel's 8250 driver probes as ttyS1 and ttyS2, as QEMU's
+	// second and third -serial are.
+	for i, out := range c.Outputs {
+		line("com%d: enabled=1, mode=file, dev=%s", i+2, out)
+	}
 	line("display_library: rfb, options=\"timeout=0\"")
 	line("mouse: enabled=0")
 	// No sound: the PC speaker's ALSA output aborts Bochs ("buffer
@@ -310,6 +319,14 @@ func bochsMachine(ctx context.Context, dir string, k *Kernel, initrd string, spe
 		ISO:   "host.iso", Log: "bochs.log",
 		ConsoleMode: consoleMode, Console: console,
 	}
+	var outputs []*streamOut
+	if spec.Stdout != nil {
+		// The pipes runMachine hands Bochs after the console's fd 3
+		// (machine.outputs); Bochs opens /dev/fd/N, for a pipe the
+		// same pipe, as it does for the console.
+		cfg.Outputs = []string{"/dev/fd/4", "/dev/fd/5"}
+		outputs = []*streamOut{{w: spec.Stdout}, {w: spec.Stderr}}
+	}
 	if err := os.WriteFile(filepath.Join(dir, "bochsrc"), []byte(cfg.bochsrc()), 0o644); err != nil {
 		return machine{}, err
 	}
@@ -327,6 +344,7 @@ func bochsMachine(ctx context.Context, dir string, k *Kernel, initrd string, spe
 		logFile:               filepath.Join(dir, "bochs.log"),
 		silence:               bochsSilence,
 		stopAfter:             bochsStopLine,
+		outputs:               outputs,
 	}, nil
 }
 

@@ -115,8 +115,7 @@ func TestCheckBochsMissing(t *testing.T) {
 }
 
 func TestBochsrc(t *testing.T) {
-	rc := bochsConfig{MemMB: 2048, ISO: "host.iso", Log: "bochs.log", ConsoleMode: "file", Console: "/dev/fd/3"}.bochsrc()
-	for _, want := range []string{
+	common := []string{
 		"\nmegs: 2048\n",
 		"\ncpu: model=corei7_haswell_4770, count=1, ips=100000000, reset_on_triple_fault=0\n",
 		"\nclock: sync=none\n",
@@ -127,10 +126,31 @@ func TestBochsrc(t *testing.T) {
 		"\nlog: bochs.log\n",
 		"\nerror: action=ignore\n",
 		"\nromimage: file=/usr/share/bochs/BIOS-bochs-latest\n",
-	} {
-		if !strings.Contains(rc, want) {
-			t.Errorf("bochsrc lacks %q:\n%s", want, rc)
-		}
+	}
+	tests := []struct {
+		name    string
+		outputs []string
+		want    []string
+		notWant []string
+	}{
+		{"console only", nil, nil, []string{"com2:", "com3:"}},
+		{"command streams (--exec)", []string{"/dev/fd/4", "/dev/fd/5"},
+			[]string{"\ncom2: enabled=1, mode=file, dev=/dev/fd/4\n", "\ncom3: enabled=1, mode=file, dev=/dev/fd/5\n"}, []string{"com4:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := bochsConfig{MemMB: 2048, ISO: "host.iso", Log: "bochs.log", ConsoleMode: "file", Console: "/dev/fd/3", Outputs: tt.outputs}.bochsrc()
+			for _, want := range append(common, tt.want...) {
+				if !strings.Contains(rc, want) {
+					t.Errorf("bochsrc lacks %q:\n%s", want, rc)
+				}
+			}
+			for _, no := range tt.notWant {
+				if strings.Contains(rc, no) {
+					t.Errorf("bochsrc has %q:\n%s", no, rc)
+				}
+			}
+		})
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 // --exec, package guest/runexec), and what it prints and its exit status
 // cross one more machine boundary to the outer kvmlab:
 //
-//	outer kvmlab ── QEMU (TCG) ──────────────── emulated host ───────────── guest
+//	outer kvmlab ── QEMU (TCG) or Bochs ──────── emulated host ───────────── guest
 //	  stdout  <── pipe <── COM2 /dev/ttyS1 <── inner kvmlab's stdout <── COM2, CMD's stdout
 //	  stderr  <── pipe <── COM3 /dev/ttyS2 <── inner kvmlab's stderr <── COM4, CMD's stderr
 //	  (kept)  <── stdout <── COM1 console:  host kernel, hostinit, "KVMLAB-HOST-EXIT <status>"
@@ -32,6 +32,9 @@ import (
 type ExecRun struct {
 	// Run is the inner kvmlab run: binary, kernel, initramfs, flags.
 	Run KVMLabRun
+	// Emulator is the emulated host's: QEMUSVM ("": the default) or
+	// BochsVMX. Both wire COM2 and COM3 to pipes of their own.
+	Emulator Emulator
 	// Cmd is the command for the guest's shell (--exec), already checked
 	// by the caller.
 	Cmd string
@@ -45,12 +48,15 @@ type ExecRun struct {
 }
 
 // Spec is the emulated host that runs e, and its console is kept in out:
-// QEMU's host (Bochs's has no spare serial ports wired up), not
-// interactive, with CMD's streams on their own serial ports. Each attempt
+// not interactive, with CMD's streams on their own serial ports. Each attempt
 // may last until the deadline, or without one as long as CMD runs: a host
 // that stops answering is noticed by --timeout, as a guest that does.
 func (e ExecRun) Spec(out io.Writer) Spec {
-	s := e.Run.Spec(QEMUSVM, out)
+	emu := e.Emulator
+	if emu == "" {
+		emu = QEMUSVM
+	}
+	s := e.Run.Spec(emu, out)
 	s.Argv = append(s.Argv, "--exec", e.Cmd)
 	s.Interactive = false
 	s.Stdout, s.Stderr = e.Stdout, e.Stderr

@@ -178,8 +178,8 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 	if (spec.Stdout == nil) != (spec.Stderr == nil) {
 		return nil, errors.New("emuhost.Run: give both Stdout and Stderr, or neither")
 	}
-	if spec.Stdout != nil && (spec.Emulator == BochsVMX || spec.Interactive) {
-		return nil, errors.New("emuhost.Run: Stdout and Stderr need the QEMU host, not interactive")
+	if spec.Stdout != nil && spec.Interactive {
+		return nil, errors.New("emuhost.Run: Stdout and Stderr need a host that is not interactive")
 	}
 	for _, f := range spec.Files {
 		if !filepath.IsAbs(f.Path) {

@@ -291,7 +291,7 @@ func TestRunRefusesBadSpec(t *testing.T) {
 		{"relative path", Spec{Argv: []string{"true"}, Files: []File{{Path: "bin/x", Data: []byte{}}}}, "must be absolute"},
 		{"two sources", Spec{Argv: []string{"true"}, Files: []File{{Path: "/x", HostPath: "/etc/hostname", Data: []byte{}}}}, "both HostPath and Data"},
 		{"stdout alone", Spec{Argv: []string{"true"}, Stdout: io.Discard}, "both Stdout and Stderr, or neither"},
-		{"streams from Bochs", Spec{Emulator: BochsVMX, Argv: []string{"true"}, Stdout: io.Discard, Stderr: io.Discard}, "need the QEMU host"},
+		{"streams and interactive", Spec{Emulator: BochsVMX, Interactive: true, Argv: []string{"true"}, Stdout: io.Discard, Stderr: io.Discard}, "not interactive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

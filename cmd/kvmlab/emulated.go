@@ -49,7 +49,7 @@ func runEmulated(f *runFlags, ex *execFlags, kernelPath, initrdPath string, mem 
 		}
 	}
 	if ex.set {
-		return ex.runEmulated(r) // CMD's output, not the console (exec.go)
+		return ex.runEmulated(r, emu) // CMD's output, not the console (exec.go)
 	}
 	what := "QEMU TCG, AMD SVM, nested KVM"
 	if emu == emuhost.BochsVMX {

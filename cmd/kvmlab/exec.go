@@ -86,8 +86,6 @@ func (e *execFlags) check(f *runFlags) error {
 		return usagef("--exec with --restore: a restored machine is already running its own programs: boot a kernel for --exec")
 	case f.control != "":
 		return usagef("--exec with --control: an --exec run is not managed through a socket: leave --control out")
-	case f.emulatedCPU == "intel":
-		return usagef("--exec with --emulated-cpu intel is not supported yet: CMD's output leaves the emulated AMD host only: leave --emulated-cpu out")
 	}
 	return nil
 }
@@ -166,9 +164,9 @@ func (e *execFlags) run(cfg vmm.Config, f *runFlags, obs *observation) error {
 // runEmulated runs the --exec run r inside the emulated host (package
 // emuhost, exec.go): CMD's output streams out through two serial ports of
 // the host, and the inner kvmlab's status becomes this one's.
-func (e *execFlags) runEmulated(r emuhost.KVMLabRun) error {
+func (e *execFlags) runEmulated(r emuhost.KVMLabRun, emu emuhost.Emulator) error {
 	r.DefaultAppend = !e.appendSet
-	code := emuhost.Exec(context.Background(), emuhost.ExecRun{Run: r, Cmd: e.cmd, Limit: e.limit, Start: e.start,
+	code := emuhost.Exec(context.Background(), emuhost.ExecRun{Run: r, Emulator: emu, Cmd: e.cmd, Limit: e.limit, Start: e.start,
 		Stdout: os.Stdout, Stderr: os.Stderr})
 	if code != 0 {
 		return exitError{code}

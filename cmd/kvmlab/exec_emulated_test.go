@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -12,14 +13,17 @@ import (
 
 // TestExecEmulatedHost runs the kvmlab binary as a CI job on a machine
 // without a usable /dev/kvm would: `kvmlab run --emulated-host --exec CMD`
-// boots the emulated host (QEMU TCG, nested SVM), the default guest inside
-// it, and CMD in the guest. Standard output must be CMD's alone (nothing
+// boots the emulated host (QEMU TCG, nested SVM; or Bochs, nested VT-x,
+// with --emulated-cpu intel), the default guest inside it, and CMD in the
+// guest. It runs beside TestExecEmulatedIntelHost (t.Parallel): QEMU's
+// host and Bochs's, one thread, share the two cores as in make integration. Standard output must be CMD's alone (nothing
 // of the emulated host's or the guest kernel's), standard error CMD's own,
 // and the exit status CMD's, or 124 when --timeout, which counts the
 // emulated host's boot too, runs out. Three emulated hosts, about a minute
 // and a half each on a 2-core machine; KVMLAB_SKIP_EMULATED=1 skips it, as
 // emuhost's own emulated-host tests.
 func TestExecEmulatedHost(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("KVMLAB_SKIP_EMULATED") == "1" {
 		t.Skip("KVMLAB_SKIP_EMULATED=1")
 	}
@@ -71,5 +75,44 @@ func TestExecEmulatedHost(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExecEmulatedIntelHost is TestExecEmulatedHost's first case in the
+// emulated Intel host (--emulated-cpu intel: Bochs, nested VT-x), whose
+// COM2 and COM3 carry CMD's two streams as QEMU's do: CMD's stdout alone
+// on stdout, its stderr on stderr, its status kvmlab's. One Bochs host,
+// about two and a half minutes.
+func TestExecEmulatedIntelHost(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("KVMLAB_SKIP_EMULATED") == "1" {
+		t.Skip("KVMLAB_SKIP_EMULATED=1")
+	}
+	if _, err := exec.LookPath("bochs"); err != nil {
+		t.Skip("bochs is not installed (apt-get install bochs bochsbios vgabios isolinux syslinux-common xorriso): no emulated Intel host here")
+	}
+	kernel, initrd := guest.Default()
+	for _, p := range []string{kernel, initrd} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("the default guest is not built (%v): run 'make guest'", err)
+		}
+	}
+	bin, _ := buildCLI(t, t.TempDir())
+	r := runBin(t, bin, nil, "run", "--emulated-host", "--emulated-cpu", "intel", "--kernel", kernel, "--initrd", initrd,
+		"--exec", "echo to-out; uname -r >&2; exit 3")
+	t.Logf("status %d, stdout %q, stderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.code != 3 || r.stdout != "to-out\n" {
+		t.Fatalf("status %d, stdout %q; want 3 and %q", r.code, r.stdout, "to-out\n")
+	}
+	// The guest's kernel release on stderr: CMD ran in the guest (kvmlab's
+	// kernel, a plain release such as 6.1.192), not in the emulated host
+	// (Debian's, 6.1.0-N-amd64).
+	if !regexp.MustCompile(`(?m)^\d+\.\d+\.\d+\n`).MatchString(r.stderr) || strings.Contains(r.stderr, "amd64") || strings.Contains(r.stderr, "to-out") {
+		t.Errorf("stderr %q: want the guest kernel's release, and not CMD's stdout", r.stderr)
+	}
+	for _, l := range []string{"hostinit:", "KVMLAB-HOST-EXIT", "kvm [", "Linux version", "Bochs"} {
+		if strings.Contains(r.stdout, l) || strings.Contains(r.stderr, l) {
+			t.Errorf("the emulated host's or the guest kernel's %q reached CMD's streams", l)
+		}
 	}
 }

@@ -35,7 +35,6 @@ func TestExecBadInput(t *testing.T) {
 		{"timeout without exec", []string{"run", "--timeout", "5s"}, "kvmlab: --timeout 5s bounds an --exec run: add --exec CMD, or leave --timeout out"},
 		{"exec with restore", []string{"run", "--exec", "true", "--restore", filepath.Join(dir, "nope")}, "kvmlab: --exec with --restore:"},
 		{"exec with control", []string{"run", "--exec", "true", "--control", filepath.Join(dir, "sock")}, "kvmlab: --exec with --control:"},
-		{"exec in the emulated Intel host", []string{"run", "--exec", "true", "--emulated-host", "--emulated-cpu", "intel"}, "kvmlab: --exec with --emulated-cpu intel is not supported yet"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
