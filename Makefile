@@ -41,7 +41,7 @@ lint:
 	go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 unit:
-	KVMLAB_TEST_BZIMAGE=$(CACHE)/default/bzImage go test -count=1 $$(go list ./... | grep -v /tests$$)
+	KVMLAB_TEST_BZIMAGE=$(CACHE)/default/bzImage go test -count=1 -timeout 25m $$(go list ./... | grep -v /tests$$)
 
 # 6 s a target in make test: with 44 targets that is under 5 minutes, and
 # the suite stays under 45 minutes on a fresh machine. Fuzz longer by hand:

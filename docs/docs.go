@@ -12,10 +12,16 @@
 // to run, where the rest of the line does not), and a last line "(exit
 // status N)" says the command ends with status N instead of 0. "console
 // kvm" marks a block that needs /dev/kvm (or root): it runs in the emulated
-// host. A block whose info string is "file NAME" shows a file the next
-// console block's commands use (a stepper session, a test script): the
-// checker writes it into that block's working directory first, so the page
-// shows every input the output depends on. Two programs at once, such as
+// host. "console emulated-host" marks one whose commands boot the emulated
+// host themselves (kvmlab run --emulated-host): they need no KVM, so they
+// run on the host, but each takes minutes, so not among the quick ones.
+// "unprivileged" (with either, or alone) marks a block whose commands a
+// user who is not root types, such as a rootless container: a checker
+// running as root runs them as the user nobody. A block whose info string
+// is "file NAME" shows a file the next console block's commands use (a
+// stepper session, a test script): the checker writes it into that block's
+// working directory first, so the page shows every input the output
+// depends on. Two programs at once, such as
 // kvmlab run and gdb or kvmlab control, are shown as a shell runs them: a
 // command ending with "&" runs in the background, the lines under it are
 // what it prints before the reader types the next command (the checker
@@ -38,7 +44,9 @@
 // command printed (standard output and standard error in one stream, as a
 // terminal shows them) with what the page says. TestDocs (this package) runs
 // the blocks that need no KVM on the host; TestDocsKVM (package tests) runs
-// the others inside the emulated host.
+// the "console kvm" ones inside the emulated host; TestDocsEmulatedHost
+// (this package) runs the "console emulated-host" ones on the host, each
+// command booting an emulated host of its own.
 package docs
 
 import (
@@ -70,10 +78,18 @@ var Pages embed.FS
 
 // Block is one checked example: a fenced console block of a page.
 type Block struct {
-	Page  string // file name, e.g. "labs.md"
-	Line  int    // line of the opening fence, from 1
-	KVM   bool   // "console kvm": runs in the emulated host
-	Steps []Step
+	Page string // file name, e.g. "labs.md"
+	Line int    // line of the opening fence, from 1
+	KVM  bool   // "console kvm": runs in the emulated host
+	// EmulatedHost is "console emulated-host": its commands boot the
+	// emulated host themselves (kvmlab run --emulated-host), as on a
+	// machine without a usable /dev/kvm, so it runs on this machine,
+	// minutes a command.
+	EmulatedHost bool
+	// Unprivileged is "unprivileged" after console: the commands run as
+	// a user who is not root (Nobody, when the checker is root).
+	Unprivileged bool
+	Steps        []Step
 	// Files are the "file NAME" blocks just before this one on the page:
 	// written into the working directory before the first step.
 	Files []File
@@ -203,10 +219,21 @@ func Extract(page, text string) ([]Block, error) {
 			b := Block{Page: page, Line: n, Files: files}
 			files = nil
 			for _, w := range info[1:] {
-				if w != "kvm" {
-					return nil, bad(n, "unknown word %q after console (only kvm is known)", w)
+				switch w {
+				case "kvm":
+					b.KVM = true
+				case "emulated-host":
+					b.EmulatedHost = true
+				case "unprivileged":
+					b.Unprivileged = true
+				default:
+					return nil, bad(n, "unknown word %q after console (known: kvm, emulated-host, unprivileged)", w)
 				}
-				b.KVM = true
+			}
+			if b.KVM && b.EmulatedHost {
+				// One runs inside the emulated host, the other boots
+				// one: an emulated host inside another is out of reach.
+				return nil, bad(n, "a block is console kvm (run inside the emulated host) or console emulated-host (boot one), not both")
 			}
 			cur, fence, indent = &b, f, ind
 		case inOther:
@@ -229,6 +256,13 @@ func Extract(page, text string) ([]Block, error) {
 			}
 			if err := cur.checkJobs(); err != nil {
 				return nil, err
+			}
+			if cur.Unprivileged {
+				for _, s := range cur.Steps {
+					if s.Words[0] == "sudo" {
+						return nil, bad(s.Line, "sudo in an unprivileged block: its commands are those of a user who is not root")
+					}
+				}
 			}
 			blocks = append(blocks, *cur)
 			cur = nil
@@ -463,7 +497,26 @@ type Env struct {
 	GuestDir string // the default guest: KVMLAB_GUEST_DIR
 	Home     string // a fresh home directory for the block: "~"
 	Dir      string // the working directory, fresh for the block
+	// HostKernels, when not "", is the emulated host's kernel cache
+	// (package emuhost: ~/.cache/kvmlab/hostkernel, a Debian kernel and
+	// its KVM modules), linked into the fresh home as the guest is, so
+	// that kvmlab run --emulated-host finds it there instead of
+	// downloading the kernel again for every block.
+	HostKernels string
+	// Environ is added to each command's environment ("KEY=value"). The
+	// emulated host's /init is built with go build when the host boots,
+	// and Go finds its build and module caches through HOME unless told:
+	// TestDocsEmulatedHost passes them here, so that a fresh home does
+	// not mean a cold build and a module download.
+	Environ []string
+
+	as *syscall.Credential // the user the commands run as; nil: the checker's
 }
+
+// Nobody is the user and group ID an unprivileged block's commands run as
+// when the checker is root: nobody and nogroup on Debian and its
+// derivatives (the overflow IDs of the kernel's user namespaces too).
+const Nobody = 65534
 
 // Tools are the programs other than kvmlab a checked command may run: GNU
 // as and ld, which build the labs' guests, mkfs.ext4 and debugfs, which
@@ -505,9 +558,10 @@ func (e Env) Argv(words []string) ([]string, error) {
 }
 
 // Prepare makes the fresh home of a block: Home/.cache/kvmlab/default is a
-// link to the guest, and Home/.cache/kvmlab/vmlinux to shared, the cache of
+// link to the guest, Home/.cache/kvmlab/vmlinux to shared, the cache of
 // decompressed kernels every block may share (so that each block does not
-// decompress the guest's kernel again).
+// decompress the guest's kernel again), and Home/.cache/kvmlab/hostkernel
+// to HostKernels when it is set.
 func (e Env) Prepare(shared string) error {
 	c := filepath.Join(e.Home, ".cache", "kvmlab")
 	if err := os.MkdirAll(c, 0o755); err != nil {
@@ -524,6 +578,11 @@ func (e Env) Prepare(shared string) error {
 			return fmt.Errorf("docs: %w", err)
 		}
 		if err := os.Symlink(shared, filepath.Join(c, "vmlinux")); err != nil {
+			return fmt.Errorf("docs: %w", err)
+		}
+	}
+	if e.HostKernels != "" {
+		if err := os.Symlink(e.HostKernels, filepath.Join(c, "hostkernel")); err != nil {
 			return fmt.Errorf("docs: %w", err)
 		}
 	}
@@ -559,7 +618,7 @@ func (e Env) command(ctx context.Context, s Step, out io.Writer) (cmd *exec.Cmd,
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "XDG_CACHE_HOME=")
 	})
-	cmd.Env = append(env, "HOME="+e.Home)
+	cmd.Env = append(append(env, e.Environ...), "HOME="+e.Home)
 	done = func() {}
 	if s.Stdin != "" {
 		p := e.path(s.Stdin)
@@ -572,7 +631,7 @@ func (e Env) command(ctx context.Context, s Step, out io.Writer) (cmd *exec.Cmd,
 	cmd.Stdout, cmd.Stderr = out, out // one pipe: os/exec shares it when both are the same writer
 	// kvmlab re-executes itself (run, container): on a hang, the whole
 	// process group goes, and Wait does not wait on a pipe a child holds.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: e.as}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 	return cmd, done, nil
@@ -780,6 +839,14 @@ func (b Block) Check(e Env, shared string, limit time.Duration, logf func(format
 			return fmt.Errorf("docs: %w", err)
 		}
 	}
+	if b.Unprivileged && os.Geteuid() == 0 {
+		if err := e.giveTo(Nobody, Nobody); err != nil {
+			return fmt.Errorf("%s: %w", b.Name(), err)
+		}
+		// No supplementary groups: Groups is empty and setgroups is
+		// called, so root's groups are not kept.
+		e.as = &syscall.Credential{Uid: Nobody, Gid: Nobody}
+	}
 	var jobs []*job
 	defer func() {
 		for _, j := range jobs {
@@ -823,6 +890,71 @@ func (b Block) Check(e Env, shared string, limit time.Duration, logf func(format
 		logf("%s:%d: $ %s: as the page says (exit status %d); it printed:\n%s", b.Page, s.Line, s.Command, s.Status, got)
 	}
 	return nil
+}
+
+// giveTo hands the block's home and working directory, prepared and with
+// its files, to the user uid (group gid) its commands will run as. The
+// guest in the home becomes a copy of its kernel and initramfs: GuestDir
+// may be under root's home, which others cannot enter. Every directory
+// above Home and Dir must let others through (mode o+x): the caller's
+// directories (t.TempDir's are 0700) are not changed here, but named.
+func (e Env) giveTo(uid, gid int) error {
+	for _, d := range []string{e.Home, e.Dir} {
+		for p := filepath.Dir(d); ; p = filepath.Dir(p) {
+			st, err := os.Stat(p)
+			if err != nil {
+				return fmt.Errorf("docs: %w", err)
+			}
+			if st.Mode().Perm()&0o001 == 0 {
+				return fmt.Errorf("docs: uid %d cannot reach %s: %s has mode %v (an unprivileged block needs directories others may enter)", uid, d, p, st.Mode().Perm())
+			}
+			if p == filepath.Dir(p) {
+				break
+			}
+		}
+	}
+	def := filepath.Join(e.Home, ".cache", "kvmlab", "default")
+	if err := os.Remove(def); err != nil {
+		return fmt.Errorf("docs: %w", err)
+	}
+	if err := os.Mkdir(def, 0o755); err != nil {
+		return fmt.Errorf("docs: %w", err)
+	}
+	for _, f := range []string{"bzImage", "initramfs.cpio"} {
+		if err := copyFile(filepath.Join(e.GuestDir, f), filepath.Join(def, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("docs: the guest for an unprivileged block: %w", err)
+		}
+	}
+	for _, d := range []string{e.Home, e.Dir} {
+		err := filepath.WalkDir(d, func(p string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, uid, gid)
+		})
+		if err != nil {
+			return fmt.Errorf("docs: %w", err)
+		}
+	}
+	return nil
+}
+
+// copyFile copies the file src (a link followed) to a new file dst.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // Match reports whether output, split into lines (trailing blanks of each

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -64,6 +65,22 @@ func TestExtract(t *testing.T) {
 		{name: "output before a command", page: "```console\nhello\n$ kvmlab help\n```\n", err: "p.md:2: output before the first command"},
 		{name: "no command", page: "```console\n```\n", err: "p.md:1: a console block without a command"},
 		{name: "unknown attribute", page: "```console kvn\n$ kvmlab help\n```\n", err: `unknown word "kvn"`},
+		{
+			name: "a block that boots the emulated host",
+			page: "```console emulated-host\n$ kvmlab run --emulated-host --exec 'uname -r'\n[N].[N][...]\n```\n",
+			want: []Block{{Page: "p.md", Line: 1, EmulatedHost: true, Steps: []Step{
+				{Line: 2, Command: "kvmlab run --emulated-host --exec 'uname -r'", Words: []string{"kvmlab", "run", "--emulated-host", "--exec", "uname -r"}, Want: []string{"[N].[N][...]"}},
+			}}},
+		},
+		{
+			name: "an unprivileged block",
+			page: "```console kvm unprivileged\n$ kvmlab container -- id\n```\n",
+			want: []Block{{Page: "p.md", Line: 1, KVM: true, Unprivileged: true, Steps: []Step{
+				{Line: 2, Command: "kvmlab container -- id", Words: []string{"kvmlab", "container", "--", "id"}},
+			}}},
+		},
+		{name: "sudo in an unprivileged block", page: "```console unprivileged\n$ kvmlab help\n$ sudo kvmlab container -- id\n```\n", err: "p.md:3: sudo in an unprivileged block"},
+		{name: "kvm and emulated-host", page: "```console emulated-host kvm\n$ kvmlab help\n```\n", err: "p.md:1: a block is console kvm (run inside the emulated host) or console emulated-host (boot one), not both"},
 		{name: "unclosed", page: "```console\n$ kvmlab help\n", err: "p.md:1: console block never closed"},
 		{name: "a pipe", page: "```console\n$ kvmlab help | head\n```\n", err: `p.md:2: '|' needs a shell`},
 		{name: "dangling continuation", page: "```console\n$ kvmlab help \\\n```\n", err: "ends with a backslash"},
@@ -243,6 +260,7 @@ func FuzzExtract(f *testing.F) {
 	f.Add("```console kvm\n$ kvmlab run --exec 'x' \\\n  --mem 1G # c\n...\n(exit status 3)\n```\n")
 	f.Add("````console\n$ kvmlab \"a\\\"b\" c\\ d\n```\n````\n~~~\n```console\n~~~\n")
 	f.Add("```file s.txt\nregs\n```\n```console kvm\n$ kvmlab step --script s.txt\n#[N] vCPU0 [...]\n...\n```\n")
+	f.Add("```console emulated-host unprivileged\n$ kvmlab run --emulated-host --emulated-cpu intel --stats\n...\n  KVM_EXIT_IO [...][N][...]%[...]\n```\n")
 	f.Fuzz(func(t *testing.T, page string) {
 		blocks, err := Extract("f.md", page)
 		if err != nil {
@@ -291,19 +309,22 @@ func TestPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, kvm := 0, 0
+	host, kvm, emulated := 0, 0, 0
 	pages := map[string]bool{}
 	for _, b := range blocks {
 		pages[b.Page] = true
-		if b.KVM {
+		switch {
+		case b.KVM:
 			kvm += len(b.Steps)
-		} else {
+		case b.EmulatedHost:
+			emulated += len(b.Steps)
+		default:
 			host += len(b.Steps)
 		}
 	}
-	t.Logf("%d checked commands on the host and %d in the emulated host, on %d pages", host, kvm, len(pages))
-	if host == 0 || kvm == 0 {
-		t.Errorf("checked commands: %d on the host, %d in the emulated host; want some of each", host, kvm)
+	t.Logf("%d checked commands on the host, %d in the emulated host and %d that boot one, on %d pages", host, kvm, emulated, len(pages))
+	if host == 0 || kvm == 0 || emulated == 0 {
+		t.Errorf("checked commands: %d on the host, %d in the emulated host, %d that boot one; want some of each", host, kvm, emulated)
 	}
 	if !pages["README.md"] {
 		t.Errorf("docs/README.md has no checked example")
@@ -322,27 +343,38 @@ func TestDocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := os.Getenv("KVMLAB_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "kvmlab")
-		out, err := exec.Command("go", "build", "-o", bin, "kvmlab/cmd/kvmlab").CombinedOutput()
-		if err != nil {
-			t.Fatalf("building kvmlab (set KVMLAB_BIN to use a built one): %v\n%s", err, out)
-		}
-	}
+	bin := kvmlabBin(t)
 	guest := os.Getenv("KVMLAB_GUEST_DIR")
 	if guest == "" {
 		guest = filepath.Join(t.TempDir(), "no-guest") // no host block may need one
 	}
 	shared := filepath.Join(t.TempDir(), "vmlinux")
 	for _, b := range blocks {
-		if b.KVM {
-			continue
+		if b.KVM || b.EmulatedHost {
+			continue // TestDocsKVM's and TestDocsEmulatedHost's
 		}
 		t.Run(b.Name(), func(t *testing.T) {
 			RunBlock(t, b, bin, guest, shared, time.Minute)
 		})
 	}
+}
+
+// kvmlabBin is the kvmlab under test: KVMLAB_BIN, or one built from this
+// tree when it is not set, static as make build builds it (CGO_ENABLED=0):
+// kvmlab run --emulated-host carries itself into the emulated host, which
+// has no C library.
+func kvmlabBin(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("KVMLAB_BIN"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(t.TempDir(), "kvmlab")
+	build := exec.Command("go", "build", "-o", bin, "kvmlab/cmd/kvmlab")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building kvmlab (set KVMLAB_BIN to use a built one): %v\n%s", err, out)
+	}
+	return bin
 }
 
 // RunBlock runs b in a fresh home and working directory under t.TempDir.
@@ -360,13 +392,7 @@ func RunBlock(t *testing.T, b Block, bin, guest, shared string, limit time.Durat
 // them: kvmlab stat says what is in the one it is given (without the file,
 // it would say "no such file").
 func TestBlockFiles(t *testing.T) {
-	bin := os.Getenv("KVMLAB_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "kvmlab")
-		if out, err := exec.Command("go", "build", "-o", bin, "kvmlab/cmd/kvmlab").CombinedOutput(); err != nil {
-			t.Fatalf("building kvmlab: %v\n%s", err, out)
-		}
-	}
+	bin := kvmlabBin(t)
 	page := "```file sub/trace.json\nnot json\n```\n```file run.sh\n#!/bin/sh\n```\n```console\n$ kvmlab stat sub/trace.json\n" +
 		"kvmlab: stat sub/trace.json: no exit events in [N] line (line 1: not a JSON object): [...]\n(exit status 2)\n```\n"
 	blocks, err := Extract("p.md", page)
@@ -393,13 +419,7 @@ func TestBackground(t *testing.T) {
 	if _, err := exec.LookPath("debugfs"); err != nil {
 		t.Fatalf("debugfs (e2fsprogs) is needed: %v", err)
 	}
-	bin := os.Getenv("KVMLAB_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "kvmlab")
-		if out, err := exec.Command("go", "build", "-o", bin, "kvmlab/cmd/kvmlab").CombinedOutput(); err != nil {
-			t.Fatalf("building kvmlab: %v\n%s", err, out)
-		}
-	}
+	bin := kvmlabBin(t)
 	file := "```file cmds.txt\nshow_debugfs_params\n```\n"
 	tests := []struct {
 		name, block, err string
@@ -426,5 +446,60 @@ func TestBackground(t *testing.T) {
 				t.Fatalf("Check: %v; want an error containing %q", err, tt.err)
 			}
 		})
+	}
+}
+
+// TestUnprivileged runs an unprivileged block: as root, its commands run as
+// Nobody, in a home and a directory that are Nobody's (kvmlab lab start
+// writes its files as the user it runs as); as another user, as that user.
+// A directory Nobody cannot enter is refused, naming it.
+func TestUnprivileged(t *testing.T) {
+	bin := kvmlabBin(t)
+	blocks, err := Extract("p.md", "```console unprivileged\n$ kvmlab lab start 1 ~/lab1\n...\n$ kvmlab lab start 1 lab1\n...\n```\n")
+	if err != nil || len(blocks) != 1 {
+		t.Fatalf("Extract: %v, %d blocks", err, len(blocks))
+	}
+	want := os.Geteuid()
+	if want == 0 {
+		want = Nobody
+	}
+	// Others may enter d, as they may enter a home under /home.
+	d, err := os.MkdirTemp("", "kvmlab-docs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	if err := os.Chmod(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// And so may they run the binary: a copy, as kvmlabBin's may be in a
+	// t.TempDir.
+	if err := copyFile(bin, filepath.Join(d, "kvmlab")); err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(d, "kvmlab")
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := Env{Bin: bin, GuestDir: filepath.Join(d, "no-guest"), Home: filepath.Join(d, "home"), Dir: filepath.Join(d, "work")}
+	if err := blocks[0].Check(e, "", time.Minute, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{filepath.Join(e.Home, "lab1", "guest.S"), filepath.Join(e.Dir, "lab1", "guest.S")} {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := st.Sys().(*syscall.Stat_t).Uid; int(uid) != want {
+			t.Errorf("%s belongs to uid %d, want %d", f, uid, want)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	hidden := t.TempDir() // 0700, and so is its parent
+	e = Env{Bin: bin, GuestDir: filepath.Join(hidden, "no-guest"), Home: filepath.Join(hidden, "home"), Dir: filepath.Join(hidden, "work")}
+	if err := blocks[0].Check(e, "", time.Minute, t.Logf); err == nil || !strings.Contains(err.Error(), "uid 65534 cannot reach") {
+		t.Errorf("Check in a directory nobody may enter: %v, want an error saying so", err)
 	}
 }

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -15,7 +16,8 @@ import (
 // its page says and ends with the status it says. The pages travel in the
 // test binary (docs.Pages), so this runs inside the emulated host like the
 // other tests here. The examples that need neither run on the host, in
-// docs.TestDocs.
+// docs.TestDocs, and those that boot the emulated host themselves
+// ("console emulated-host") on the host too, in docs.TestDocsEmulatedHost.
 func TestDocsKVM(t *testing.T) {
 	blocks, err := docs.All()
 	if err != nil {
@@ -38,6 +40,9 @@ func TestDocsKVM(t *testing.T) {
 		n++
 		t.Run(b.Name(), func(t *testing.T) {
 			d := t.TempDir()
+			if b.Unprivileged {
+				d = enterableDir(t)
+			}
 			e := docs.Env{Bin: bin, GuestDir: guest, Home: filepath.Join(d, "home"), Dir: filepath.Join(d, "work")}
 			// 10 minutes bounds a hung guest; a boot takes well under one.
 			if err := b.Check(e, shared, 10*time.Minute, t.Logf); err != nil {
@@ -48,4 +53,20 @@ func TestDocsKVM(t *testing.T) {
 	if n == 0 {
 		t.Fatal("no console kvm block in docs/*.md: the examples that need KVM are no longer checked")
 	}
+}
+
+// enterableDir is a fresh directory for an unprivileged block, whose
+// commands run as docs.Nobody: others may enter it (t.TempDir's, and the
+// directory above them, are root's alone).
+func enterableDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "kvmlab-docs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	if err := os.Chmod(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
