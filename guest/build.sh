@@ -33,7 +33,21 @@ log "building kvmlab's uinit"
 CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$work/uinit" ./guest/uinit
 log "building the initramfs (about a minute)"
 # u-root resolves its command packages relative to its own module.
-( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh -files "$work/uinit:bin/uinit" -files "$work/uinit:bin/reboot" -files "$work/uinit:bin/kvmlab-console" -files "$work/uinit:bin/kvmlab-probe" -files "$work/uinit:bin/kvmlab-io" -files "$work/uinit:bin/kvmlab-hostile" -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
+# uinit is one multi-call binary (it looks at argv[0], guest/uinit/main.go):
+# its other names are symlinks to it, as u-root's own commands are links to
+# bbin/bb. u-root's -files archives a symlink as a symlink. Six copies of
+# the 3.2 MB binary made the archive 16 MB larger, and every guest carried
+# them twice: once as the initramfs kvmlab loads into its RAM, once as the
+# files unpacked from it.
+mkdir "$work/links"
+files="-files $work/uinit:bin/uinit"
+for name in reboot kvmlab-console kvmlab-probe kvmlab-io kvmlab-hostile; do
+	ln -s uinit "$work/links/$name"
+	files="$files -files $work/links/$name:bin/$name"
+done
+# $files is split on purpose: $work comes from mktemp (no spaces).
+# shellcheck disable=SC2086
+( cd "$src" && "$work/u-root" -go-build-tags goshsmall -defaultsh gosh $files -o "$work/initramfs.cpio" core ) 2> "$work/u-root.log" || {
 	tail -20 "$work/u-root.log" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
 mv "$work/initramfs.cpio" "$out"

@@ -15,7 +15,9 @@
 // terminal reads end-of-file, including the descriptor init would hand to the
 // next shell. Staying alive keeps the session, and the console, usable.
 //
-// The same binary is installed as /bin/reboot, which u-root's core set lacks:
+// The same binary has other names, each a symlink to /bin/uinit in the
+// guest image (guest/build.sh), and it picks what to be from argv[0]. It is
+// /bin/reboot, which u-root's core set lacks:
 // it syncs and asks the kernel to restart, which on kvmlab ends the VMM.
 //
 // It is also /bin/kvmlab-console, the guest half of `kvmlab bench`'s console
