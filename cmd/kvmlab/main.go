@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -105,7 +106,14 @@ func main() {
 		// Once, before anything is allocated: a Go heap without
 		// transparent huge pages (see package footprint). Here, not in realMain,
 		// so that tests calling realMain stay in their process.
-		footprint.ReexecWithoutHeapTHP()
+		// Not for a restore, whose point is to be running soon: the
+		// second start of the binary costs about 105 ms in the emulated
+		// Intel host, a tenth of what a clone takes to answer at its
+		// shell there (docs/snapshot.md), against a huge page or two
+		// more in the clone's heap.
+		if !restoring(os.Args[2:]) {
+			footprint.ReexecWithoutHeapTHP()
+		}
 		// No heap profile is ever written by kvmlab run, so no
 		// allocation needs sampling: each sample unwinds the stack
 		// through the runtime's function tables, which the image trim has
@@ -219,4 +227,20 @@ func asUsage(err error) error {
 		return usageError{ue.Msg}
 	}
 	return err
+}
+
+// restoring tells whether run's arguments ask for --restore, before the
+// flags are parsed (a value that happens to read "--restore" only costs
+// the re-exec, see main).
+func restoring(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "restore" {
+			return true
+		}
+	}
+	return false
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -124,7 +125,8 @@ func TestRefused(t *testing.T) {
 	}{
 		{"empty", func([]byte) []byte { return nil }, "too short"},
 		{"not a snapshot", func(b []byte) []byte { return bytes.Repeat([]byte("x"), len(b)) }, "does not start with"},
-		{"newer version", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[8:], 3); return b }, "format version 3"},
+		{"newer version", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[8:], Version+1); return b }, fmt.Sprintf("format version %d,", Version+1)},
+		{"older version", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[8:], Version-1); return b }, fmt.Sprintf("format version %d,", Version-1)},
 		{"flags", func(b []byte) []byte { b[12] = 1; return b }, "unknown flags"},
 		{"huge description", func(b []byte) []byte { binary.LittleEndian.PutUint64(b[16:], 1<<62); return b }, "more than the file holds"},
 		{"description damaged", func(b []byte) []byte { b[headerSize] ^= 1; return b }, "description's checksum"},
