@@ -31,6 +31,7 @@ import (
 	"kvmlab/container"
 	"kvmlab/internal/cli"
 	"kvmlab/internal/footprint"
+	"kvmlab/internal/rawterm"
 )
 
 // usageError is bad user input: one line, exit status 2.
@@ -120,7 +121,12 @@ func main() {
 		// just dropped (see package footprint). Set as early as main can.
 		runtime.MemProfileRate = 0
 	}
-	os.Exit(realMain(os.Args[1:]))
+	code := realMain(os.Args[1:])
+	// All of kvmlab's output out of a slow terminal before it goes
+	// (rawterm.Drain: a session leader's exit would discard the rest).
+	rawterm.Drain(os.Stdout)
+	rawterm.Drain(os.Stderr)
+	os.Exit(code)
 }
 
 func realMain(args []string) int {

@@ -166,6 +166,7 @@ func TestVMMFilter(t *testing.T) {
 		{"mprotect to execute", call{arch: x86, nr: unix.SYS_MPROTECT, args: [6]uint64{0, 0, unix.PROT_READ | unix.PROT_EXEC}}, Trap},
 		{"kill", call{arch: x86, nr: unix.SYS_KILL}, Trap},
 		{"console TCSETS", call{arch: x86, nr: unix.SYS_IOCTL, args: [6]uint64{0, unix.TCSETS}}, Allow},
+		{"console TCSBRK (tcdrain at exit)", call{arch: x86, nr: unix.SYS_IOCTL, args: [6]uint64{1, unix.TCSBRK, 1}}, Allow},
 		{"TUNSETIFF", call{arch: x86, nr: unix.SYS_IOCTL, args: [6]uint64{5, unix.TUNSETIFF}}, Trap},
 		{"TIOCSTI (type into the terminal)", call{arch: x86, nr: unix.SYS_IOCTL, args: [6]uint64{0, unix.TIOCSTI}}, Trap},
 		{"i386 int 0x80 write", call{arch: unix.AUDIT_ARCH_I386, nr: 4}, KillProcess},

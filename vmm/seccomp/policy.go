@@ -31,9 +31,11 @@ func VMMRules() []Rule {
 		ioctls = append(ioctls, i.Request)
 	}
 	// The console: x/term restores the terminal with TCSETS when the
-	// guest stops (and IsTerminal is TCGETS). Every TUNSET* of the TAP
-	// devices happens while the machine is built, so none is here.
-	ioctls = append(ioctls, unix.TCGETS, unix.TCSETS)
+	// guest stops (and IsTerminal is TCGETS), and waits with TCSBRK
+	// (tcdrain) for its last output to leave a slow terminal before it
+	// exits (rawterm.Drain). Every TUNSET* of the TAP devices happens
+	// while the machine is built, so none is here.
+	ioctls = append(ioctls, unix.TCGETS, unix.TCSETS, unix.TCSBRK)
 
 	plain := func(name string, nr uintptr) Rule { return Rule{Name: name, Nr: uint32(nr)} }
 	var libc []Rule
