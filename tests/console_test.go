@@ -262,8 +262,23 @@ func (g *guestConsole) value(key, cmd string, timeout time.Duration) string {
 	g.t.Helper()
 	g.send(fmt.Sprintf("echo %s=$(%s)\n", key, cmd))
 	m := g.expect(regexp.MustCompile(regexp.QuoteMeta(key)+`=([^\r\n$]*)\r?\n`), timeout)
-	return strings.TrimSpace(m[1])
+	v := m[1]
+	// The guest kernel writes its messages to the same console whenever
+	// it likes, so one can land in the middle of the shell's line: seen,
+	// "ANSWER=42[    9.618789] clocksource: timekeeping watchdog on
+	// CPU0: Marking clocksource 'tsc' as unstable ..." in a clone restored
+	// on a loaded machine (docs/snapshot.md, "Time"). The value ends where
+	// a message's timestamp starts; the message stays in the log.
+	if loc := printkStamp.FindStringIndex(v); loc != nil {
+		g.t.Logf("a kernel message cut into the shell's answer for %s: %q", key, v[loc[0]:])
+		v = v[:loc[0]]
+	}
+	return strings.TrimSpace(v)
 }
+
+// printkStamp is the time stamp the guest kernel puts before each of its
+// console messages (CONFIG_PRINTK_TIME): seconds and microseconds.
+var printkStamp = regexp.MustCompile(`\[\s*\d+\.\d{6}\]`)
 
 // wait waits for kvmlab to exit and returns its exit code.
 func (g *guestConsole) wait(timeout time.Duration) int {

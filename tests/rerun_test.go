@@ -184,3 +184,23 @@ func TestFlatStallVerdict(t *testing.T) {
 		})
 	}
 }
+
+// TestPrintkStamp: a kernel message's time stamp is found where one cut
+// into a shell's answer, and not in answers that merely hold brackets.
+func TestPrintkStamp(t *testing.T) {
+	tests := []struct {
+		line string
+		at   int // -1: none
+	}{
+		{"42[    9.618789] clocksource: timekeeping watchdog on CPU0", 2},
+		{"42", -1},
+		{"[1] 2 [3.5]", -1},
+		{"[12345.123456] at the start", 0},
+	}
+	for _, tc := range tests {
+		loc := printkStamp.FindStringIndex(tc.line)
+		if (loc == nil && tc.at != -1) || (loc != nil && loc[0] != tc.at) {
+			t.Errorf("printkStamp in %q: %v, want at %d", tc.line, loc, tc.at)
+		}
+	}
+}
