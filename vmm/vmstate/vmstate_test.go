@@ -127,7 +127,7 @@ func TestRefused(t *testing.T) {
 		{"not a snapshot", func(b []byte) []byte { return bytes.Repeat([]byte("x"), len(b)) }, "does not start with"},
 		{"newer version", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[8:], Version+1); return b }, fmt.Sprintf("format version %d,", Version+1)},
 		{"older version", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[8:], Version-1); return b }, fmt.Sprintf("format version %d,", Version-1)},
-		{"flags", func(b []byte) []byte { b[12] = 1; return b }, "unknown flags"},
+		{"flags", func(b []byte) []byte { b[12] |= 2; return b }, "unknown flags"},
 		{"huge description", func(b []byte) []byte { binary.LittleEndian.PutUint64(b[16:], 1<<62); return b }, "more than the file holds"},
 		{"description damaged", func(b []byte) []byte { b[headerSize] ^= 1; return b }, "description's checksum"},
 		{"huge run count", func(b []byte) []byte { binary.LittleEndian.PutUint64(b[descEnd+4+8:], 1<<40); return b }, "RAM runs claimed"},
@@ -232,5 +232,31 @@ func TestMapAndVerify(t *testing.T) {
 	})
 	if err := g.VerifyMapped(bmapped); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "checksum") {
 		t.Errorf("VerifyMapped on damaged RAM: %v", err)
+	}
+}
+
+// TestEitherRAMChecksum: a file whose RAM part carries either CRC, as the
+// writer's machine chose (ramCRC), reads back whole, says which in its
+// flags, and is refused when one byte of its RAM changes.
+func TestEitherRAMChecksum(t *testing.T) {
+	saved := ramCRC
+	t.Cleanup(func() { ramCRC = saved })
+	for _, flags := range []uint32{0, FlagCastagnoli} {
+		t.Run(fmt.Sprintf("flags %d", flags), func(t *testing.T) {
+			ramCRC = func() uint32 { return flags }
+			file, _ := write(t, []byte(`{}`), machineRAM())
+			if got := binary.LittleEndian.Uint32(file[12:]); got != flags {
+				t.Fatalf("header flags %#x, want %#x", got, flags)
+			}
+			if err := load(file); err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			// The last byte of RAM in the file: just before the
+			// checksum and the end magic.
+			file[len(file)-4-8-1] ^= 0x40
+			if err := load(file); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "RAM's checksum does not match") {
+				t.Errorf("a changed RAM byte: %v", err)
+			}
+		})
 	}
 }
