@@ -193,6 +193,8 @@ type Device struct {
 	// pops, fills and returns a receive chain, and by PauseIO for the
 	// length of a snapshot (snapshot.go).
 	rxGate chan struct{}
+	// pausedIO says PauseIO holds rxGate's token (snapshot.go).
+	pausedIO atomic.Bool
 	// restoredRX is a frame from a snapshot that the next session
 	// delivers before reading the backend (RestoreDeviceState).
 	restoredRX []byte

@@ -49,17 +49,22 @@ func (d *Device) PauseIO(deadline time.Time) error {
 	defer t.Stop()
 	select {
 	case <-d.rxGate:
+		d.pausedIO.Store(true)
 		return nil
 	case <-t.C:
 		return errors.New("virtio-net: receive path still delivering a frame at the deadline")
 	}
 }
 
-// ResumeIO implements virtio.IOPauser.
+// ResumeIO implements virtio.IOPauser: it gives back the token PauseIO
+// took, and does nothing when PauseIO took none. Whether the gate's
+// channel is empty cannot tell: it is empty too while the receive
+// goroutine holds the token, and a token added then would be a second
+// one, on which that goroutine's leaveRX would block for ever (and a
+// Reset waiting for it). A test that resumed twice met exactly that.
 func (d *Device) ResumeIO() {
-	select {
-	case d.rxGate <- struct{}{}:
-	default: // not paused: the token is there already
+	if d.pausedIO.CompareAndSwap(true, false) {
+		d.rxGate <- struct{}{}
 	}
 }
 

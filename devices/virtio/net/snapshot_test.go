@@ -144,3 +144,53 @@ func FuzzNetRestoreDeviceState(f *testing.F) {
 		}
 	})
 }
+
+// TestResumeIOWithoutPause: a ResumeIO that no PauseIO took a token for
+// adds none, even while the receive goroutine holds the gate (its channel
+// is empty then too). Before, it added a second token, the goroutine's
+// leaveRX blocked for ever, and so did the Reset after it: a test's
+// second ResumeIO, landing in that window, hung make test.
+func TestResumeIOWithoutPause(t *testing.T) {
+	d := newHarness(t).dev // not activated: no receive goroutine takes the token
+	tests := []struct {
+		name  string
+		steps func()
+	}{
+		// The receive goroutine's part, done by hand: take the
+		// token, and give it back after a ResumeIO nobody paused for.
+		{"resume while the receive path holds the gate", func() {
+			<-d.rxGate
+			d.ResumeIO()
+			d.leaveRX()
+		}},
+		{"pause, resume, resume again", func() {
+			if err := d.PauseIO(time.Now().Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			d.ResumeIO()
+			d.ResumeIO()
+		}},
+		{"a pause that timed out, then resume", func() {
+			<-d.rxGate
+			if err := d.PauseIO(time.Now().Add(10 * time.Millisecond)); err == nil {
+				t.Fatal("PauseIO took a token the receive path holds")
+			}
+			d.ResumeIO()
+			d.leaveRX()
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan struct{})
+			go func() { tc.steps(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("a give-back of the token blocked: a second token was in the gate")
+			}
+			if n := len(d.rxGate); n != 1 {
+				t.Fatalf("%d tokens in the gate, want 1", n)
+			}
+		})
+	}
+}
