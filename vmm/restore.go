@@ -183,13 +183,9 @@ func Restore(cfg Config, f *vmstate.File) (m *Machine, err error) {
 		return nil, err
 	}
 	t2 := time.Now()
-	var tscSet time.Time
 	for i, v := range m.vcpus {
 		if err := v.RestoreState(d.VCPUs[i]); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrSnapshot, err)
-		}
-		if i == 0 {
-			tscSet = time.Now()
 		}
 	}
 	// kvm-clock continues from the instant the snapshot was taken, as if
@@ -198,12 +194,6 @@ func Restore(cfg Config, f *vmstate.File) (m *Machine, err error) {
 	// the guest's watchdogs report lockups). Two restores of one file then
 	// start at the same guest time.
 	d.VM.Clock.Flags = 0
-	// The TSCs have been counting since vCPU 0's was set (KVM sets
-	// the others' to match it: a write close to the first is taken as
-	// synchronising the vCPUs); kvm-clock starts only now. Moving it on
-	// by the same time keeps the two in step, as the snapshot saved
-	// them (ShiftTSC).
-	d.VM.Clock.Clock += uint64(time.Since(tscSet))
 	if err := m.vm.RestoreState(d.VM); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSnapshot, err)
 	}

@@ -192,7 +192,6 @@ func (m *Machine) describe(at time.Time) ([]byte, error) {
 	d := savedMachine{Kvmlab: Version, Created: at.UTC(), Vendor: string(m.vendor), Config: m.savedConfig()}
 	var err error
 	// kvm-clock first, as close as can be to the instant the guest stopped.
-	clockAt := time.Now()
 	if d.VM, err = m.vm.SaveState(); err != nil {
 		return nil, err
 	}
@@ -206,11 +205,6 @@ func (m *Machine) describe(at time.Time) ([]byte, error) {
 	d.VCPUs = make([]*kvm.VCPUState, len(m.vcpus))
 	err = m.OnParked(func(id int, v *kvm.VCPU) error {
 		s, err := v.SaveState(msrs)
-		if err == nil {
-			// Its TSC as at kvm-clock's reading (ShiftTSC): the
-			// vCPU is read later, on its own thread.
-			s.ShiftTSC(-time.Since(clockAt))
-		}
 		d.VCPUs[id] = s
 		return err
 	})

@@ -2,7 +2,6 @@ package kvm
 
 import (
 	"fmt"
-	"time"
 )
 
 // VCPUState is everything KVM holds about one vCPU that a snapshot needs,
@@ -302,31 +301,4 @@ func (v *VM) RestoreState(s *VMState) error {
 		return fmt.Errorf("VM: restore: %w", err)
 	}
 	return nil
-}
-
-// MSRTimeStampCounter is IA32_TIME_STAMP_COUNTER (SDM Vol. 4, MSR 10H): the
-// guest's TSC, which KVM reads and writes as the TSC plus the vCPU's offset.
-const MSRTimeStampCounter = 0x10
-
-// ShiftTSC moves the saved TSC (the IA32_TIME_STAMP_COUNTER entry of
-// s.MSRs) by d of the guest's TSC time at s.TSCKHz: back for a negative
-// d. A snapshot reads kvm-clock first and each vCPU's MSRs a moment later,
-// while the TSC goes on counting; shifting each TSC back by that moment
-// puts it at kvm-clock's instant, so that the two agree again after a
-// restore (the guest's clocksource watchdog compares them, and warned of a
-// skew of half a millisecond on a loaded machine). Without a TSC frequency
-// or a TSC entry it does nothing.
-func (s *VCPUState) ShiftTSC(d time.Duration) {
-	if s.TSCKHz == 0 {
-		return
-	}
-	// kHz times ns is 1e-6 cycles: split d in whole seconds and the rest
-	// so that the product stays far from overflowing.
-	sec, ns := int64(d/time.Second), int64(d%time.Second)
-	cycles := sec*int64(s.TSCKHz)*1000 + ns*int64(s.TSCKHz)/1e6
-	for i := range s.MSRs {
-		if s.MSRs[i].Index == MSRTimeStampCounter {
-			s.MSRs[i].Data = uint64(int64(s.MSRs[i].Data) + cycles)
-		}
-	}
 }

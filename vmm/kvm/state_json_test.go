@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestRegisterAreasJSON: the LAPIC page and the XSAVE area go through JSON
@@ -52,31 +51,6 @@ func TestRegisterAreasJSON(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := json.Unmarshal([]byte(tc.json), tc.into); err == nil {
 				t.Errorf("%s decoded without an error", tc.json)
-			}
-		})
-	}
-}
-
-// TestShiftTSC: the TSC entry moves by the duration at the saved
-// frequency, both ways, and nothing moves without a frequency.
-func TestShiftTSC(t *testing.T) {
-	tests := []struct {
-		name string
-		khz  uint32
-		d    time.Duration
-		want uint64
-	}{
-		{"back 1 ms at 2 GHz", 2_000_000, -time.Millisecond, 1_000_000_000 - 2_000_000},
-		{"forward 1.5 s at 3 GHz", 3_000_000, 1500 * time.Millisecond, 1_000_000_000 + 4_500_000_000},
-		{"back 250 ns at 2.4 GHz", 2_400_000, -250 * time.Nanosecond, 1_000_000_000 - 600},
-		{"no frequency", 0, time.Second, 1_000_000_000},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s := VCPUState{TSCKHz: tc.khz, MSRs: []MSR{{Index: 0x1b, Data: 7}, {Index: MSRTimeStampCounter, Data: 1_000_000_000}}}
-			s.ShiftTSC(tc.d)
-			if s.MSRs[1].Data != tc.want || s.MSRs[0].Data != 7 {
-				t.Errorf("TSC %d, other MSR %d; want %d and 7", s.MSRs[1].Data, s.MSRs[0].Data, tc.want)
 			}
 		})
 	}
