@@ -24,19 +24,7 @@ import (
 // emuhost's own emulated-host tests.
 func TestExecEmulatedHost(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("KVMLAB_SKIP_EMULATED") == "1" {
-		t.Skip("KVMLAB_SKIP_EMULATED=1")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86): no emulated host here")
-	}
-	kernel, initrd := guest.Default()
-	for _, p := range []string{kernel, initrd} {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("the default guest is not built (%v): run 'make guest'", err)
-		}
-	}
-	bin, _ := buildCLI(t, t.TempDir())
+	bin, kernel, initrd := emulatedExecSetup(t, "qemu-system-x86_64", "qemu-system-x86", "no emulated host here")
 	// The host's console lines that must never reach CMD's streams.
 	hostLines := []string{"hostinit:", "KVMLAB-HOST-EXIT", "kvm [", "Linux version"}
 	tests := []struct {
@@ -85,19 +73,7 @@ func TestExecEmulatedHost(t *testing.T) {
 // about two and a half minutes.
 func TestExecEmulatedIntelHost(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("KVMLAB_SKIP_EMULATED") == "1" {
-		t.Skip("KVMLAB_SKIP_EMULATED=1")
-	}
-	if _, err := exec.LookPath("bochs"); err != nil {
-		t.Skip("bochs is not installed (apt-get install bochs bochsbios vgabios isolinux syslinux-common xorriso): no emulated Intel host here")
-	}
-	kernel, initrd := guest.Default()
-	for _, p := range []string{kernel, initrd} {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("the default guest is not built (%v): run 'make guest'", err)
-		}
-	}
-	bin, _ := buildCLI(t, t.TempDir())
+	bin, kernel, initrd := emulatedExecSetup(t, "bochs", "bochs bochsbios vgabios isolinux syslinux-common xorriso", "no emulated Intel host here")
 	r := runBin(t, bin, nil, "run", "--emulated-host", "--emulated-cpu", "intel", "--kernel", kernel, "--initrd", initrd,
 		"--exec", "echo to-out; uname -r >&2; exit 3")
 	t.Logf("status %d, stdout %q, stderr:\n%s", r.code, r.stdout, r.stderr)
@@ -115,4 +91,26 @@ func TestExecEmulatedIntelHost(t *testing.T) {
 			t.Errorf("the emulated host's or the guest kernel's %q reached CMD's streams", l)
 		}
 	}
+}
+
+// emulatedExecSetup skips the test unless the emulator program (from the
+// Debian packages install) and the built default guest are here, and
+// returns the kvmlab binary built for it and the guest's kernel and
+// initramfs.
+func emulatedExecSetup(t *testing.T, program, install, without string) (bin, kernel, initrd string) {
+	t.Helper()
+	if os.Getenv("KVMLAB_SKIP_EMULATED") == "1" {
+		t.Skip("KVMLAB_SKIP_EMULATED=1")
+	}
+	if _, err := exec.LookPath(program); err != nil {
+		t.Skipf("%s is not installed (apt-get install %s): %s", program, install, without)
+	}
+	kernel, initrd = guest.Default()
+	for _, p := range []string{kernel, initrd} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("the default guest is not built (%v): run 'make guest'", err)
+		}
+	}
+	bin, _ = buildCLI(t, t.TempDir())
+	return bin, kernel, initrd
 }
